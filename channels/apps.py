@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class ChannelsConfig(AppConfig):
+    """Lets ``"channels"`` sit in ``INSTALLED_APPS`` (needed for its management commands)."""
+
+    name = "channels"
+    verbose_name = "Channels"

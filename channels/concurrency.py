@@ -1,0 +1,515 @@
+"""Moving calls between the event loop and threads, on asyncio and trio.
+
+This is the one module that knows about threads and event loops. Everything else calls
+:func:`sync_to_async` / :class:`SyncToAsync` and :func:`async_to_sync` and stays
+backend-neutral.
+
+Where sync code runs
+    ``thread_sensitive=True`` (the default, and what Django's ORM needs) runs the call on
+    one process-wide worker thread, so every thread-sensitive call sees the same
+    thread-local database connection, as under asgiref. Two exceptions keep Django's
+    rules: while a sync thread is blocked in :func:`async_to_sync`, thread-sensitive calls
+    made by the coroutine it waits for run *on that thread* (anywhere else would deadlock,
+    and a Django ``TestCase`` transaction lives there); and under asgiref's own
+    ``async_to_sync`` (Django's async test methods) they go where asgiref sends them.
+    ``thread_sensitive=False`` runs the call in an anyio worker thread.
+
+Cancellation
+    A sync call cannot be interrupted. The awaiting task is shielded until the call
+    returns and is then cancelled at once; nothing the call started outlives the task that
+    awaited it. Coroutines that the sync call runs through :func:`async_to_sync` are not
+    shielded: once the awaiting task is cancelled they are cancelled too, and the
+    cancellation exception is raised in the sync thread, so the sync code unwinds at its
+    next trip to the event loop.
+
+Interop points that need asyncio (the reason this module imports it)
+    asgiref's ``async_to_sync`` finds the event loop through a thread-local that its own
+    ``SyncToAsync`` sets. Our threads set it too, so existing code calling
+    ``asgiref.sync.async_to_sync(...)`` from a sync consumer reaches the running asyncio
+    loop. Under trio it is pointed at a stand-in that refuses with
+    :class:`~channels.exceptions.AsyncBridgeError`, naming :func:`async_to_sync`.
+"""
+
+from __future__ import annotations
+
+import asyncio  # interop: asgiref's bridges and Django's async tests are asyncio-only
+import contextvars
+import functools
+import inspect
+import logging
+import math
+import os
+import queue
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import anyio.to_thread
+import sniffio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from asgiref.sync import AsyncToSync as _AsgirefAsyncToSync
+from asgiref.sync import SyncToAsync as _AsgirefSyncToAsync
+from asgiref.sync import markcoroutinefunction
+
+from .exceptions import AsyncBridgeError
+
+__all__ = ["SyncToAsync", "async_to_sync", "sync_to_async"]
+
+logger = logging.getLogger("channels.concurrency")
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+# -- outcomes and messages passed between a thread and the task awaiting it -----------------
+
+
+@dataclass(eq=False, slots=True)
+class _Outcome:
+    """The result of a call: a value or an exception, carried across threads."""
+
+    value: Any = None
+    error: BaseException | None = None
+
+    def unwrap(self) -> Any:
+        if self.error is None:
+            return self.value
+        error, self.error = self.error, None
+        try:
+            raise error
+        finally:
+            del error  # no reference cycle through the traceback
+
+
+@dataclass(eq=False, slots=True)
+class _Done:
+    """Posted by a worker thread when its sync call has finished."""
+
+    outcome: _Outcome
+
+
+@dataclass(eq=False, slots=True)
+class _Request:
+    """Posted by a sync thread that wants a coroutine run on the event loop."""
+
+    func: Callable[..., Awaitable[Any]]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    inbox: _ThreadInbox
+
+
+class _ThreadInbox:
+    """What a sync thread blocked in :func:`async_to_sync` works through while it waits.
+
+    It receives the outcome it waits for and, until then, the thread-sensitive calls made
+    by the coroutine it waits for: they must run here, because this thread is the one that
+    is blocked.
+    """
+
+    __slots__ = ("_lock", "_open", "_queue")
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[_Call | _Outcome] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._open = True
+
+    def submit(self, call: _Call) -> bool:
+        """Queue ``call`` to run on this thread; False once the thread stopped waiting."""
+        with self._lock:
+            if self._open:
+                self._queue.put(call)
+            return self._open
+
+    def reply(self, outcome: _Outcome) -> None:
+        self._queue.put(outcome)
+
+    def wait(self) -> _Outcome:
+        while True:
+            item = self._queue.get()
+            if isinstance(item, _Outcome):
+                break
+            item.run()
+        with self._lock:
+            self._open = False
+        # A call submitted just before we closed still runs here, where it was promised.
+        while True:
+            try:
+                leftover = self._queue.get_nowait()
+            except queue.Empty:
+                return item
+            if isinstance(leftover, _Call):
+                leftover.run()
+
+
+@dataclass(eq=False, slots=True)
+class _OuterThread:
+    """Marks coroutines run on behalf of a sync thread that is blocked waiting for them.
+
+    ``asgiref_executor`` is asgiref's innermost waiting thread at the time, which tells
+    whose bridge is the nearer one when both are in play.
+    """
+
+    inbox: _ThreadInbox
+    asgiref_executor: object
+
+
+_outer_thread: contextvars.ContextVar[_OuterThread | None] = contextvars.ContextVar(
+    "channels_outer_thread", default=None
+)
+
+
+@dataclass(eq=False, slots=True)
+class _Link:
+    """How a worker thread reaches the task that awaits its call."""
+
+    token: anyio.lowlevel.EventLoopToken
+    requests: MemoryObjectSendStream[_Request | _Done]
+
+    def post(self, item: _Request | _Done) -> None:
+        anyio.from_thread.run_sync(self.requests.send_nowait, item, token=self.token)
+
+
+class _ThreadState(threading.local):
+    link: _Link | None = None
+
+
+_thread_state = _ThreadState()
+
+
+# -- asgiref interop ------------------------------------------------------------------------
+
+
+class _AsgirefOnTrio:
+    """Sits where asgiref looks for the main asyncio loop while a call runs under trio.
+
+    asgiref would otherwise start a private asyncio loop and run the coroutine there, away
+    from the trio loop that owns the consumer's state. Refusing, with directions, is better.
+    """
+
+    def is_running(self) -> bool:
+        return True
+
+    def create_task(self, coro: Coroutine[Any, Any, Any]) -> None:  # pragma: no cover
+        raise AssertionError("never called: call_soon_threadsafe refuses first")
+
+    def call_soon_threadsafe(self, callback: object, *args: object) -> None:
+        for arg in args:
+            if inspect.iscoroutine(arg):
+                _discard_coroutine(arg)
+        raise AsyncBridgeError(
+            "asgiref.sync.async_to_sync() cannot reach a trio event loop. In code that "
+            "runs under trio, use channels.concurrency.async_to_sync() instead: it works "
+            "on asyncio and on trio."
+        )
+
+
+def _discard_coroutine(coro: Coroutine[Any, Any, Any]) -> None:
+    """Close a never-started coroutine and the coroutines it was given as arguments."""
+    frame = coro.cr_frame
+    if frame is not None:
+        for value in frame.f_locals.values():
+            if inspect.iscoroutine(value):
+                value.close()
+    coro.close()
+
+
+_ASGIREF_ON_TRIO = _AsgirefOnTrio()
+
+
+def _point_asgiref_at(loop: object) -> tuple[object, object, object]:
+    local = _AsgirefSyncToAsync.threadlocal
+    saved = (
+        getattr(local, "main_event_loop", None),
+        getattr(local, "main_event_loop_pid", None),
+        getattr(local, "task_context", None),
+    )
+    local.main_event_loop = loop
+    local.main_event_loop_pid = os.getpid()
+    local.task_context = None
+    return saved
+
+
+def _restore_asgiref(saved: tuple[object, object, object]) -> None:
+    local = _AsgirefSyncToAsync.threadlocal
+    local.main_event_loop, local.main_event_loop_pid, local.task_context = saved
+
+
+def _asgiref_waiting_thread() -> object:
+    return getattr(_AsgirefAsyncToSync.executors, "current", None)
+
+
+def _asgiref_is_nearer() -> bool:
+    """True when asgiref's async_to_sync, not ours, is the innermost sync thread waiting."""
+    executor = _asgiref_waiting_thread()
+    if executor is None:
+        return False
+    ours = _outer_thread.get()
+    return ours is None or ours.asgiref_executor is not executor
+
+
+# -- running a sync call in a thread --------------------------------------------------------
+
+
+@dataclass(eq=False, slots=True)
+class _Call:
+    """A sync call on its way to a thread, with what it needs to find its way back."""
+
+    func: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    context: contextvars.Context
+    link: _Link | None
+    asgiref_loop: object
+
+    def invoke(self) -> _Outcome:
+        previous_link = _thread_state.link
+        _thread_state.link = self.link
+        saved = _point_asgiref_at(self.asgiref_loop)
+        try:
+            return _Outcome(value=self.context.run(self.func, *self.args, **self.kwargs))
+        except BaseException as exc:
+            return _Outcome(error=exc)
+        finally:
+            _thread_state.link = previous_link
+            _restore_asgiref(saved)
+
+    def run(self) -> None:
+        """Run on a linked thread and report back; never raises."""
+        outcome = self.invoke()
+        assert self.link is not None
+        try:
+            self.link.post(_Done(outcome))
+        except BaseException:  # pragma: no cover - the loop died under a shielded task
+            logger.exception("Could not report a finished sync call to its event loop")
+
+
+class _ThreadSensitiveWorker:
+    """The one thread that runs thread-sensitive calls for the whole process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+
+    def submit(self, call: _Call) -> None:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="channels-thread-sensitive"
+                )
+            self._executor.submit(call.run)
+
+    def forget(self) -> None:
+        """After fork(), the parent's thread does not exist in the child."""
+        self._executor = None
+        self._lock = threading.Lock()
+
+
+_worker = _ThreadSensitiveWorker()
+os.register_at_fork(after_in_child=_worker.forget)
+
+
+async def _serve(requests: MemoryObjectReceiveStream[_Request | _Done]) -> Any:
+    """Await a linked thread's call, running the coroutines it asks for meanwhile."""
+    cancelled: BaseException | None = None
+    while True:
+        with anyio.CancelScope(shield=True):
+            item = await requests.receive()
+        if isinstance(item, _Done):
+            if cancelled is not None:
+                raise cancelled
+            return item.outcome.unwrap()
+        marker = _outer_thread.set(_OuterThread(item.inbox, _asgiref_waiting_thread()))
+        try:
+            value = await item.func(*item.args, **item.kwargs)
+        except BaseException as exc:
+            if isinstance(exc, anyio.get_cancelled_exc_class()):
+                cancelled = exc
+            item.inbox.reply(_Outcome(error=exc))
+        else:
+            item.inbox.reply(_Outcome(value=value))
+        finally:
+            _outer_thread.reset(marker)
+
+
+async def run_sync(
+    func: Callable[..., _R],
+    *args: Any,
+    thread_sensitive: bool = True,
+    **kwargs: Any,
+) -> _R:
+    """Run ``func(*args, **kwargs)`` in a thread and return its result.
+
+    The lower-level form of :func:`sync_to_async`; see the module docstring for which
+    thread runs it and what cancellation does.
+    """
+    library = sniffio.current_async_library()
+    if thread_sensitive and library == "asyncio" and _asgiref_is_nearer():
+        bound = functools.partial(func, *args, **kwargs)
+        return await _AsgirefSyncToAsync(bound, thread_sensitive=True)()
+
+    asgiref_loop = asyncio.get_running_loop() if library == "asyncio" else _ASGIREF_ON_TRIO
+    context = contextvars.copy_context()
+    if not thread_sensitive:
+        call = _Call(func, args, kwargs, context, None, asgiref_loop)
+        outcome = await anyio.to_thread.run_sync(call.invoke)
+        return cast(_R, outcome.unwrap())
+
+    sender, receiver = anyio.create_memory_object_stream[_Request | _Done](math.inf)
+    with sender, receiver:
+        link = _Link(anyio.lowlevel.current_token(), sender)
+        call = _Call(func, args, kwargs, context, link, asgiref_loop)
+        outer = _outer_thread.get()
+        if outer is None or not outer.inbox.submit(call):
+            _worker.submit(call)
+        return cast(_R, await _serve(receiver))
+
+
+# -- sync_to_async --------------------------------------------------------------------------
+
+
+class SyncToAsync(Generic[_P, _R]):
+    """A sync callable made awaitable: each call runs in a thread (see module docstring).
+
+    Works as a decorator on functions and methods. Subclasses may override
+    :meth:`call_in_thread` to wrap every call (``DatabaseSyncToAsync`` does).
+    """
+
+    def __init__(self, func: Callable[_P, _R], *, thread_sensitive: bool = True) -> None:
+        if not callable(func) or _is_async_callable(func):
+            raise TypeError("sync_to_async can only be applied to sync functions.")
+        self.func = func
+        self.thread_sensitive = thread_sensitive
+        functools.update_wrapper(self, func)
+        markcoroutinefunction(self)
+
+    def call_in_thread(self, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        """Runs in the worker thread; the hook for subclasses."""
+        return self.func(*args, **kwargs)
+
+    async def __call__(self, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        return await run_sync(
+            self.call_in_thread, *args, thread_sensitive=self.thread_sensitive, **kwargs
+        )
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        bound = functools.partial(self.__call__, instance)
+        markcoroutinefunction(bound)
+        return functools.update_wrapper(bound, self.func)
+
+
+def _is_async_callable(func: object) -> bool:
+    while isinstance(func, functools.partial):
+        func = func.func
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)  # noqa: B004 - instances with an async __call__
+    )
+
+
+@overload
+def sync_to_async(
+    func: Callable[_P, _R], *, thread_sensitive: bool = True
+) -> SyncToAsync[_P, _R]: ...
+
+
+@overload
+def sync_to_async(
+    func: None = None, *, thread_sensitive: bool = True
+) -> Callable[[Callable[_P, _R]], SyncToAsync[_P, _R]]: ...
+
+
+def sync_to_async(
+    func: Callable[_P, _R] | None = None, *, thread_sensitive: bool = True
+) -> SyncToAsync[_P, _R] | Callable[[Callable[_P, _R]], SyncToAsync[_P, _R]]:
+    """Make a sync callable awaitable; usable as ``@sync_to_async`` or with arguments."""
+    if func is None:
+        return functools.partial(SyncToAsync, thread_sensitive=thread_sensitive)
+    return SyncToAsync(func, thread_sensitive=thread_sensitive)
+
+
+# -- async_to_sync --------------------------------------------------------------------------
+
+
+def async_to_sync(
+    func: Callable[_P, Awaitable[_R]], *, backend: str = "asyncio"
+) -> Callable[_P, _R]:
+    """Make an async callable callable from sync code running in a thread.
+
+    In a thread running a :func:`sync_to_async` call, the coroutine runs on the event loop
+    that made the call, on asyncio and trio alike. In an anyio worker thread it runs on
+    that thread's loop; in a thread started by asgiref's ``sync_to_async`` it goes through
+    asgiref. In a thread with no event loop at all (a script, a management command, a sync
+    test) it runs on a new ``backend`` event loop in a helper thread, and thread-sensitive
+    calls it makes come back to the calling thread, as Django expects.
+
+    :raises RuntimeError: if called from a thread that is running an event loop.
+    """
+
+    @functools.wraps(func)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        return cast(_R, _call_from_thread(func, args, kwargs, backend))
+
+    return call
+
+
+def _call_from_thread(
+    func: Callable[..., Awaitable[Any]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    backend: str,
+) -> Any:
+    link = _thread_state.link
+    if link is not None:
+        inbox = _ThreadInbox()
+        link.post(_Request(func, args, kwargs, inbox))
+        return inbox.wait().unwrap()
+
+    try:
+        sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        pass
+    else:
+        raise RuntimeError(
+            "You cannot use async_to_sync in the same thread as an async event loop - "
+            "just await the async function directly."
+        )
+
+    async def invoke() -> Any:
+        return await func(*args, **kwargs)
+
+    token = _anyio_worker_token()
+    if token is not None:
+        return anyio.from_thread.run(invoke, token=token)
+
+    asgiref_loop = getattr(_AsgirefSyncToAsync.threadlocal, "main_event_loop", None)
+    if isinstance(asgiref_loop, asyncio.AbstractEventLoop) and asgiref_loop.is_running():
+        return _AsgirefAsyncToSync(invoke)()
+
+    inbox = _ThreadInbox()
+
+    async def invoke_for_this_thread() -> None:
+        marker = _outer_thread.set(_OuterThread(inbox, _asgiref_waiting_thread()))
+        try:
+            inbox.reply(_Outcome(value=await invoke()))
+        except BaseException as exc:
+            inbox.reply(_Outcome(error=exc))
+        finally:
+            _outer_thread.reset(marker)
+
+    with anyio.from_thread.start_blocking_portal(backend) as portal:
+        portal.start_task_soon(invoke_for_this_thread)
+        outcome = inbox.wait()
+    return outcome.unwrap()
+
+
+def _anyio_worker_token() -> anyio.lowlevel.EventLoopToken | None:
+    try:
+        return anyio.from_thread.run_sync(anyio.lowlevel.current_token)
+    except anyio.NoEventLoopError:
+        return None

@@ -1,0 +1,17 @@
+"""Channel layers: how consumers in one process or many send each other messages."""
+
+from __future__ import annotations
+
+from .base import BaseChannelLayer as BaseChannelLayer
+from .inmemory import InMemoryChannelLayer as InMemoryChannelLayer
+from .manager import ChannelLayerManager as ChannelLayerManager
+from .manager import channel_layers as channel_layers
+from .manager import get_channel_layer as get_channel_layer
+
+__all__ = [
+    "BaseChannelLayer",
+    "ChannelLayerManager",
+    "InMemoryChannelLayer",
+    "channel_layers",
+    "get_channel_layer",
+]

@@ -1,0 +1,185 @@
+"""Routers: ASGI applications that pick an inner application for each connection.
+
+Every router is itself an ASGI application, so they nest, and each returns what the inner
+application returned.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.urls.exceptions import Resolver404
+from django.urls.resolvers import RegexPattern, RoutePattern, URLPattern, URLResolver
+
+from .layers import channel_layers
+from .types import ASGIApp, Receive, Scope, Send
+
+__all__ = [
+    "ChannelNameRouter",
+    "ProtocolTypeRouter",
+    "URLRouter",
+    "get_default_application",
+]
+
+logger = logging.getLogger("channels.routing")
+
+
+def get_default_application() -> ASGIApp:
+    """The application named by the ``ASGI_APPLICATION`` setting.
+
+    :raises ~django.core.exceptions.ImproperlyConfigured: if the setting is missing, or
+        its module or attribute cannot be imported.
+    """
+    try:
+        path, name = settings.ASGI_APPLICATION.rsplit(".", 1)
+    except (ValueError, AttributeError):
+        raise ImproperlyConfigured("Cannot find ASGI_APPLICATION setting.") from None
+    try:
+        module = importlib.import_module(path)
+    except ImportError as exc:
+        raise ImproperlyConfigured(f"Cannot import ASGI_APPLICATION module {path!r}") from exc
+    try:
+        value = getattr(module, name)
+    except AttributeError:
+        raise ImproperlyConfigured(
+            f"Cannot find {name!r} in ASGI_APPLICATION module {path}"
+        ) from None
+    return value  # type: ignore[no-any-return]
+
+
+class ProtocolTypeRouter:
+    """Routes on ``scope["type"]``: ``http``, ``websocket``, ``channel``, ...
+
+    A ``lifespan`` scope with no application of its own is answered here: startup is
+    acknowledged, and shutdown closes every channel layer before it is acknowledged, so
+    servers such as hypercorn neither log an error nor leave layer connections open.
+
+    :raises ValueError: for a scope type with no application.
+    """
+
+    def __init__(self, application_mapping: Mapping[str, ASGIApp]) -> None:
+        self.application_mapping = application_mapping
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
+        application = self.application_mapping.get(scope["type"])
+        if application is not None:
+            return await application(scope, receive, send)
+        if scope["type"] == "lifespan":
+            return await _serve_lifespan(receive, send)
+        raise ValueError(f"No application configured for scope type {scope['type']!r}")
+
+
+async def _serve_lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            try:
+                await channel_layers.close_all()
+            except Exception as exc:
+                logger.exception("Closing channel layers at shutdown failed")
+                await send({"type": "lifespan.shutdown.failed", "message": str(exc)})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+class URLRouter:
+    """Routes on the connection's path with Django's ``path()`` and ``re_path()``.
+
+    Captured arguments land in ``scope["url_route"]`` (``args`` and ``kwargs``, merged
+    with the route's default kwargs and with those of outer routers). Routers nest: an
+    inner router sees the rest of the path in ``scope["path_remaining"]``. The outermost
+    router strips ``scope["root_path"]`` first.
+
+    :raises ~django.core.exceptions.ImproperlyConfigured: for an ``include()`` route; nest
+        ``URLRouter`` instances instead.
+    """
+
+    #: Marks this application as doing its own routing on the rest of the path, so
+    #: an outer router's ``path()`` pattern for it is not anchored at the end.
+    _path_routing = True
+
+    def __init__(self, routes: Sequence[URLPattern | URLResolver]) -> None:
+        self.routes = routes
+        for route in routes:
+            if isinstance(route, URLResolver) and not getattr(route, "callback", None):
+                raise ImproperlyConfigured(
+                    f"{route}: include() is not supported in URLRouter. Use nested"
+                    " URLRouter instances instead."
+                )
+            if getattr(route.callback, "_path_routing", False) is True:
+                route.pattern = _prefix_pattern(route.pattern)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
+        outermost = "path_remaining" not in scope
+        path = scope.get("path_remaining", scope.get("path"))
+        if path is None:
+            raise ValueError("No 'path' key in connection scope, cannot route URLs")
+        if outermost:
+            root_path = scope.get("root_path", "")
+            if root_path and not path.startswith(root_path):
+                raise ValueError(f"No route found for path {path!r}.")
+            path = path[len(root_path) :]
+        path = path.lstrip("/")
+
+        for route in self.routes:
+            try:
+                match = route.pattern.match(path)
+            except Resolver404:
+                continue
+            if not match:
+                continue
+            remaining, args, kwargs = match
+            outer = scope.get("url_route", {})
+            url_route = {
+                "args": tuple(outer.get("args", ())) + tuple(args),
+                "kwargs": {**outer.get("kwargs", {}), **kwargs, **route.default_args},
+            }
+            inner_scope = dict(scope, path_remaining=remaining, url_route=url_route)
+            return await route.callback(inner_scope, receive, send)
+
+        if outermost:
+            raise ValueError(f"No route found for path {path!r}.")
+        raise Resolver404(f"No route found for path {path!r}.")
+
+
+def _prefix_pattern(pattern: Any) -> Any:
+    """The same pattern, matching only a prefix of the path (not anchored at the end)."""
+    if isinstance(pattern, RegexPattern):
+        source = pattern._regex
+    elif isinstance(pattern, RoutePattern):
+        source = pattern._route
+    else:
+        raise ValueError(f"Unsupported pattern type: {type(pattern)}")
+    return type(pattern)(source, pattern.name, is_endpoint=False)
+
+
+class ChannelNameRouter:
+    """Routes ``channel`` scopes (from ``runworker``) on ``scope["channel"]``.
+
+    :raises ValueError: for a scope with no ``channel`` key, or a channel with no
+        application.
+    """
+
+    def __init__(self, application_mapping: Mapping[str, ASGIApp]) -> None:
+        self.application_mapping = application_mapping
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
+        if "channel" not in scope:
+            raise ValueError(
+                "ChannelNameRouter got a scope without a 'channel' key. "
+                "Did you make sure it's only being used for 'channel' type messages?"
+            )
+        application = self.application_mapping.get(scope["channel"])
+        if application is None:
+            raise ValueError(
+                f"No application configured for channel name {scope['channel']!r}"
+            )
+        return await application(scope, receive, send)

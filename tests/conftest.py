@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Every async test runs once on asyncio and once on trio."""
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: Any) -> None:
+    """Hand every ``async def`` test to anyio's plugin, so none can miss a backend."""
+    if inspect.iscoroutinefunction(obj) and collector.istestfunction(obj, name):  # type: ignore[attr-defined]
+        pytest.mark.anyio(obj)
