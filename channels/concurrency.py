@@ -210,7 +210,7 @@ class _AsgirefOnTrio:
 
 def _discard_coroutine(coro: Coroutine[Any, Any, Any]) -> None:
     """Close a never-started coroutine and the coroutines it was given as arguments."""
-    frame = coro.cr_frame
+    frame = getattr(coro, "cr_frame", None)
     if frame is not None:
         for value in frame.f_locals.values():
             if inspect.iscoroutine(value):
@@ -399,7 +399,7 @@ class SyncToAsync(Generic[_P, _R]):
     def __get__(self, instance: object, owner: type | None = None) -> Any:
         if instance is None:
             return self
-        bound = functools.partial(self.__call__, instance)
+        bound: Any = functools.partial(self.__call__, instance)  # type: ignore[arg-type]
         markcoroutinefunction(bound)
         return functools.update_wrapper(bound, self.func)
 

@@ -1,0 +1,38 @@
+# Two commands matter: `make demo` serves the example chat, `make test` runs the tests.
+# Both create .venv and install the package (with its dev extras) when needed.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+BACKEND ?= asyncio
+HOST ?= 127.0.0.1
+PORT ?= 8000
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck check clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	cd examples/chat && ../../$(BIN)/python manage.py migrate --noinput
+	cd examples/chat && ../../$(BIN)/hypercorn --worker-class $(BACKEND) \
+		--bind $(HOST):$(PORT) chat_demo.asgi:application
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: test lint typecheck
+
+clean:
+	rm -rf $(VENV) examples/chat/db.sqlite3
