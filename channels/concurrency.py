@@ -322,6 +322,8 @@ async def _serve(requests: MemoryObjectReceiveStream[_Request | _Done]) -> Any:
         if isinstance(item, _Done):
             if cancelled is not None:
                 raise cancelled
+            # Delivered now: a cancellation that arrived during the shielded wait.
+            await anyio.lowlevel.checkpoint_if_cancelled()
             return item.outcome.unwrap()
         marker = _outer_thread.set(_OuterThread(item.inbox, _asgiref_waiting_thread()))
         try:
@@ -470,11 +472,7 @@ def _call_from_thread(
         link.post(_Request(func, args, kwargs, inbox))
         return inbox.wait().unwrap()
 
-    try:
-        sniffio.current_async_library()
-    except sniffio.AsyncLibraryNotFoundError:
-        pass
-    else:
+    if _event_loop_runs_here():
         raise RuntimeError(
             "You cannot use async_to_sync in the same thread as an async event loop - "
             "just await the async function directly."
@@ -506,6 +504,15 @@ def _call_from_thread(
         portal.start_task_soon(invoke_for_this_thread)
         outcome = inbox.wait()
     return outcome.unwrap()
+
+
+def _event_loop_runs_here() -> bool:
+    # Not sniffio.current_async_library(): worker threads inherit its context variable.
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return sniffio.thread_local.name is not None
+    return True
 
 
 def _anyio_worker_token() -> anyio.lowlevel.EventLoopToken | None:

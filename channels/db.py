@@ -11,14 +11,33 @@ from __future__ import annotations
 
 from typing import ParamSpec, TypeVar
 
-from django.db import close_old_connections
+from django.db import connections
 
 from .concurrency import SyncToAsync, run_sync
 
-__all__ = ["DatabaseSyncToAsync", "aclose_old_connections", "database_sync_to_async"]
+__all__ = [
+    "DatabaseSyncToAsync",
+    "aclose_old_connections",
+    "close_old_connections",
+    "database_sync_to_async",
+]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+
+
+def close_old_connections() -> None:
+    """Close this thread's connections that are broken or past ``CONN_MAX_AGE``.
+
+    Django's own ``close_old_connections``, except that a connection inside an atomic
+    block is left alone: the code running here is inside that transaction (a ``TestCase``
+    test, or sync code that called into async code from within ``atomic()``), and closing
+    the connection would break it (the next query fails with "Cannot operate on a closed
+    database"). Upstream Channels closes it regardless.
+    """
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()
 
 
 class DatabaseSyncToAsync(SyncToAsync[_P, _R]):

@@ -143,7 +143,12 @@ class URLRouter:
                 "kwargs": {**outer.get("kwargs", {}), **kwargs, **route.default_args},
             }
             inner_scope = dict(scope, path_remaining=remaining, url_route=url_route)
-            return await route.callback(inner_scope, receive, send)
+            if getattr(route.callback, "_path_routing", False) is not True:
+                return await route.callback(inner_scope, receive, send)
+            try:
+                return await route.callback(inner_scope, receive, send)
+            except Resolver404:
+                continue  # a nested router found nothing: try the next route
 
         if outermost:
             raise ValueError(f"No route found for path {path!r}.")

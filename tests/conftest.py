@@ -17,3 +17,13 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: Any) 
     """Hand every ``async def`` test to anyio's plugin, so none can miss a backend."""
     if inspect.iscoroutinefunction(obj) and collector.istestfunction(obj, name):  # type: ignore[attr-defined]
         pytest.mark.anyio(obj)
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layers() -> Any:
+    """Each test starts with newly built channel layers, so no state leaks between tests."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends = {}
+    yield
+    channel_layers.backends = {}

@@ -1,3 +1,6 @@
+import os
+import tempfile
+
 SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
 USE_TZ = True
@@ -8,6 +11,18 @@ INSTALLED_APPS = [
     "channels",
     "tests.testapp",
 ]
-DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+# A file, not ":memory:": worker threads then share the test database through their own
+# connections, and closing a connection really closes it (tests observe that).
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.path.join(tempfile.gettempdir(), "channels-anyio-tests.sqlite3"),
+        "TEST": {
+            "NAME": os.path.join(
+                tempfile.gettempdir(), f"channels-anyio-test-{os.getpid()}.sqlite3"
+            )
+        },
+    }
+}
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"

@@ -27,9 +27,9 @@ class BaseChannelLayer:
     MAX_NAME_LENGTH: ClassVar[int] = 100
 
     channel_name_regex: ClassVar[re.Pattern[str]] = re.compile(
-        r"^[a-zA-Z\d\-_.]+(\![\d\w\-_.]*)?$"
+        r"^[a-zA-Z\d\-_.]+(\![\d\w\-_.]*)?$", re.ASCII
     )
-    group_name_regex: ClassVar[re.Pattern[str]] = re.compile(r"^[a-zA-Z\d\-_.]+$")
+    group_name_regex: ClassVar[re.Pattern[str]] = re.compile(r"^[a-zA-Z\d\-_.]+$", re.ASCII)
     invalid_name_error: ClassVar[str] = (
         "{} name must be a valid unicode string "
         f"with length < {MAX_NAME_LENGTH} "
@@ -82,7 +82,7 @@ class BaseChannelLayer:
         if not self.match_type_and_length(name):
             raise TypeError(self.invalid_name_error.format("Channel"))
         assert isinstance(name, str)
-        if not self.channel_name_regex.match(name):
+        if not self.channel_name_regex.fullmatch(name):
             raise TypeError(self.invalid_name_error.format("Channel"))
         if receive and "!" in name and not name.endswith("!"):
             raise TypeError("Specific channel names in receive() must end at the !")
@@ -93,7 +93,7 @@ class BaseChannelLayer:
         if not self.match_type_and_length(name):
             raise TypeError(self.invalid_name_error.format("Group"))
         assert isinstance(name, str)
-        if not self.group_name_regex.match(name):
+        if not self.group_name_regex.fullmatch(name):
             raise TypeError(self.invalid_name_error.format("Group"))
         return True
 

@@ -1,0 +1,250 @@
+"""The thread bridge: which thread runs what, and what cancellation does across it."""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import anyio
+import anyio.to_thread
+import asgiref.sync
+import pytest
+import sniffio
+from anyio import wait_all_tasks_blocked
+
+from channels.concurrency import SyncToAsync, async_to_sync, sync_to_async
+from channels.exceptions import AsyncBridgeError
+
+
+def current_thread() -> int:
+    return threading.get_ident()
+
+
+async def test_thread_sensitive_calls_share_one_thread_one_at_a_time() -> None:
+    loop_thread = current_thread()
+    active = 0
+    most_active = 0
+    threads: list[int] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        nonlocal active, most_active
+        with lock:
+            active += 1
+            most_active = max(most_active, active)
+        threads.append(current_thread())
+        threading.Event().wait(0.01)  # overlap would show if calls ran concurrently
+        with lock:
+            active -= 1
+
+    async with anyio.create_task_group() as group:
+        for _ in range(8):
+            group.start_soon(sync_to_async(work))
+
+    assert len(threads) == 8
+    assert len(set(threads)) == 1
+    assert loop_thread not in threads
+    assert most_active == 1
+
+
+async def test_thread_insensitive_calls_run_concurrently_off_the_loop() -> None:
+    barrier = threading.Barrier(2, timeout=5)
+    threads: list[int] = []
+
+    def meet() -> None:
+        threads.append(current_thread())
+        barrier.wait()  # only returns if both calls are running at the same time
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(sync_to_async(meet, thread_sensitive=False))
+        group.start_soon(sync_to_async(thread_sensitive=False)(meet))
+
+    assert len(set(threads)) == 2
+    assert current_thread() not in threads
+
+
+async def test_results_exceptions_arguments_and_context_cross_the_bridge() -> None:
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+    request_id.set("abc")
+
+    def combine(a: int, b: int, *, sep: str) -> str:
+        return f"{a}{sep}{b}{sep}{request_id.get()}"
+
+    assert await sync_to_async(combine)(1, 2, sep="-") == "1-2-abc"
+    assert await sync_to_async(combine, thread_sensitive=False)(3, 4, sep="+") == "3+4+abc"
+
+    class Boom(Exception):
+        pass
+
+    error = Boom("from the thread")
+
+    def fail() -> None:
+        raise error
+
+    with pytest.raises(Boom) as caught:
+        await sync_to_async(fail)()
+    assert caught.value is error
+
+
+async def test_decorates_functions_and_methods() -> None:
+    class Counter:
+        def __init__(self) -> None:
+            self.count = 0
+
+        @sync_to_async
+        def bump(self, by: int) -> int:
+            self.count += by
+            return self.count
+
+    counter = Counter()
+    assert await counter.bump(2) == 2
+    assert await counter.bump(by=3) == 5
+    assert isinstance(Counter.__dict__["bump"], SyncToAsync)
+
+    @sync_to_async
+    def double(x: int) -> int:
+        return x * 2
+
+    assert await double(21) == 42
+    assert double.__name__ == "double"
+
+
+def test_refuses_async_functions() -> None:
+    async def coroutine_function() -> None:
+        pass
+
+    with pytest.raises(TypeError, match="only be applied to sync functions"):
+        sync_to_async(coroutine_function)
+
+
+async def test_async_to_sync_in_a_worker_reaches_the_calling_loop() -> None:
+    loop_thread = current_thread()
+    library = sniffio.current_async_library()
+
+    async def where() -> tuple[int, str]:
+        await anyio.sleep(0)
+        return current_thread(), sniffio.current_async_library()
+
+    def from_thread() -> tuple[int, str]:
+        return async_to_sync(where)()
+
+    assert await sync_to_async(from_thread)() == (loop_thread, library)
+    assert await sync_to_async(from_thread, thread_sensitive=False)() == (loop_thread, library)
+    assert await anyio.to_thread.run_sync(from_thread) == (loop_thread, library)
+
+
+async def test_thread_sensitive_call_inside_async_to_sync_runs_on_the_waiting_thread() -> None:
+    def innermost() -> int:
+        return current_thread()
+
+    async def middle() -> int:
+        return await sync_to_async(innermost)()
+
+    def outer() -> tuple[int, int]:
+        return current_thread(), async_to_sync(middle)()
+
+    outer_thread, inner_thread = await sync_to_async(outer)()
+    assert inner_thread == outer_thread
+
+
+async def test_asgiref_async_to_sync_in_a_sync_handler(anyio_backend: str) -> None:
+    """Existing code calls asgiref's bridge from sync code: it works on asyncio, and on
+    trio it fails with directions instead of corrupting the loop's state."""
+    loop_thread = current_thread()
+
+    async def where() -> int:
+        return current_thread()
+
+    def call_through_asgiref() -> int:
+        return asgiref.sync.async_to_sync(where)()
+
+    if anyio_backend == "asyncio":
+        assert await sync_to_async(call_through_asgiref)() == loop_thread
+    else:
+        with pytest.raises(AsyncBridgeError, match=r"channels\.concurrency\.async_to_sync"):
+            await sync_to_async(call_through_asgiref)()
+
+
+async def test_cancelling_the_caller_waits_for_the_sync_call_then_cancels() -> None:
+    started = threading.Event()
+    release = threading.Event()
+    finished: list[str] = []
+    after_call: list[str] = []
+
+    def blocking() -> str:
+        started.set()
+        release.wait(5)
+        finished.append("sync call finished")
+        return "result"
+
+    async def caller(scope: anyio.CancelScope) -> None:
+        with scope:
+            await sync_to_async(blocking)()
+            after_call.append("not cancelled")
+
+    scope = anyio.CancelScope()
+    async with anyio.create_task_group() as group:
+        group.start_soon(caller, scope)
+        await anyio.to_thread.run_sync(started.wait)
+        scope.cancel()
+        await wait_all_tasks_blocked()
+        assert not finished, "the sync call cannot have been interrupted"
+        release.set()
+
+    assert finished == ["sync call finished"]
+    assert after_call == []
+    assert scope.cancelled_caught
+
+
+async def test_cancelling_the_caller_cancels_what_the_thread_awaits() -> None:
+    seen_in_thread: list[type[BaseException]] = []
+    cancelled = anyio.get_cancelled_exc_class()
+    entered = anyio.Event()
+
+    async def wait_forever() -> None:
+        entered.set()
+        await anyio.sleep_forever()
+
+    def waits_on_the_loop() -> None:
+        try:
+            async_to_sync(wait_forever)()
+        except BaseException as exc:
+            seen_in_thread.append(type(exc))
+            raise
+
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as group:
+            group.start_soon(sync_to_async(waits_on_the_loop))
+            await entered.wait()
+            scope.cancel()
+    assert scope.cancelled_caught
+    assert seen_in_thread == [cancelled]
+
+
+async def test_async_to_sync_refuses_the_event_loop_thread() -> None:
+    async def nothing() -> None:
+        pass
+
+    with pytest.raises(RuntimeError, match="same thread as an async event loop"):
+        async_to_sync(nothing)()
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_async_to_sync_without_a_loop_runs_one(backend: str) -> None:
+    """A script or management command: a new loop, and thread-sensitive calls made from
+    it come back to the calling thread, where Django's sync code (and its transaction) is.
+    """
+    caller = current_thread()
+
+    async def work(x: int) -> tuple[int, str, int]:
+        ran_on = await sync_to_async(current_thread)()
+        return x * 2, sniffio.current_async_library(), ran_on
+
+    assert async_to_sync(work, backend=backend)(21) == (42, backend, caller)
+
+
+def test_async_to_sync_raises_the_coroutines_exception() -> None:
+    async def fail() -> None:
+        raise LookupError("missing")
+
+    with pytest.raises(LookupError, match="missing"):
+        async_to_sync(fail)()

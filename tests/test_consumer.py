@@ -1,0 +1,264 @@
+"""Consumers: dispatch, ordering, stopping, errors, and the sync consumer's thread."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Generator
+from typing import Any
+
+import anyio
+import asgiref.sync
+import pytest
+from django.test import override_settings
+
+from channels.concurrency import async_to_sync
+from channels.consumer import AsyncConsumer, SyncConsumer, get_handler_name
+from channels.exceptions import AsyncBridgeError, StopConsumer
+from channels.layers import get_channel_layer
+from channels.types import Message
+
+from .harness import RunningApp, feed_and_run
+
+SCOPE = {"type": "test"}
+
+
+class Recorder(AsyncConsumer):
+    """Records each handler's start and end, yielding in between to invite overlap."""
+
+    def __init__(self, log: list[str] | None = None) -> None:
+        self.log = log if log is not None else []
+
+    async def test_message(self, message: Message) -> None:
+        self.log.append(f"start {message['n']}")
+        await anyio.sleep(0)
+        await anyio.sleep(0)
+        self.log.append(f"end {message['n']}")
+        await self.send({"type": "test.done", "n": message["n"]})
+
+    async def test_stop(self, message: Message) -> None:
+        raise StopConsumer
+
+
+def test_handler_names() -> None:
+    assert get_handler_name({"type": "websocket.receive"}) == "websocket_receive"
+    assert get_handler_name({"type": "chat.message.new"}) == "chat_message_new"
+    with pytest.raises(ValueError, match="Incoming message has no 'type' attribute"):
+        get_handler_name({"text": "hi"})
+    with pytest.raises(ValueError, match="leading underscore"):
+        get_handler_name({"type": "_private.method"})
+    with pytest.raises(ValueError, match="leading underscore"):
+        get_handler_name({"type": ".hidden"})
+    with pytest.raises(TypeError, match="must be a dict, got str"):
+        get_handler_name("websocket.receive")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="must be a string"):
+        get_handler_name({"type": 42})
+
+
+async def test_handlers_run_one_at_a_time_in_arrival_order() -> None:
+    layer = get_channel_layer()
+    log: list[str] = []
+    async with RunningApp(Recorder.as_asgi(log=log), SCOPE) as app:
+        for n in range(3):
+            await app.send_input({"type": "test.message", "n": n})
+        for n in range(3):
+            assert (await app.receive_output())["n"] == n
+        channel_name = next(iter(layer.channels))
+        for n in range(3, 6):
+            await layer.send(channel_name, {"type": "test.message", "n": n})
+        for n in range(3, 6):
+            assert (await app.receive_output())["n"] == n
+        await app.send_input({"type": "test.stop"})
+        assert await app.wait() is None
+
+    assert log == [f"{edge} {n}" for n in range(6) for edge in ("start", "end")]
+
+
+async def test_stop_consumer_ends_the_layer_listener_with_the_consumer() -> None:
+    layer = get_channel_layer()
+    seen: dict[str, Any] = {}
+
+    class Remembers(AsyncConsumer):
+        async def test_stop(self, message: Message) -> None:
+            seen["channel_name"] = self.channel_name
+            seen["channel_layer"] = self.channel_layer
+            seen["scope"] = self.scope
+            raise StopConsumer
+
+    tasks_before = len(anyio.get_running_tasks())
+    async with RunningApp(Remembers.as_asgi(), SCOPE) as app:
+        await anyio.wait_all_tasks_blocked()
+        (waiting,) = layer.channels.values()
+        assert len(waiting.waiters) == 1  # the layer listener is waiting
+        await app.send_input({"type": "test.stop"})
+        await app.wait()
+        assert layer.channels == {}, "the cancelled layer receive left its channel behind"
+    assert len(anyio.get_running_tasks()) == tasks_before
+    assert seen["channel_layer"] is layer
+    assert seen["channel_name"].startswith("specific..inmemory!")
+    assert seen["scope"] is SCOPE
+
+
+async def test_handler_errors_reach_the_server_unwrapped() -> None:
+    class Broken(AsyncConsumer):
+        async def test_break(self, message: Message) -> None:
+            raise ZeroDivisionError("handler failed")
+
+    class BrokenSync(SyncConsumer):
+        def test_break(self, message: Message) -> None:
+            raise ZeroDivisionError("sync handler failed")
+
+    for consumer, text in [(Broken, "handler failed"), (BrokenSync, "sync handler failed")]:
+        with pytest.raises(ZeroDivisionError, match=text):
+            await feed_and_run(consumer.as_asgi(), SCOPE, {"type": "test.break"})
+
+
+async def test_bad_messages_raise_clear_errors() -> None:
+    bad: list[tuple[Any, type[Exception], str]] = [
+        ({"type": "test.unknown"}, ValueError, "No handler for message type test.unknown"),
+        ({"no": "type"}, ValueError, "Incoming message has no 'type' attribute"),
+        ({"type": "_secret"}, ValueError, "leading underscore"),
+        (["not", "a", "dict"], TypeError, "must be a dict, got list"),
+    ]
+    for consumer in (Recorder, SyncConsumer):
+        for message, error, text in bad:
+            with pytest.raises(error, match=text):
+                await feed_and_run(consumer.as_asgi(), SCOPE, message)
+
+
+async def test_cancellation_from_the_server_is_not_swallowed() -> None:
+    reached_after: list[bool] = []
+    tasks_before = len(anyio.get_running_tasks())
+    inputs_send, inputs_receive = anyio.create_memory_object_stream[Message](1)
+    with inputs_send, inputs_receive, anyio.CancelScope() as scope:
+
+        async def send(message: Message) -> None:
+            pass
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(Recorder.as_asgi(), SCOPE, inputs_receive.receive, send)
+            await anyio.wait_all_tasks_blocked()
+            scope.cancel()
+        reached_after.append(True)
+    assert scope.cancelled_caught
+    assert reached_after == []
+    assert len(anyio.get_running_tasks()) == tasks_before
+    assert get_channel_layer().channels == {}
+
+
+async def test_as_asgi_makes_a_new_instance_per_connection_with_initkwargs() -> None:
+    instances: list[Any] = []
+
+    class Configured(AsyncConsumer):
+        def __init__(self, greeting: str) -> None:
+            self.greeting = greeting
+            instances.append(self)
+
+        async def test_hello(self, message: Message) -> None:
+            await self.send({"type": "test.reply", "text": self.greeting})
+            raise StopConsumer
+
+    app = Configured.as_asgi(greeting="hi")
+    assert app.consumer_class is Configured
+    assert app.consumer_initkwargs == {"greeting": "hi"}
+    assert app.__name__ == "Configured"
+    for _ in range(2):
+        output = await feed_and_run(app, SCOPE, {"type": "test.hello"})
+        assert output == [{"type": "test.reply", "text": "hi"}]
+    assert len(instances) == 2
+    assert instances[0] is not instances[1]
+
+
+async def test_channel_layer_alias() -> None:
+    seen: list[Any] = []
+
+    class OnOtherLayer(AsyncConsumer):
+        channel_layer_alias = "other"
+
+        async def test_hello(self, message: Message) -> None:
+            seen.append((self.channel_layer, getattr(self, "channel_name", None)))
+            raise StopConsumer
+
+    layers = {
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer"},
+        "other": {"BACKEND": "channels.layers.InMemoryChannelLayer"},
+    }
+    with override_settings(CHANNEL_LAYERS=layers):
+        await feed_and_run(OnOtherLayer.as_asgi(), SCOPE, {"type": "test.hello"})
+        assert seen[0][0] is get_channel_layer("other")
+        assert seen[0][0] is not get_channel_layer()
+        assert seen[0][1] is not None
+    with override_settings(CHANNEL_LAYERS={}):
+        await feed_and_run(OnOtherLayer.as_asgi(), SCOPE, {"type": "test.hello"})
+        assert seen[1] == (None, None)
+
+
+async def test_receive_may_return_any_awaitable() -> None:
+    class Ready:
+        """An awaitable that is not a coroutine, like the futures some servers return."""
+
+        def __init__(self, message: Message) -> None:
+            self.message = message
+
+        def __await__(self) -> Generator[Any, None, Message]:
+            yield from anyio.sleep(0).__await__()
+            return self.message
+
+    queue = [{"type": "test.message", "n": 1}, {"type": "test.stop"}]
+    sent: list[Message] = []
+
+    def receive() -> Ready:
+        return Ready(queue.pop(0))
+
+    def send(message: Message) -> Ready:
+        sent.append(message)
+        return Ready(message)
+
+    with anyio.fail_after(5):
+        await Recorder.as_asgi()(SCOPE, receive, send)  # type: ignore[arg-type]
+    assert sent == [{"type": "test.done", "n": 1}]
+
+
+class ThreadReporter(SyncConsumer):
+    def test_where(self, message: Message) -> None:
+        self.send({"type": "test.thread", "ident": threading.get_ident()})
+
+    def test_stop(self, message: Message) -> None:
+        raise StopConsumer
+
+
+async def test_sync_consumer_handlers_run_in_the_thread_sensitive_worker() -> None:
+    output = await feed_and_run(
+        ThreadReporter.as_asgi(),
+        SCOPE,
+        {"type": "test.where"},
+        {"type": "test.where"},
+        {"type": "test.stop"},
+    )
+    idents = {message["ident"] for message in output}
+    assert len(output) == 2
+    assert len(idents) == 1
+    assert threading.get_ident() not in idents
+
+
+async def test_sync_consumer_reaches_the_layer_through_either_bridge(anyio_backend: str) -> None:
+    layer = get_channel_layer()
+    await layer.group_add("room", "listener")
+
+    bridge: list[Any] = [async_to_sync]
+
+    class Announcer(SyncConsumer):
+        def test_announce(self, message: Message) -> None:
+            bridge[0](self.channel_layer.group_send)("room", {"type": "hello", "n": 1})
+            raise StopConsumer
+
+    await feed_and_run(Announcer.as_asgi(), SCOPE, {"type": "test.announce"})
+    assert await layer.receive("listener") == {"type": "hello", "n": 1}
+
+    bridge[0] = asgiref.sync.async_to_sync
+    if anyio_backend == "asyncio":
+        await feed_and_run(Announcer.as_asgi(), SCOPE, {"type": "test.announce"})
+        assert await layer.receive("listener") == {"type": "hello", "n": 1}
+    else:
+        with pytest.raises(AsyncBridgeError, match=r"use channels\.concurrency\.async_to_sync"):
+            await feed_and_run(Announcer.as_asgi(), SCOPE, {"type": "test.announce"})
+    await layer.flush()
