@@ -73,9 +73,7 @@ class AsyncConsumer:
         sources: list[Callable[[], Awaitable[Message]]] = [receive]
         if self.channel_layer is not None:
             self.channel_name = await self.channel_layer.new_channel()
-            self.channel_receive = functools.partial(
-                self.channel_layer.receive, self.channel_name
-            )
+            self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
             sources.append(self.channel_receive)
         self.base_send = async_to_sync(send) if self._sync else send
 

@@ -184,7 +184,5 @@ class ChannelNameRouter:
             )
         application = self.application_mapping.get(scope["channel"])
         if application is None:
-            raise ValueError(
-                f"No application configured for channel name {scope['channel']!r}"
-            )
+            raise ValueError(f"No application configured for channel name {scope['channel']!r}")
         return await application(scope, receive, send)

@@ -21,9 +21,7 @@ class RunningApp:
     def __init__(self, app: ASGIApp, scope: Scope) -> None:
         self.app = app
         self.scope = scope
-        self.input_send, self.input_receive = anyio.create_memory_object_stream[Message](
-            math.inf
-        )
+        self.input_send, self.input_receive = anyio.create_memory_object_stream[Message](math.inf)
         self.output_send, self.output_receive = anyio.create_memory_object_stream[Message](
             math.inf
         )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextvars
 import threading
+
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import asgiref.sync
 import pytest
@@ -121,7 +123,7 @@ async def test_async_to_sync_in_a_worker_reaches_the_calling_loop() -> None:
     library = sniffio.current_async_library()
 
     async def where() -> tuple[int, str]:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         return current_thread(), sniffio.current_async_library()
 
     def from_thread() -> tuple[int, str]:

@@ -7,6 +7,7 @@ from collections.abc import Generator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import asgiref.sync
 import pytest
 from django.test import override_settings
@@ -30,8 +31,8 @@ class Recorder(AsyncConsumer):
 
     async def test_message(self, message: Message) -> None:
         self.log.append(f"start {message['n']}")
-        await anyio.sleep(0)
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
         self.log.append(f"end {message['n']}")
         await self.send({"type": "test.done", "n": message["n"]})
 
@@ -200,7 +201,7 @@ async def test_receive_may_return_any_awaitable() -> None:
             self.message = message
 
         def __await__(self) -> Generator[Any, None, Message]:
-            yield from anyio.sleep(0).__await__()
+            yield from anyio.lowlevel.checkpoint().__await__()
             return self.message
 
     queue = [{"type": "test.message", "n": 1}, {"type": "test.stop"}]

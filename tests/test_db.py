@@ -83,13 +83,13 @@ class TestCaseTransactions(TestCase):
         texts = await database_sync_to_async(
             lambda: list(Note.objects.values_list("text", flat=True))
         )()
-        self.assertEqual(texts, ["made in the test"])
+        assert texts == ["made in the test"]
         ran_on = await sync_to_async(threading.get_ident)()
-        self.assertEqual(ran_on, threading.main_thread().ident)
+        assert ran_on == threading.main_thread().ident
 
     async def test_consumers_see_the_test_transaction(self) -> None:
         await Note.objects.acreate(text="fixture")
         output = await feed_and_run(
             NoteCounter.as_asgi(), {"type": "test"}, {"type": "test.count"}
         )
-        self.assertEqual(output, [{"type": "test.count", "count": 1}])
+        assert output == [{"type": "test.count", "count": 1}]

@@ -165,5 +165,3 @@ class BaseChannelLayer:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"
-
-

@@ -16,9 +16,7 @@ INSTALLED_APPS = [
 
 ROOT_URLCONF = "chat_demo.urls"
 ASGI_APPLICATION = "chat_demo.asgi.application"
-DATABASES = {
-    "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}
-}
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}}
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 USE_TZ = True

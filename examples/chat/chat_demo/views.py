@@ -22,8 +22,9 @@ function join(room) {
   log.textContent = "";
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   socket = new WebSocket(`${scheme}://${location.host}/ws/chat/${room}/`);
-  socket.onopen = () => { document.getElementById("status").textContent = "connected to " + room; };
-  socket.onclose = () => { document.getElementById("status").textContent = "disconnected"; };
+  const status = document.getElementById("status");
+  socket.onopen = () => { status.textContent = "connected to " + room; };
+  socket.onclose = () => { status.textContent = "disconnected"; };
   socket.onmessage = (event) => {
     const line = document.createElement("p");
     line.textContent = event.data;
