@@ -58,7 +58,7 @@ from asgiref.sync import markcoroutinefunction
 
 from .exceptions import AsyncBridgeError
 
-__all__ = ["SyncToAsync", "async_to_sync", "sync_to_async"]
+__all__ = ["SyncToAsync", "async_to_sync", "run_sync", "sync_to_async"]
 
 logger = logging.getLogger("channels.concurrency")
 

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
 import anyio
+from asgiref.sync import markcoroutinefunction
 
 from . import DEFAULT_CHANNEL_LAYER
 from .concurrency import async_to_sync
@@ -130,6 +131,7 @@ class _ConsumerApp:
         self.consumer_class = consumer_class
         self.consumer_initkwargs = initkwargs
         functools.update_wrapper(self, consumer_class, updated=())
+        markcoroutinefunction(self)  # it is awaited like the async function upstream returns
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         consumer = self.consumer_class(**self.consumer_initkwargs)

@@ -162,6 +162,7 @@ async def test_as_asgi_makes_a_new_instance_per_connection_with_initkwargs() -> 
     assert app.consumer_class is Configured
     assert app.consumer_initkwargs == {"greeting": "hi"}
     assert app.__name__ == "Configured"
+    assert asgiref.sync.iscoroutinefunction(app)
     for _ in range(2):
         output = await feed_and_run(app, SCOPE, {"type": "test.hello"})
         assert output == [{"type": "test.reply", "text": "hi"}]

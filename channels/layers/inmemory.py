@@ -299,7 +299,6 @@ class InMemoryChannelLayer(BaseChannelLayer):
             queue.messages.clear()
             if not queue.waiters:
                 del self.channels[name]
-        self.groups.clear()
         self._memberships.clear()
         self._message_deadlines.clear()
         self._membership_deadlines.clear()
