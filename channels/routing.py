@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -36,7 +36,7 @@ def get_default_application() -> ASGIApp:
         its module or attribute cannot be imported.
     """
     try:
-        path, name = settings.ASGI_APPLICATION.rsplit(".", 1)
+        path, name = settings.ASGI_APPLICATION.rsplit(".", 1)  # type: ignore[misc]
     except (ValueError, AttributeError):
         raise ImproperlyConfigured("Cannot find ASGI_APPLICATION setting.") from None
     try:
@@ -129,7 +129,7 @@ class URLRouter:
             path = path[len(root_path) :]
         path = path.lstrip("/")
 
-        for route in self.routes:
+        for route in cast(Sequence[URLPattern], self.routes):
             try:
                 match = route.pattern.match(path)
             except Resolver404:
@@ -143,27 +143,26 @@ class URLRouter:
                 "kwargs": {**outer.get("kwargs", {}), **kwargs, **route.default_args},
             }
             inner_scope = dict(scope, path_remaining=remaining, url_route=url_route)
-            if getattr(route.callback, "_path_routing", False) is not True:
-                return await route.callback(inner_scope, receive, send)
             try:
                 return await route.callback(inner_scope, receive, send)
-            except Resolver404:
+            except _NoRoute:
                 continue  # a nested router found nothing: try the next route
 
         if outermost:
             raise ValueError(f"No route found for path {path!r}.")
-        raise Resolver404(f"No route found for path {path!r}.")
+        raise _NoRoute(f"No route found for path {path!r}.")
+
+
+class _NoRoute(Resolver404):
+    """A nested router matched nothing; only routers catch it, to try their next route."""
 
 
 def _prefix_pattern(pattern: Any) -> Any:
     """The same pattern, matching only a prefix of the path (not anchored at the end)."""
-    if isinstance(pattern, RegexPattern):
-        source = pattern._regex
-    elif isinstance(pattern, RoutePattern):
-        source = pattern._route
-    else:
+    if not isinstance(pattern, RegexPattern | RoutePattern):
         raise ValueError(f"Unsupported pattern type: {type(pattern)}")
-    return type(pattern)(source, pattern.name, is_endpoint=False)
+    # str() of either pattern is the route or regex it was written with.
+    return type(pattern)(str(pattern), pattern.name, is_endpoint=False)
 
 
 class ChannelNameRouter:

@@ -77,7 +77,7 @@ class _Channel:
         return not self.messages
 
     def full(self) -> bool:
-        return len(self.messages) >= self.capacity
+        return 0 < self.capacity <= len(self.messages)
 
     def __len__(self) -> int:
         return len(self.messages)
@@ -186,7 +186,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
     def _put(self, name: str, message: Message, now: float) -> None:
         queue = self.channels.get(name)
         capacity = queue.capacity if queue is not None else self.get_capacity(name)
-        if queue is not None and len(queue.messages) >= capacity or capacity <= 0:
+        # As upstream's asyncio.Queue(maxsize=...), a capacity of 0 or less means unbounded.
+        if queue is not None and 0 < capacity <= len(queue.messages):
             raise ChannelFull(name)
         if queue is None:
             queue = self.channels[name] = _Channel(name, capacity)
@@ -299,6 +300,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
             queue.messages.clear()
             if not queue.waiters:
                 del self.channels[name]
+        self.groups.clear()
         self._memberships.clear()
         self._message_deadlines.clear()
         self._membership_deadlines.clear()

@@ -32,7 +32,8 @@ class ChannelLayerManager:
 
     @property
     def configs(self) -> dict[str, Any]:
-        return getattr(settings, "CHANNEL_LAYERS", {})  # type: ignore[no-any-return]
+        configs: dict[str, Any] = getattr(settings, "CHANNEL_LAYERS", {})
+        return configs
 
     def make_backend(self, name: str) -> BaseChannelLayer:
         """Build a fresh layer from the alias's ``CONFIG``."""
