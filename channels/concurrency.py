@@ -6,8 +6,8 @@ backend-neutral.
 
 Where sync code runs
     ``thread_sensitive=True`` (the default, and what Django's ORM needs) runs the call on
-    one process-wide worker thread, so every thread-sensitive call sees the same
-    thread-local database connection, as under asgiref. Two exceptions keep Django's
+    one process-wide worker thread, asgiref's, so every thread-sensitive call, ours and
+    Django's own, sees the same thread-local database connection. Two exceptions keep Django's
     rules: while a sync thread is blocked in :func:`async_to_sync`, thread-sensitive calls
     made by the coroutine it waits for run *on that thread* (anywhere else would deadlock,
     and a Django ``TestCase`` transaction lives there); and under asgiref's own
@@ -42,7 +42,6 @@ import os
 import queue
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 
@@ -171,7 +170,10 @@ class _Link:
     requests: MemoryObjectSendStream[_Request | _Done]
 
     def post(self, item: _Request | _Done) -> None:
-        anyio.from_thread.run_sync(self.requests.send_nowait, item, token=self.token)
+        """Hand ``item`` to the awaiting task without waiting for the loop to take it."""
+        self.token.backend_class.run_sync_soon(
+            self.requests.send_nowait, (item,), self.token.native_token
+        )
 
 
 class _ThreadState(threading.local):
@@ -288,29 +290,14 @@ class _Call:
             logger.exception("Could not report a finished sync call to its event loop")
 
 
-class _ThreadSensitiveWorker:
-    """The one thread that runs thread-sensitive calls for the whole process."""
+def _submit_thread_sensitive(call: _Call) -> None:
+    """Run ``call`` on the process's one thread-sensitive thread.
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
-
-    def submit(self, call: _Call) -> None:
-        with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=1, thread_name_prefix="channels-thread-sensitive"
-                )
-            self._executor.submit(call.run)
-
-    def forget(self) -> None:
-        """After fork(), the parent's thread does not exist in the child."""
-        self._executor = None
-        self._lock = threading.Lock()
-
-
-_worker = _ThreadSensitiveWorker()
-os.register_at_fork(after_in_child=_worker.forget)
+    That thread is asgiref's: Django's async ORM methods run their queries there too, so
+    they and our thread-sensitive calls share one connection, and closing stale
+    connections there (``aclose_old_connections``) reaches both.
+    """
+    _AsgirefSyncToAsync.single_thread_executor.submit(call.run)
 
 
 async def _serve(requests: MemoryObjectReceiveStream[_Request | _Done]) -> Any:
@@ -367,7 +354,7 @@ async def run_sync(
         call = _Call(func, args, kwargs, context, link, asgiref_loop)
         outer = _outer_thread.get()
         if outer is None or not outer.inbox.submit(call):
-            _worker.submit(call)
+            _submit_thread_sensitive(call)
         return cast(_R, await _serve(receiver))
 
 

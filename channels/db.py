@@ -9,9 +9,11 @@ request cycle does around each request.
 
 from __future__ import annotations
 
-from typing import ParamSpec, TypeVar
+import threading
+from typing import Any, ParamSpec, TypeVar
 
 from django.db import connections
+from django.db.backends.signals import connection_created
 
 from .concurrency import SyncToAsync, run_sync
 
@@ -26,6 +28,19 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
+# Threads that may hold an open database connection. Consumers close stale connections
+# before every handler; when no thread holds one there is nothing to close, and the trip
+# to the worker thread (which would cost more than the handler) is skipped.
+_threads_with_connections: set[int] = set()
+
+
+def _note_connection(sender: object, **kwargs: Any) -> None:
+    _threads_with_connections.add(threading.get_ident())
+
+
+connection_created.connect(_note_connection, dispatch_uid="channels.db.note_connection")
+
+
 def close_old_connections() -> None:
     """Close this thread's connections that are broken or past ``CONN_MAX_AGE``.
 
@@ -35,9 +50,13 @@ def close_old_connections() -> None:
     the connection would break it (the next query fails with "Cannot operate on a closed
     database"). Upstream Channels closes it regardless.
     """
+    still_open = False
     for connection in connections.all(initialized_only=True):
         if not connection.in_atomic_block:
             connection.close_if_unusable_or_obsolete()
+        still_open = still_open or connection.connection is not None
+    if not still_open:
+        _threads_with_connections.discard(threading.get_ident())
 
 
 class DatabaseSyncToAsync(SyncToAsync[_P, _R]):
@@ -59,5 +78,10 @@ Spelled in lower case, like upstream, because it is used as a function.
 
 
 async def aclose_old_connections() -> None:
-    """Close stale connections of the thread where thread-sensitive ORM calls run."""
-    await run_sync(close_old_connections)
+    """Close stale connections of the thread where thread-sensitive ORM calls run.
+
+    That thread is also where Django's async ORM methods (``aget``, ``acount``...) run
+    their queries on asyncio, so their connections are tidied too.
+    """
+    if _threads_with_connections:
+        await run_sync(close_old_connections)

@@ -9,8 +9,8 @@ from django.db import connection
 from django.test import TestCase
 
 from channels.concurrency import sync_to_async
-from channels.consumer import SyncConsumer
-from channels.db import aclose_old_connections, database_sync_to_async
+from channels.consumer import AsyncConsumer, SyncConsumer
+from channels.db import aclose_old_connections, close_old_connections, database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.types import Message
 
@@ -60,6 +60,31 @@ async def test_aclose_old_connections_closes_the_workers_stale_connection() -> N
     assert await sync_to_async(worker_connection_is_open)()
     await aclose_old_connections()
     assert await sync_to_async(worker_connection_is_open)() is False
+
+
+@pytest.fixture
+def only_workers_hold_connections(transactional_db: None) -> None:
+    """Close the test thread's own connection (opened to set the database up), so that
+    whether *any* thread holds a connection, which consumers check, is down to the code
+    under test."""
+    connection.close()
+    close_old_connections()
+
+
+@pytest.mark.usefixtures("only_workers_hold_connections")
+async def test_consumers_close_stale_connections_before_each_handler(anyio_backend: str) -> None:
+    class Quiet(AsyncConsumer):
+        async def test_nothing(self, message: Message) -> None:
+            raise StopConsumer
+
+    openers = [sync_to_async(lambda: Note.objects.count())]
+    if anyio_backend == "asyncio":
+        openers.append(Note.objects.acount)  # Django's async ORM queries on that thread too
+    for open_connection in openers:
+        await open_connection()
+        assert await sync_to_async(worker_connection_is_open)()
+        await feed_and_run(Quiet.as_asgi(), {"type": "test"}, {"type": "test.nothing"})
+        assert await sync_to_async(worker_connection_is_open)() is False
 
 
 class NoteCounter(SyncConsumer):
