@@ -47,7 +47,10 @@ def copy_message(value: Any) -> Any:
     if cls in _IMMUTABLE:
         return value
     if cls is dict:
-        return {key: copy_message(item) for key, item in value.items()}
+        for item in value.values():
+            if type(item) not in _IMMUTABLE:
+                return {key: copy_message(item) for key, item in value.items()}
+        return value.copy()
     if cls is list:
         return [copy_message(item) for item in value]
     if cls is tuple:
@@ -138,7 +141,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
             was queued.
         """
         self.require_valid_message(message)
-        self.require_valid_channel_name(channel)
+        self._require_valid_channel(channel)
         now = time.monotonic()
         self._expire(now)
         self._put(channel, message, now)
@@ -149,7 +152,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         With several receivers waiting on one channel, each message goes to one of them.
         Cancelling a waiting receiver loses no message.
         """
-        self.require_valid_channel_name(channel)
+        self._require_valid_channel(channel)
         await anyio.lowlevel.checkpoint_if_cancelled()
         self._expire(time.monotonic())
         while True:
@@ -182,6 +185,15 @@ class InMemoryChannelLayer(BaseChannelLayer):
         """A new process-local channel name (``<prefix>.inmemory!<12 letters>``)."""
         suffix = "".join(random.choices(string.ascii_letters, k=12))
         return f"{prefix}.inmemory!{suffix}"
+
+    def _require_valid_channel(self, name: str) -> None:
+        # A channel already in the layer was validated when it was made: skip the regex.
+        try:
+            if name in self.channels:
+                return
+        except TypeError:  # unhashable: let validation give its usual message
+            pass
+        self.require_valid_channel_name(name)
 
     def _put(self, name: str, message: Message, now: float) -> None:
         queue = self.channels.get(name)
