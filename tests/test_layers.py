@@ -780,6 +780,7 @@ async def test_message_expiry() -> None:
     await layer.group_add("g2", "expiring")
     await layer.group_add("g2", "survivor")
     await anyio.sleep(0.3)
+    layer.expiry = 60  # what is sent from now on stays, however slow this machine is
     # Any layer call notices the expired message: it is gone, with its channel, and the
     # channel has left its groups.
     await layer.send("unrelated", msg(2))
@@ -800,6 +801,7 @@ async def test_expired_message_not_received() -> None:
     await layer.send("chan", msg(1))
     await layer.send("chan", msg(2))
     await anyio.sleep(0.3)
+    layer.expiry = 60  # what is sent from now on stays, however slow this machine is
     received: list[dict[str, Any]] = []
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
@@ -823,6 +825,7 @@ async def test_received_messages_do_not_expire_later_ones() -> None:
     assert await layer.receive("chan") == msg(1)
     await layer.group_add("g", "chan")
     await anyio.sleep(0.3)  # msg(1)'s deadline passes; it was received, so no effect
+    layer.expiry = 60
     await layer.send("chan", msg(2))
     assert set(layer.groups) == {"g"}
     assert set(layer.groups["g"]) == {"chan"}
@@ -832,24 +835,23 @@ async def test_received_messages_do_not_expire_later_ones() -> None:
 async def test_group_expiry() -> None:
     layer = InMemoryChannelLayer(group_expiry=0.05)
     await layer.group_add("g", "old")
+    await layer.group_add("lonely", "old")
     await anyio.sleep(0.3)
+    layer.group_expiry = 60  # later joins last, however slow this machine is
     await layer.group_add("g", "new")
     await layer.group_send("g", msg(1))
     assert set(layer.groups["g"]) == {"new"}
+    assert "lonely" not in layer.groups  # its only member expired
     assert set(layer.channels) == {"new"}
     assert await layer.receive("new") == msg(1)
-    await anyio.sleep(0.3)
-    await layer.group_send("g", msg(2))
-    assert layer.groups == {}
-    assert layer.channels == {}
 
 
 async def test_group_rejoin_restarts_expiry() -> None:
-    layer = InMemoryChannelLayer(group_expiry=1.0)
+    layer = InMemoryChannelLayer(group_expiry=0.2)
     await layer.group_add("g", "member")
-    await anyio.sleep(0.6)
-    await layer.group_add("g", "member")
-    await anyio.sleep(0.6)  # past the first join's expiry, not the second's
+    layer.group_expiry = 60
+    await layer.group_add("g", "member")  # rejoins at once: a new, later deadline
+    await anyio.sleep(0.4)  # past the first join's deadline
     await layer.group_send("g", msg(1))
     assert await layer.receive("member") == msg(1)
     assert set(layer.groups["g"]) == {"member"}
