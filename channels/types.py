@@ -38,7 +38,10 @@ class ChannelLayer(Protocol):
     ``extensions``.
     """
 
-    extensions: Iterable[str]
+    @property
+    def extensions(self) -> Iterable[str]:
+        """The optional parts of the API the layer supports (``"groups"``, ``"flush"``)."""
+        ...
 
     async def send(self, channel: str, message: Message) -> None: ...
 

@@ -69,3 +69,12 @@ def test_exception_tree_matches_upstream() -> None:
     assert issubclass(exceptions.RequestTimeout, exceptions.RequestAborted)
     assert issubclass(exceptions.InvalidChannelLayerError, ValueError)
     assert not issubclass(exceptions.AsyncBridgeError, RuntimeError)
+
+
+def test_the_in_memory_layer_satisfies_the_layer_protocol() -> None:
+    from channels.layers import InMemoryChannelLayer
+    from channels.types import ChannelLayer
+
+    layer: ChannelLayer = InMemoryChannelLayer()  # mypy checks the same claim statically
+    assert isinstance(layer, ChannelLayer)
+    assert {"groups", "flush"} <= set(layer.extensions)
