@@ -33,6 +33,7 @@ Interop points that need asyncio (the reason this module imports it)
 from __future__ import annotations
 
 import asyncio  # interop: asgiref's bridges and Django's async tests are asyncio-only
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -41,7 +42,8 @@ import math
 import os
 import queue
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 
@@ -53,6 +55,7 @@ import sniffio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from asgiref.sync import AsyncToSync as _AsgirefAsyncToSync
 from asgiref.sync import SyncToAsync as _AsgirefSyncToAsync
+from asgiref.sync import _restore_context as _asgiref_restore_context  # see _adopt
 from asgiref.sync import markcoroutinefunction
 
 from .exceptions import AsyncBridgeError
@@ -87,9 +90,14 @@ class _Outcome:
 
 @dataclass(eq=False, slots=True)
 class _Done:
-    """Posted by a worker thread when its sync call has finished."""
+    """Posted by a worker thread when its sync call has finished.
+
+    ``context`` is the call's context as the call left it, so that context variables it
+    set are seen by the awaiting task afterwards, as with asgiref.
+    """
 
     outcome: _Outcome
+    context: contextvars.Context
 
 
 @dataclass(eq=False, slots=True)
@@ -100,12 +108,21 @@ class _Request:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     inbox: _ThreadInbox
+    context: contextvars.Context
+
+
+@dataclass(eq=False, slots=True)
+class _Reply:
+    """The outcome of a :class:`_Request`, and the context the coroutine left behind."""
+
+    outcome: _Outcome
+    context: contextvars.Context
 
 
 class _ThreadInbox:
     """What a sync thread blocked in :func:`async_to_sync` works through while it waits.
 
-    It receives the outcome it waits for and, until then, the thread-sensitive calls made
+    It receives the reply it waits for and, until then, the thread-sensitive calls made
     by the coroutine it waits for: they must run here, because this thread is the one that
     is blocked.
     """
@@ -113,48 +130,75 @@ class _ThreadInbox:
     __slots__ = ("_lock", "_open", "_queue")
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[_Call | _Outcome] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Callable[[], None] | _Reply] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._open = True
 
-    def submit(self, call: _Call) -> bool:
-        """Queue ``call`` to run on this thread; False once the thread stopped waiting."""
+    def submit(self, job: Callable[[], None]) -> bool:
+        """Queue ``job`` to run on this thread; False once the thread stopped waiting."""
         with self._lock:
             if self._open:
-                self._queue.put(call)
+                self._queue.put(job)
             return self._open
 
-    def reply(self, outcome: _Outcome) -> None:
-        self._queue.put(outcome)
+    def reply(self, reply: _Reply) -> None:
+        self._queue.put(reply)
 
-    def wait(self) -> _Outcome:
+    def wait(self) -> _Reply:
         while True:
             item = self._queue.get()
-            if isinstance(item, _Outcome):
+            if isinstance(item, _Reply):
                 break
-            item.run()
+            item()
         with self._lock:
             self._open = False
-        # A call submitted just before we closed still runs here, where it was promised.
+        # A job submitted just before we closed still runs here, where it was promised.
         while True:
             try:
                 leftover = self._queue.get_nowait()
             except queue.Empty:
                 return item
-            if isinstance(leftover, _Call):
-                leftover.run()
+            if not isinstance(leftover, _Reply):
+                leftover()
+
+
+class _InboxExecutor(Executor):
+    """Lets asgiref's thread-sensitive calls reach a thread blocked in our async_to_sync.
+
+    Django's async ORM methods run their queries through asgiref's ``sync_to_async``.
+    Inside a coroutine that a sync thread awaits through us, asgiref must send them to that
+    thread, like ours, or they would queue behind it forever. asgiref looks for such a
+    thread in ``AsyncToSync.executors.current``; this is what we put there.
+    """
+
+    def __init__(self, inbox: _ThreadInbox) -> None:
+        self.inbox = inbox
+
+    def submit(self, fn: Callable[..., _R], /, *args: Any, **kwargs: Any) -> Future[_R]:
+        future: Future[_R] = Future()
+
+        def job() -> None:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+        if not self.inbox.submit(job):
+            return _AsgirefSyncToAsync.single_thread_executor.submit(fn, *args, **kwargs)
+        return future
 
 
 @dataclass(eq=False, slots=True)
 class _OuterThread:
     """Marks coroutines run on behalf of a sync thread that is blocked waiting for them.
 
-    ``asgiref_executor`` is asgiref's innermost waiting thread at the time, which tells
-    whose bridge is the nearer one when both are in play.
+    ``executor`` is what asgiref's ``AsyncToSync.executors.current`` held when the mark
+    was made: if it holds something else now, asgiref's bridge is the nearer one.
     """
 
     inbox: _ThreadInbox
-    asgiref_executor: object
+    executor: object
 
 
 _outer_thread: contextvars.ContextVar[_OuterThread | None] = contextvars.ContextVar(
@@ -251,7 +295,37 @@ def _asgiref_is_nearer() -> bool:
     if executor is None:
         return False
     ours = _outer_thread.get()
-    return ours is None or ours.asgiref_executor is not executor
+    return ours is None or ours.executor is not executor
+
+
+@contextlib.contextmanager
+def _on_behalf_of(inbox: _ThreadInbox, library: str) -> Iterator[None]:
+    """Run what follows as work a sync thread, blocked on ``inbox``, is waiting for."""
+    previous = _asgiref_waiting_thread()
+    executor: object = previous
+    if library == "asyncio":
+        executor = _InboxExecutor(inbox)
+        _AsgirefAsyncToSync.executors.current = executor
+    marker = _outer_thread.set(_OuterThread(inbox, executor))
+    try:
+        yield
+    finally:
+        _outer_thread.reset(marker)
+        if library == "asyncio":
+            _AsgirefAsyncToSync.executors.current = previous
+
+
+_unchanged = contextlib.nullcontext
+
+
+def _adopt(context: contextvars.Context) -> None:
+    """Take on the values of ``context`` that differ from the current context's.
+
+    asgiref's own helper, used by its bridges for the same purpose: it also moves asgiref
+    ``Local`` storage (which Django uses, e.g. for the active translation) to the current
+    thread, where a plain copy would leave it invisible.
+    """
+    _asgiref_restore_context(context)
 
 
 # -- running a sync call in a thread --------------------------------------------------------
@@ -265,43 +339,42 @@ class _Call:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     context: contextvars.Context
-    link: _Link | None
+    link: _Link
     asgiref_loop: object
 
-    def invoke(self) -> _Outcome:
+    def run(self) -> None:
+        """Run in the worker thread and report back; never raises."""
         previous_link = _thread_state.link
         _thread_state.link = self.link
         saved = _point_asgiref_at(self.asgiref_loop)
         try:
-            return _Outcome(value=self.context.run(self.func, *self.args, **self.kwargs))
+            outcome = _Outcome(value=self.context.run(self._in_context))
         except BaseException as exc:
-            return _Outcome(error=exc)
+            outcome = _Outcome(error=exc)
         finally:
             _thread_state.link = previous_link
             _restore_asgiref(saved)
-
-    def run(self) -> None:
-        """Run on a linked thread and report back; never raises."""
-        outcome = self.invoke()
-        assert self.link is not None
         try:
-            self.link.post(_Done(outcome))
+            self.link.post(_Done(outcome, self.context))
         except BaseException:  # pragma: no cover - the loop died under a shielded task
             logger.exception("Could not report a finished sync call to its event loop")
 
+    def _in_context(self) -> Any:
+        _adopt(self.context)  # re-homes asgiref Local storage to this thread
+        return self.func(*self.args, **self.kwargs)
 
-def _submit_thread_sensitive(call: _Call) -> None:
-    """Run ``call`` on the process's one thread-sensitive thread.
 
-    That thread is asgiref's: Django's async ORM methods run their queries there too, so
-    they and our thread-sensitive calls share one connection, and closing stale
-    connections there (``aclose_old_connections``) reaches both.
+async def _serve(
+    requests: MemoryObjectReceiveStream[_Request | _Done], thread_sensitive: bool
+) -> _Done:
+    """Await a linked thread's call, running the coroutines it asks for meanwhile.
+
+    While the thread-sensitive thread waits for such a coroutine, thread-sensitive calls
+    the coroutine makes are sent to it. A thread-insensitive thread is not one Django's
+    code may be tied to, so calls from coroutines it waits for keep going where they would
+    have gone anyway.
     """
-    _AsgirefSyncToAsync.single_thread_executor.submit(call.run)
-
-
-async def _serve(requests: MemoryObjectReceiveStream[_Request | _Done]) -> Any:
-    """Await a linked thread's call, running the coroutines it asks for meanwhile."""
+    library = sniffio.current_async_library()
     cancelled: BaseException | None = None
     while True:
         with anyio.CancelScope(shield=True):
@@ -311,18 +384,17 @@ async def _serve(requests: MemoryObjectReceiveStream[_Request | _Done]) -> Any:
                 raise cancelled
             # Delivered now: a cancellation that arrived during the shielded wait.
             await anyio.lowlevel.checkpoint_if_cancelled()
-            return item.outcome.unwrap()
-        marker = _outer_thread.set(_OuterThread(item.inbox, _asgiref_waiting_thread()))
-        try:
-            value = await item.func(*item.args, **item.kwargs)
-        except BaseException as exc:
-            if isinstance(exc, anyio.get_cancelled_exc_class()):
-                cancelled = exc
-            item.inbox.reply(_Outcome(error=exc))
-        else:
-            item.inbox.reply(_Outcome(value=value))
-        finally:
-            _outer_thread.reset(marker)
+            return item
+        _adopt(item.context)
+        behalf = _on_behalf_of(item.inbox, library) if thread_sensitive else _unchanged()
+        with behalf:
+            try:
+                outcome = _Outcome(value=await item.func(*item.args, **item.kwargs))
+            except BaseException as exc:
+                if isinstance(exc, anyio.get_cancelled_exc_class()):
+                    cancelled = exc
+                outcome = _Outcome(error=exc)
+        item.inbox.reply(_Reply(outcome, contextvars.copy_context()))
 
 
 async def run_sync(
@@ -336,26 +408,35 @@ async def run_sync(
     The lower-level form of :func:`sync_to_async`; see the module docstring for which
     thread runs it and what cancellation does.
     """
+    await anyio.lowlevel.checkpoint_if_cancelled()
     library = sniffio.current_async_library()
     if thread_sensitive and library == "asyncio" and _asgiref_is_nearer():
         bound = functools.partial(func, *args, **kwargs)
         return await _AsgirefSyncToAsync(bound, thread_sensitive=True)()
 
     asgiref_loop = asyncio.get_running_loop() if library == "asyncio" else _ASGIREF_ON_TRIO
-    context = contextvars.copy_context()
-    if not thread_sensitive:
-        call = _Call(func, args, kwargs, context, None, asgiref_loop)
-        outcome = await anyio.to_thread.run_sync(call.invoke)
-        return cast(_R, outcome.unwrap())
-
     sender, receiver = anyio.create_memory_object_stream[_Request | _Done](math.inf)
     with sender, receiver:
         link = _Link(anyio.lowlevel.current_token(), sender)
-        call = _Call(func, args, kwargs, context, link, asgiref_loop)
-        outer = _outer_thread.get()
-        if outer is None or not outer.inbox.submit(call):
-            _submit_thread_sensitive(call)
-        return cast(_R, await _serve(receiver))
+        call = _Call(func, args, kwargs, contextvars.copy_context(), link, asgiref_loop)
+        if thread_sensitive:
+            outer = _outer_thread.get()
+            if outer is None or not outer.inbox.submit(call.run):
+                _AsgirefSyncToAsync.single_thread_executor.submit(call.run)
+            done = await _serve(receiver, thread_sensitive=True)
+        else:
+            async with anyio.create_task_group() as group:
+                group.start_soon(_run_in_worker_thread, call)
+                done = await _serve(receiver, thread_sensitive=False)
+    _adopt(done.context)
+    return cast(_R, done.outcome.unwrap())
+
+
+async def _run_in_worker_thread(call: _Call) -> None:
+    # Shielded, or a cancellation arriving before the thread starts would leave _serve
+    # waiting for a call that never runs.
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(call.run)
 
 
 # -- sync_to_async --------------------------------------------------------------------------
@@ -456,8 +537,10 @@ def _call_from_thread(
     link = _thread_state.link
     if link is not None:
         inbox = _ThreadInbox()
-        link.post(_Request(func, args, kwargs, inbox))
-        return inbox.wait().unwrap()
+        link.post(_Request(func, args, kwargs, inbox, contextvars.copy_context()))
+        reply = inbox.wait()
+        _adopt(reply.context)
+        return reply.outcome.unwrap()
 
     if _event_loop_runs_here():
         raise RuntimeError(
@@ -477,20 +560,22 @@ def _call_from_thread(
         return _AsgirefAsyncToSync(invoke)()
 
     inbox = _ThreadInbox()
+    context = contextvars.copy_context()
 
     async def invoke_for_this_thread() -> None:
-        marker = _outer_thread.set(_OuterThread(inbox, _asgiref_waiting_thread()))
-        try:
-            inbox.reply(_Outcome(value=await invoke()))
-        except BaseException as exc:
-            inbox.reply(_Outcome(error=exc))
-        finally:
-            _outer_thread.reset(marker)
+        _adopt(context)
+        with _on_behalf_of(inbox, backend):
+            try:
+                outcome = _Outcome(value=await invoke())
+            except BaseException as exc:
+                outcome = _Outcome(error=exc)
+        inbox.reply(_Reply(outcome, contextvars.copy_context()))
 
     with anyio.from_thread.start_blocking_portal(backend) as portal:
         portal.start_task_soon(invoke_for_this_thread)
-        outcome = inbox.wait()
-    return outcome.unwrap()
+        reply = inbox.wait()
+    _adopt(reply.context)
+    return reply.outcome.unwrap()
 
 
 def _event_loop_runs_here() -> bool:

@@ -90,14 +90,13 @@ class AsyncConsumer:
         turn: anyio.Lock,
         stop: anyio.CancelScope,
     ) -> None:
-        while True:
-            message = await source()
-            async with turn:
-                try:
+        try:
+            while True:
+                message = await source()
+                async with turn:
                     await self.dispatch(message)
-                except StopConsumer:
-                    stop.cancel()
-                    return
+        except StopConsumer:  # from a handler or, as upstream allows, from receive()
+            stop.cancel()
 
     async def dispatch(self, message: Message) -> None:
         """Run the handler named by the message's type.

@@ -30,8 +30,11 @@ _R = TypeVar("_R")
 
 # Threads that may hold an open database connection. Consumers close stale connections
 # before every handler; when no thread holds one there is nothing to close, and the trip
-# to the worker thread (which would cost more than the handler) is skipped.
+# to the worker thread (which would cost more than the handler) is skipped. Connections
+# opened before this module was imported are unknown to it, so the first check always
+# makes the trip and records what it finds.
 _threads_with_connections: set[int] = set()
+_first_check_done = False
 
 
 def _note_connection(sender: object, **kwargs: Any) -> None:
@@ -55,7 +58,9 @@ def close_old_connections() -> None:
         if not connection.in_atomic_block:
             connection.close_if_unusable_or_obsolete()
         still_open = still_open or connection.connection is not None
-    if not still_open:
+    if still_open:
+        _threads_with_connections.add(threading.get_ident())
+    else:
         _threads_with_connections.discard(threading.get_ident())
 
 
@@ -83,5 +88,7 @@ async def aclose_old_connections() -> None:
     That thread is also where Django's async ORM methods (``aget``, ``acount``...) run
     their queries on asyncio, so their connections are tidied too.
     """
-    if _threads_with_connections:
+    global _first_check_done
+    if _threads_with_connections or not _first_check_done:
         await run_sync(close_old_connections)
+        _first_check_done = True

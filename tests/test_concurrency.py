@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextvars
+import math
+import random
 import threading
+from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.lowlevel
@@ -197,7 +200,10 @@ async def test_cancelling_the_caller_waits_for_the_sync_call_then_cancels() -> N
     assert scope.cancelled_caught
 
 
-async def test_cancelling_the_caller_cancels_what_the_thread_awaits() -> None:
+@pytest.mark.parametrize("thread_sensitive", [True, False])
+async def test_cancelling_the_caller_cancels_what_the_thread_awaits(
+    thread_sensitive: bool,
+) -> None:
     seen_in_thread: list[type[BaseException]] = []
     cancelled = anyio.get_cancelled_exc_class()
     entered = anyio.Event()
@@ -215,11 +221,64 @@ async def test_cancelling_the_caller_cancels_what_the_thread_awaits() -> None:
 
     with anyio.CancelScope() as scope:
         async with anyio.create_task_group() as group:
-            group.start_soon(sync_to_async(waits_on_the_loop))
+            group.start_soon(sync_to_async(waits_on_the_loop, thread_sensitive=thread_sensitive))
             await entered.wait()
             scope.cancel()
     assert scope.cancelled_caught
     assert seen_in_thread == [cancelled]
+
+
+@pytest.mark.parametrize("thread_sensitive", [True, False])
+async def test_an_already_cancelled_caller_does_not_start_the_sync_call(
+    thread_sensitive: bool,
+) -> None:
+    ran: list[bool] = []
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await sync_to_async(lambda: ran.append(True), thread_sensitive=thread_sensitive)()
+    assert scope.cancelled_caught
+    assert ran == []
+
+
+async def test_context_variables_cross_the_bridge_both_ways() -> None:
+    user: contextvars.ContextVar[str] = contextvars.ContextVar("user", default="anonymous")
+    seen: list[str] = []
+
+    async def on_the_loop() -> None:
+        seen.append(user.get())  # what the sync code set before calling us
+        user.set("set on the loop")
+
+    def in_the_thread() -> None:
+        user.set("set in the thread")
+        async_to_sync(on_the_loop)()
+        seen.append(user.get())  # what the coroutine set
+
+    for thread_sensitive in (True, False):
+        seen.clear()
+        user.set("anonymous")
+        await sync_to_async(in_the_thread, thread_sensitive=thread_sensitive)()
+        assert seen == ["set in the thread", "set on the loop"]
+        assert user.get() == "set on the loop"  # as asgiref: the call's changes stay
+
+
+async def test_djangos_active_language_follows_the_call() -> None:
+    """Django keeps per-request state in asgiref ``Local``s; they must move with the call."""
+    from django.utils import translation
+
+    translation.activate("de")
+    try:
+        assert await sync_to_async(translation.get_language)() == "de"
+
+        async def language_on_the_loop() -> str | None:
+            return translation.get_language()
+
+        def switch_then_ask() -> str | None:
+            translation.activate("fr")
+            return async_to_sync(language_on_the_loop)()
+
+        assert await sync_to_async(switch_then_ask)() == "fr"
+    finally:
+        translation.deactivate()
 
 
 async def test_async_to_sync_refuses_the_event_loop_thread() -> None:
@@ -239,6 +298,8 @@ def test_async_to_sync_without_a_loop_runs_one(backend: str) -> None:
 
     async def work(x: int) -> tuple[int, str, int]:
         ran_on = await sync_to_async(current_thread)()
+        if backend == "asyncio":  # Django's async ORM goes through asgiref's bridge
+            assert await asgiref.sync.sync_to_async(current_thread)() == caller
         return x * 2, sniffio.current_async_library(), ran_on
 
     assert async_to_sync(work, backend=backend)(21) == (42, backend, caller)
@@ -250,3 +311,59 @@ def test_async_to_sync_raises_the_coroutines_exception() -> None:
 
     with pytest.raises(LookupError, match="missing"):
         async_to_sync(fail)()
+
+
+def _random_chain(rng: random.Random, depth: int) -> Callable[[], Awaitable[int]]:
+    """An async callable that crosses into threads and back ``depth`` times, choosing
+    thread-sensitive or not, and sometimes fanning out, at random; it returns ``depth``."""
+    if depth == 0:
+
+        async def leaf() -> int:
+            await anyio.sleep(rng.random() * 0.002)
+            return 0
+
+        return leaf
+
+    inner = _random_chain(rng, depth - 1)
+    thread_sensitive = rng.random() < 0.6
+    fan_out = rng.random() < 0.3
+
+    async def both() -> int:
+        results: list[int] = []
+
+        async def one() -> None:
+            results.append(await inner())
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(one)
+            group.start_soon(one)
+        return max(results)
+
+    def in_thread() -> int:
+        return async_to_sync(both if fan_out else inner)() + 1
+
+    async def hop() -> int:
+        return await sync_to_async(in_thread, thread_sensitive=thread_sensitive)()
+
+    return hop
+
+
+@pytest.mark.parametrize("seed", range(8))
+async def test_random_nesting_never_deadlocks_even_when_cancelled(seed: int) -> None:
+    rng = random.Random(seed)
+    depths = [rng.randint(1, 5) for _ in range(8)]
+    chains = [_random_chain(rng, depth) for depth in depths]
+    deadlines = [rng.random() * 0.01 if n % 2 else math.inf for n in range(len(chains))]
+    results: dict[int, int] = {}
+
+    async def run(n: int) -> None:
+        with anyio.move_on_after(deadlines[n]):
+            results[n] = await chains[n]()
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group:
+            for n in range(len(chains)):
+                group.start_soon(run, n)
+    for n, depth in enumerate(depths):
+        if deadlines[n] == math.inf:
+            assert results[n] == depth

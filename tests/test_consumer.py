@@ -113,6 +113,49 @@ async def test_handler_errors_reach_the_server_unwrapped() -> None:
             await feed_and_run(consumer.as_asgi(), SCOPE, {"type": "test.break"})
 
 
+async def test_unwrapped_errors_keep_their_own_context_and_groups_stay_whole() -> None:
+    class HandlesBadly(AsyncConsumer):
+        async def test_lookup(self, message: Message) -> None:
+            try:
+                {}["missing"]
+            except KeyError:
+                if message.get("hide"):
+                    raise ValueError("while handling a KeyError") from None
+                raise ValueError("while handling a KeyError")  # noqa: B904 - on purpose
+
+        async def test_group(self, message: Message) -> None:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._fail)
+
+        async def _fail(self) -> None:
+            raise LookupError("from the handler's own task")
+
+    with pytest.raises(ValueError, match="while handling a KeyError") as caught:
+        await feed_and_run(HandlesBadly.as_asgi(), SCOPE, {"type": "test.lookup"})
+    assert isinstance(caught.value.__context__, KeyError)
+    assert not caught.value.__suppress_context__
+
+    with pytest.raises(ValueError, match="while handling") as caught:
+        await feed_and_run(HandlesBadly.as_asgi(), SCOPE, {"type": "test.lookup", "hide": True})
+    assert caught.value.__suppress_context__
+
+    with pytest.raises(ExceptionGroup) as group_caught:
+        await feed_and_run(HandlesBadly.as_asgi(), SCOPE, {"type": "test.group"})
+    assert group_caught.group_contains(LookupError, match="own task")
+
+
+async def test_stop_consumer_from_receive_ends_the_consumer_cleanly() -> None:
+    async def receive() -> Message:
+        raise StopConsumer
+
+    async def send(message: Message) -> None:
+        raise AssertionError("nothing should be sent")
+
+    with anyio.fail_after(5):
+        assert await Recorder.as_asgi()(SCOPE, receive, send) is None
+    assert get_channel_layer().channels == {}
+
+
 async def test_bad_messages_raise_clear_errors() -> None:
     bad: list[tuple[Any, type[Exception], str]] = [
         ({"type": "test.unknown"}, ValueError, "No handler for message type test.unknown"),

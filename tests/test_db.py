@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.test import TestCase
 
-from channels.concurrency import sync_to_async
+from channels.concurrency import async_to_sync, sync_to_async
 from channels.consumer import AsyncConsumer, SyncConsumer
 from channels.db import aclose_old_connections, close_old_connections, database_sync_to_async
 from channels.exceptions import StopConsumer
@@ -85,6 +85,26 @@ async def test_consumers_close_stale_connections_before_each_handler(anyio_backe
         assert await sync_to_async(worker_connection_is_open)()
         await feed_and_run(Quiet.as_asgi(), {"type": "test"}, {"type": "test.nothing"})
         assert await sync_to_async(worker_connection_is_open)() is False
+
+
+async def test_sync_handler_awaiting_async_orm_code_does_not_deadlock(anyio_backend: str) -> None:
+    """A sync handler calls async service code, which uses the ORM: on asyncio through
+    Django's async methods (asgiref's bridge), on trio through ours. Both must come back
+    to the handler's thread, which is the one waiting."""
+
+    async def count_notes() -> int:
+        if anyio_backend == "asyncio":
+            return await Note.objects.acount()
+        return await database_sync_to_async(Note.objects.count)()
+
+    class Counter(SyncConsumer):
+        def test_count(self, message: Message) -> None:
+            self.send({"type": "test.count", "count": async_to_sync(count_notes)()})
+            raise StopConsumer
+
+    await add_note("one")
+    output = await feed_and_run(Counter.as_asgi(), {"type": "test"}, {"type": "test.count"})
+    assert output == [{"type": "test.count", "count": 1}]
 
 
 class NoteCounter(SyncConsumer):

@@ -979,3 +979,18 @@ async def test_many_waiting_receivers_one_message_each() -> None:
                 await layer.send("chan", msg(n))
     assert sorted(received) == list(range(10))
     assert layer.channels == {}
+
+
+async def test_bookkeeping_follows_live_state_not_traffic() -> None:
+    """Joining and leaving, or sending and receiving, many times leaves no residue that
+    grows with the traffic (deadlines of gone items are dropped in bulk)."""
+    layer = InMemoryChannelLayer()
+    for n in range(50_000):
+        await layer.group_add("room", f"member{n % 7}")
+        await layer.group_discard("room", f"member{n % 7}")
+        await layer.send("busy", msg(n))
+        assert await layer.receive("busy") == msg(n)
+    assert layer.groups == {}
+    assert layer.channels == {}
+    assert len(layer._membership_deadlines) <= 2 * 16384
+    assert len(layer._message_deadlines) <= 2 * 16384

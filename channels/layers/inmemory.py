@@ -38,6 +38,8 @@ __all__ = ["InMemoryChannelLayer"]
 
 logger = logging.getLogger("channels.layers")
 
+_MIN_COMPACTION = 16384
+
 _IMMUTABLE = frozenset({str, int, float, bool, bytes, type(None)})
 
 
@@ -131,6 +133,11 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self._memberships: dict[str, set[str]] = {}
         self._message_deadlines: deque[tuple[float, _Channel, int]] = deque()
         self._membership_deadlines: deque[tuple[float, str, str, float]] = deque()
+        # Deadlines of messages already received, or of memberships already left or
+        # renewed, stay queued until due; past these lengths the queues are rebuilt with
+        # only live entries, so memory follows live state, not traffic.
+        self._compact_messages_at = _MIN_COMPACTION
+        self._compact_memberships_at = _MIN_COMPACTION
 
     # -- channels ------------------------------------------------------------------------
 
@@ -206,6 +213,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
         deadline = now + self.expiry
         queue.messages.append((deadline, copy_message(message)))
         self._message_deadlines.append((deadline, queue, queue.added))
+        if len(self._message_deadlines) > self._compact_messages_at:
+            self._compact_message_deadlines()
         queue.added += 1
         if queue.waiters:
             queue.wake_one()
@@ -238,6 +247,22 @@ class InMemoryChannelLayer(BaseChannelLayer):
             if self.groups.get(group, {}).get(channel) == joined:
                 self._discard(group, channel)
 
+    def _compact_message_deadlines(self) -> None:
+        self._message_deadlines = deque(
+            entry
+            for entry in self._message_deadlines
+            if entry[2] >= entry[1].removed and self.channels.get(entry[1].name) is entry[1]
+        )
+        self._compact_messages_at = max(_MIN_COMPACTION, 2 * len(self._message_deadlines))
+
+    def _compact_membership_deadlines(self) -> None:
+        self._membership_deadlines = deque(
+            entry
+            for entry in self._membership_deadlines
+            if self.groups.get(entry[1], {}).get(entry[2]) == entry[3]
+        )
+        self._compact_memberships_at = max(_MIN_COMPACTION, 2 * len(self._membership_deadlines))
+
     # -- groups --------------------------------------------------------------------------
 
     async def group_add(self, group: str, channel: str) -> None:
@@ -250,6 +275,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self.groups.setdefault(group, {})[channel] = joined
         self._memberships.setdefault(channel, set()).add(group)
         self._membership_deadlines.append((now + self.group_expiry, group, channel, joined))
+        if len(self._membership_deadlines) > self._compact_memberships_at:
+            self._compact_membership_deadlines()
 
     async def group_discard(self, group: str, channel: str) -> None:
         """Remove ``channel`` from ``group``; a group left empty disappears."""
