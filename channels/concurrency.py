@@ -7,12 +7,14 @@ backend-neutral.
 Where sync code runs
     ``thread_sensitive=True`` (the default, and what Django's ORM needs) runs the call on
     one process-wide worker thread, asgiref's, so every thread-sensitive call, ours and
-    Django's own, sees the same thread-local database connection. Two exceptions keep Django's
-    rules: while a sync thread is blocked in :func:`async_to_sync`, thread-sensitive calls
-    made by the coroutine it waits for run *on that thread* (anywhere else would deadlock,
-    and a Django ``TestCase`` transaction lives there); and under asgiref's own
-    ``async_to_sync`` (Django's async test methods) they go where asgiref sends them.
-    ``thread_sensitive=False`` runs the call in an anyio worker thread.
+    Django's own, sees the same thread-local database connection. Two exceptions keep
+    Django's rules: while a thread-sensitive (or loop-less) sync thread is blocked in
+    :func:`async_to_sync`, thread-sensitive calls made by the coroutine it waits for run
+    *on that thread*, ours and asgiref's alike (anywhere else would deadlock, and a Django
+    ``TestCase`` transaction lives there); and under asgiref's own ``async_to_sync``
+    (Django's async test methods) they go where asgiref sends them.
+    ``thread_sensitive=False`` runs the call in an anyio worker thread. Context variables,
+    asgiref ``Local`` data included, travel with every call in both directions.
 
 Cancellation
     A sync call cannot be interrupted. The awaiting task is shielded until the call
