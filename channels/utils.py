@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import anyio
 
-__all__ = ["name_that_thing", "unwrap_exception_groups"]
+__all__ = ["unwrap_exception_groups"]
 
 
 @contextmanager
@@ -46,14 +45,3 @@ def _is_cancellation(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return all(_is_cancellation(inner) for inner in exc.exceptions)
     return isinstance(exc, cancelled)
-
-
-def name_that_thing(thing: object) -> str:
-    """A dotted path for a function or class, else the name of the thing's class."""
-    if isinstance(thing, types.MethodType):
-        return f"{name_that_thing(thing.__self__)}.{thing.__func__.__name__}"
-    if isinstance(thing, type | types.FunctionType | types.BuiltinFunctionType):
-        return f"{thing.__module__}.{thing.__qualname__}"
-    if hasattr(thing, "__class__"):
-        return name_that_thing(type(thing))
-    return repr(thing)  # pragma: no cover
