@@ -10,6 +10,7 @@ request cycle does around each request.
 from __future__ import annotations
 
 import threading
+from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar
 
 from django.db import connections
@@ -37,6 +38,11 @@ _threads_with_connections: set[int] = set()
 _first_check_done = False
 
 
+# Set by the testing communicators for the application they drive: a test database's
+# connection must survive the application's handlers, as upstream's tests arrange.
+keep_connections: ContextVar[bool] = ContextVar("channels_keep_connections", default=False)
+
+
 def _note_connection(sender: object, **kwargs: Any) -> None:
     _threads_with_connections.add(threading.get_ident())
 
@@ -53,6 +59,8 @@ def close_old_connections() -> None:
     the connection would break it (the next query fails with "Cannot operate on a closed
     database"). Upstream Channels closes it regardless.
     """
+    if keep_connections.get():
+        return
     still_open = False
     for connection in connections.all(initialized_only=True):
         if not connection.in_atomic_block:
@@ -89,6 +97,8 @@ async def aclose_old_connections() -> None:
     their queries on asyncio, so their connections are tidied too.
     """
     global _first_check_done
+    if keep_connections.get():
+        return
     if _threads_with_connections or not _first_check_done:
         await run_sync(close_old_connections)
         _first_check_done = True
