@@ -102,3 +102,23 @@ async def aclose_old_connections() -> None:
     if _threads_with_connections or not _first_check_done:
         await run_sync(close_old_connections)
         _first_check_done = True
+
+
+def _close_connections_outside_transactions() -> None:
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close()
+    _threads_with_connections.discard(threading.get_ident())
+
+
+async def release_kept_connections() -> None:
+    """Close the worker thread's connections that :data:`keep_connections` kept open.
+
+    The testing communicators call this when their application ends, so a connection a
+    test's application opened does not outlive the test (where the next test, perhaps
+    one not allowed to touch the database, would trip over it). Connections inside a
+    transaction belong to the test and are left alone. ``close()`` is used rather than
+    the health check, which would have to reach the database.
+    """
+    if _threads_with_connections:
+        await run_sync(_close_connections_outside_transactions)

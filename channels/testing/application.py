@@ -16,8 +16,9 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 from asgiref.compatibility import guarantee_single_callable
 
-from ..db import keep_connections
+from ..db import keep_connections, release_kept_connections
 from ..types import ASGIApp, Message, Scope
+from ..utils import unwrap_exception_groups
 from ._hosting import start_detached
 
 __all__ = ["ApplicationCommunicator"]
@@ -81,6 +82,8 @@ class _Run:
                     self.error = exc
             self.cancelled = self.cancel_scope.cancelled_caught
         finally:
+            with anyio.CancelScope(shield=True):
+                await release_kept_connections()
             self.finished.set()
             self.outputs.wake()
 
@@ -203,7 +206,10 @@ class ApplicationCommunicator:
         assert self._group is not None
         self._run.cancel()
         try:
-            return await self._group.__aexit__(exc_type, exc, tb)
+            # The application's errors are kept for the calls to raise, so the only error
+            # the group can carry is the block's own: let it out as itself.
+            with unwrap_exception_groups():
+                return await self._group.__aexit__(exc_type, exc, tb)
         finally:
             self._group = None
             if exc_type is None and not self._error_raised:
