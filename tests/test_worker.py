@@ -28,29 +28,29 @@ ROOT = Path(__file__).resolve().parent.parent
 class Recorder(AsyncConsumer):
     instances: list[Recorder] = []
     seen: list[tuple[str, Any]] = []
+    expected = 0
     done: anyio.Event
 
     def __init__(self) -> None:
         Recorder.instances.append(self)
+
+    @staticmethod
+    async def record(channel: str, n: Any) -> None:
+        Recorder.seen.append((channel, n))
+        if len(Recorder.seen) == Recorder.expected:
+            Recorder.done.set()
 
     async def job_run(self, message: Message) -> None:
         if message["n"] == "crash":
             raise RuntimeError("job failed")
         if message["n"] == "send":
             await self.send({"type": "http.response.start"})
-        Recorder.seen.append((self.scope["channel"], message["n"]))
-        if message["n"] == "last":
-            Recorder.done.set()
+        await self.record(self.scope["channel"], message["n"])
 
 
 class SyncJob(SyncConsumer):
     def job_run(self, message: Message) -> None:
-        Recorder.seen.append((self.scope["channel"], message["n"]))
-        if message["n"] == "last":
-            async_to_sync(self.finish)()
-
-    async def finish(self) -> None:
-        Recorder.done.set()
+        async_to_sync(Recorder.record)(self.scope["channel"], message["n"])
 
 
 @pytest.fixture(autouse=True)
@@ -63,8 +63,11 @@ def router() -> ChannelNameRouter:
     return ChannelNameRouter({"jobs": Recorder.as_asgi(), "sync-jobs": SyncJob.as_asgi()})
 
 
-async def run_worker_until_done(worker: Worker, *messages: tuple[str, Any]) -> None:
+async def run_worker_until_done(
+    worker: Worker, *messages: tuple[str, Any], expected: int | None = None
+) -> None:
     Recorder.done = anyio.Event()
+    Recorder.expected = len(messages) if expected is None else expected
     layer = worker.channel_layer
     for channel, n in messages:
         await layer.send(channel, {"type": "job.run", "n": n})
@@ -96,7 +99,13 @@ async def test_a_crashed_instance_is_logged_and_replaced_without_losing_messages
 ) -> None:
     worker = Worker(router(), ["jobs"], get_channel_layer())
     await run_worker_until_done(
-        worker, ("jobs", 1), ("jobs", "crash"), ("jobs", 2), ("jobs", "send"), ("jobs", "last")
+        worker,
+        ("jobs", 1),
+        ("jobs", "crash"),
+        ("jobs", 2),
+        ("jobs", "send"),
+        ("jobs", "last"),
+        expected=3,
     )
     assert Recorder.seen == [("jobs", 1), ("jobs", 2), ("jobs", "last")]
     assert len(Recorder.instances) == 3
