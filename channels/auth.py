@@ -126,6 +126,8 @@ def login(scope: Scope, user: Any, backend: str | None = None) -> None:
         user = scope.get("user", None)
     if user is None:
         raise ValueError("User must be passed as an argument or must be present in the scope.")
+    # Before the session changes: a bad backend must not cost the user their session.
+    backend = _backend_for(user, backend)
     session_auth_hash = ""
     if hasattr(user, "get_session_auth_hash"):
         session_auth_hash = user.get_session_auth_hash()
@@ -138,7 +140,6 @@ def login(scope: Scope, user: Any, backend: str | None = None) -> None:
             session.flush()
     else:
         session.cycle_key()
-    backend = _backend_for(user, backend)
     session[SESSION_KEY] = user._meta.pk.value_to_string(user)
     session[BACKEND_SESSION_KEY] = backend
     session[HASH_SESSION_KEY] = session_auth_hash
