@@ -9,7 +9,8 @@ Patterns: ``"*"`` allows every origin, including none at all. A pattern with a s
 (``"https://example.com"``, ``"http://example.com:8000"``) must match the origin's
 scheme, host and port; a missing port means the scheme's default (80 for http/ws, 443
 for https/wss). A pattern without a scheme (``"example.com"``) matches the host whatever
-the scheme and port. A host starting with a dot (``".example.com"``,
+the scheme and port (but ``"example.com:8000"`` reads as a scheme and matches nothing,
+as upstream). A host starting with a dot (``".example.com"``,
 ``"https://.example.com"``) also matches every subdomain. Anything else must be equal.
 
 A connection without an ``Origin`` header is refused unless ``"*"`` is allowed, as in
@@ -56,7 +57,7 @@ class OriginValidator:
     ``allowed_origins`` is a list of patterns, described in :mod:`this module's
     <channels.security.websocket>` documentation.
 
-    :raises ValueError: at construction, for a pattern with a scheme but no valid host
+    :raises ValueError: at construction, for a ``scheme://`` pattern without a valid host
         or port; when called, for a scope that is not a WebSocket.
     """
 
@@ -66,7 +67,7 @@ class OriginValidator:
         for pattern in self.allowed_origins:
             if not isinstance(pattern, str):
                 raise ValueError(f"Allowed origins must be strings, got {pattern!r}")
-            if urlparse(pattern).scheme and _parse(pattern.lower()) is None:
+            if "://" in pattern and _parse(pattern.lower()) is None:
                 raise ValueError(
                     f"Allowed origin {pattern!r} is not a valid origin: expected "
                     "scheme://host[:port], a host, or '*'"
