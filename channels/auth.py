@@ -45,9 +45,11 @@ __all__ = ["AuthMiddleware", "AuthMiddlewareStack", "get_user", "login", "logout
 
 def _session_of(scope: Scope, what: str) -> Any:
     if "session" not in scope:
+        # Upstream's wording first: tests match on it.
         raise ValueError(
-            f"{what} cannot find session in scope. You should wrap your consumer in "
-            "SessionMiddleware (AuthMiddlewareStack includes it)."
+            "Cannot find session in scope. You should wrap your consumer in "
+            f"SessionMiddleware. ({what}() needs the session; AuthMiddlewareStack includes "
+            "SessionMiddleware.)"
         )
     return scope["session"]
 

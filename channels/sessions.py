@@ -20,8 +20,9 @@ Where this differs from upstream Channels, on purpose:
   middleware does; upstream saved it, which made an empty row under a key nobody holds.
 - Several ``Cookie`` headers (HTTP/2 sends one per cookie) are read together; upstream
   read only the first.
-- ``set_cookie`` raises :exc:`ValueError` for a bad ``samesite`` rather than asserting,
-  before it touches the message.
+- ``set_cookie`` checks ``samesite`` even under ``python -O``, before it touches the
+  message, and raises a :exc:`ValueError` (which is also the :exc:`AssertionError`
+  upstream raised).
 """
 
 from __future__ import annotations
@@ -47,11 +48,20 @@ from .types import ASGIApp, Message, Receive, Scope, Send
 __all__ = [
     "CookieMiddleware",
     "InstanceSessionWrapper",
+    "InvalidSameSiteError",
     "SessionMiddleware",
     "SessionMiddlewareStack",
 ]
 
 _SAMESITE_VALUES = ("strict", "lax", "none")
+
+
+class InvalidSameSiteError(ValueError, AssertionError):
+    """A ``samesite`` that browsers do not know.
+
+    A :exc:`ValueError`; also an :exc:`AssertionError` because upstream checks it with
+    ``assert``, and code (Channels' own tests among it) expects that.
+    """
 
 
 class CookieMiddleware:
@@ -103,7 +113,9 @@ class CookieMiddleware:
         if samesite is not None and (
             not isinstance(samesite, str) or samesite.lower() not in _SAMESITE_VALUES
         ):
-            raise ValueError(f"samesite must be 'strict', 'lax', 'none' or None, got {samesite!r}")
+            raise InvalidSameSiteError(
+                f"samesite must be 'strict', 'lax', 'none' or None, got {samesite!r}"
+            )
         cookies: SimpleCookie = SimpleCookie()
         cookies[key] = force_str(value)
         morsel = cookies[key]

@@ -218,11 +218,17 @@ async def test_auth_without_sessions_is_a_clear_error() -> None:
         await communicator.wait()
 
     alice = await make_user("alice")
-    with pytest.raises(ValueError, match=r"get_user cannot find session.*SessionMiddleware"):
+    with pytest.raises(
+        ValueError, match=r"Cannot find session in scope.*get_user\(\) needs the session"
+    ):
         await get_user({"type": "websocket"})
-    with pytest.raises(ValueError, match=r"login cannot find session.*SessionMiddleware"):
+    with pytest.raises(
+        ValueError, match=r"Cannot find session in scope.*login\(\) needs the session"
+    ):
         await login({"type": "websocket"}, alice)
-    with pytest.raises(ValueError, match=r"logout cannot find session.*SessionMiddleware"):
+    with pytest.raises(
+        ValueError, match=r"Cannot find session in scope.*logout\(\) needs the session"
+    ):
         await logout({"type": "websocket"})
 
 

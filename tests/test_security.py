@@ -46,7 +46,8 @@ async def connects(app: ASGIApp, *origins: bytes) -> bool:
     return accepted
 
 
-# (allowed origins, Origin header, accepted) — agreeing with upstream Channels 4.3.2.
+# (allowed origins, Origin header, accepted): as upstream Channels 4.3.2 decides, except
+# where noted.
 ORIGIN_CASES: list[tuple[list[str], str, bool]] = [
     (["http://example.com"], "http://example.com", True),
     (["http://example.com"], "http://example.com:80", True),
@@ -77,6 +78,12 @@ ORIGIN_CASES: list[tuple[list[str], str, bool]] = [
     ([], "http://example.com", False),
     (["custom://example.com"], "custom://example.com", True),
     (["custom://example.com"], "custom://example.com:1", False),
+    # Any port (upstream after 4.3.2):
+    (["https://example.com:*"], "https://example.com", True),
+    (["https://example.com:*"], "https://example.com:8443", True),
+    (["https://example.com:*"], "http://example.com:8443", False),
+    (["https://.example.com:*"], "https://a.example.com:1", True),
+    (["http://[::1]:*"], "http://[::1]:8000", True),
 ]
 
 
@@ -115,7 +122,8 @@ async def test_the_last_origin_header_counts() -> None:
 
 
 @pytest.mark.parametrize(
-    "pattern", ["http://[::1", "http://example.com:99999", "http://", "https://:443", 42]
+    "pattern",
+    ["http://[::1", "http://example.com:99999", "http://", "https://:443", "http://a:*:*", 42],
 )
 def test_unusable_pattern_is_a_clear_error_at_construction(pattern: Any) -> None:
     with pytest.raises(ValueError, match="llowed origin"):

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from django.contrib.sessions.backends.db import SessionStore
 from django.contrib.sessions.models import Session
+from django.core.exceptions import SuspiciousOperation
+from django.test import override_settings
 
 from channels.concurrency import async_to_sync
 from channels.db import database_sync_to_async
@@ -143,6 +145,8 @@ def test_invalid_samesite_is_a_clear_error_and_leaves_the_message_alone(samesite
     message: Message = {"type": "http.response.start", "headers": [(b"x", b"y")]}
     with pytest.raises(ValueError, match="samesite must be 'strict', 'lax', 'none' or None"):
         CookieMiddleware.set_cookie(message, "k", "v", samesite=samesite)
+    with pytest.raises(AssertionError):  # what upstream raised
+        CookieMiddleware.set_cookie(message, "k", "v", samesite=samesite)
     assert message == {"type": "http.response.start", "headers": [(b"x", b"y")]}
 
 
@@ -185,7 +189,7 @@ def test_expiry_datetime_becomes_max_age(zone: datetime.tzinfo | None) -> None:
 
 # -- sessions -------------------------------------------------------------------------
 
-pytestmark_db = pytest.mark.django_db(transaction=True)
+uses_db = pytest.mark.django_db(transaction=True)
 
 
 @database_sync_to_async
@@ -268,7 +272,7 @@ def forget_opened_sessions() -> None:
     opened_sessions.clear()
 
 
-@pytestmark_db
+@uses_db
 async def test_each_connection_gets_its_own_session() -> None:
     key = await stored_session(colour="blue")
     app = SessionMiddlewareStack(SessionConsumer.as_asgi())
@@ -298,7 +302,7 @@ async def test_each_connection_gets_its_own_session() -> None:
         await communicator.disconnect()
 
 
-@pytestmark_db
+@uses_db
 @pytest.mark.parametrize("consumer", [SessionConsumer, AsyncSessionConsumer])
 async def test_changed_session_is_saved_with_the_next_message(consumer: Any) -> None:
     app = SessionMiddlewareStack(consumer.as_asgi())
@@ -331,7 +335,7 @@ async def test_changed_session_is_saved_with_the_next_message(consumer: Any) -> 
     await communicator.disconnect()
 
 
-@pytestmark_db
+@uses_db
 async def test_unchanged_session_sets_no_cookie_and_saves_nothing() -> None:
     app = SessionMiddlewareStack(SessionConsumer.as_asgi())
     communicator = WebsocketCommunicator(app, "/")
@@ -352,7 +356,7 @@ async def http_session_app(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-@pytestmark_db
+@uses_db
 async def test_http_response_saves_the_session_and_sets_its_cookie() -> None:
     app = SessionMiddlewareStack(http_session_app)
     response = await HttpCommunicator(app, "GET", "/?201").get_response()
@@ -362,7 +366,7 @@ async def test_http_response_saves_the_session_and_sets_its_cookie() -> None:
     assert await session_data(key) == {"query": "201"}
 
 
-@pytestmark_db
+@uses_db
 async def test_a_failed_response_keeps_nothing() -> None:
     app = SessionMiddlewareStack(http_session_app)
     response = await HttpCommunicator(app, "GET", "/?500").get_response()
@@ -371,7 +375,7 @@ async def test_a_failed_response_keeps_nothing() -> None:
     assert await session_count() == 0
 
 
-@pytestmark_db
+@uses_db
 async def test_nested_session_middleware_leaves_saving_to_the_outer_one() -> None:
     app = SessionMiddlewareStack(SessionMiddleware(http_session_app))
     response = await HttpCommunicator(app, "GET", "/?200").get_response()
@@ -385,3 +389,47 @@ async def test_session_middleware_needs_cookie_middleware() -> None:
         ValueError, match="SessionMiddleware needs to run inside of CookieMiddleware"
     ):
         await communicator.connect()
+
+
+@uses_db
+async def test_session_deleted_elsewhere_before_saving_is_suspicious() -> None:
+    key = await stored_session(colour="blue")
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await database_sync_to_async(lambda: scope["session"].update({"colour": "red"}))()
+        await database_sync_to_async(SessionStore(key).delete)()  # a logout elsewhere
+        await send({"type": "http.response.start", "status": 200})
+
+    communicator = HttpCommunicator(
+        SessionMiddlewareStack(app), "GET", "/", headers=session_cookie(key)
+    )
+    with pytest.raises(SuspiciousOperation, match="session was deleted"):
+        await communicator.get_response()
+    assert await session_count() == 0
+
+
+@uses_db
+async def test_save_every_request_refreshes_an_unchanged_session() -> None:
+    key = await stored_session(colour="blue")
+    saved_at = await session_expiry(key)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body"})
+
+    app_with_sessions = SessionMiddlewareStack(app)
+    with override_settings(SESSION_SAVE_EVERY_REQUEST=True):
+        response = await HttpCommunicator(
+            app_with_sessions, "GET", "/", headers=session_cookie(key)
+        ).get_response()
+    [cookie] = set_cookie_values(response["headers"])
+    assert cookie.startswith(f"sessionid={key}; ")
+    assert await session_expiry(key) > saved_at
+    assert await session_data(key) == {"colour": "blue"}
+
+    response = await HttpCommunicator(
+        app_with_sessions, "GET", "/", headers=session_cookie(key)
+    ).get_response()
+    assert set_cookie_values(response["headers"]) == []

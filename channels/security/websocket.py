@@ -8,10 +8,12 @@ others'. :class:`OriginValidator` checks it against a list of allowed origins an
 Patterns: ``"*"`` allows every origin, including none at all. A pattern with a scheme
 (``"https://example.com"``, ``"http://example.com:8000"``) must match the origin's
 scheme, host and port; a missing port means the scheme's default (80 for http/ws, 443
-for https/wss). A pattern without a scheme (``"example.com"``) matches the host whatever
-the scheme and port (but ``"example.com:8000"`` reads as a scheme and matches nothing,
-as upstream). A host starting with a dot (``".example.com"``,
-``"https://.example.com"``) also matches every subdomain. Anything else must be equal.
+for https/wss), and ``:*`` any port (``"https://example.com:*"``, which upstream
+Channels after 4.3.2 accepts and 4.3.2 itself choked on). A pattern without a scheme
+(``"example.com"``) matches the host whatever the scheme and port (but
+``"example.com:8000"`` reads as a scheme and matches nothing, as upstream). A host
+starting with a dot (``".example.com"``, ``"https://.example.com"``) also matches every
+subdomain. Anything else must be equal.
 
 A connection without an ``Origin`` header is refused unless ``"*"`` is allowed, as in
 upstream Channels: browsers always send one, so its absence means a non-browser client
@@ -36,6 +38,13 @@ from ..types import ASGIApp, Receive, Scope, Send
 __all__ = ["AllowedHostsOriginValidator", "OriginValidator", "WebsocketDenier"]
 
 _DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+
+
+def _without_wildcard_port(pattern: str) -> tuple[str, bool]:
+    """``pattern`` without a trailing ``:*`` port, and whether it had one."""
+    if pattern.endswith(":*") and "://" in pattern:
+        return pattern[:-2], True
+    return pattern, False
 
 
 def _parse(url: str) -> ParseResult | None:
@@ -67,7 +76,7 @@ class OriginValidator:
         for pattern in self.allowed_origins:
             if not isinstance(pattern, str):
                 raise ValueError(f"Allowed origins must be strings, got {pattern!r}")
-            if "://" in pattern and _parse(pattern.lower()) is None:
+            if "://" in pattern and _parse(_without_wildcard_port(pattern.lower())[0]) is None:
                 raise ValueError(
                     f"Allowed origin {pattern!r} is not a valid origin: expected "
                     "scheme://host[:port], a host, or '*'"
@@ -106,14 +115,18 @@ class OriginValidator:
         """Whether ``pattern`` (not ``"*"``) matches ``parsed_origin``."""
         if parsed_origin is None or parsed_origin.hostname is None:
             return False
-        parsed_pattern = urlparse(pattern.lower())
+        pattern, any_port = _without_wildcard_port(pattern.lower())
+        parsed_pattern = urlparse(pattern)
         if not parsed_pattern.scheme:
             # A bare host: "//" makes urlparse read it as one, dropping any port.
             pattern_host = urlparse("//" + pattern).hostname or pattern
             return is_same_domain(parsed_origin.hostname, pattern_host)
         return (
             parsed_pattern.scheme == parsed_origin.scheme
-            and self.get_origin_port(parsed_pattern) == self.get_origin_port(parsed_origin)
+            and (
+                any_port
+                or self.get_origin_port(parsed_pattern) == self.get_origin_port(parsed_origin)
+            )
             and parsed_pattern.hostname is not None
             and is_same_domain(parsed_origin.hostname, parsed_pattern.hostname)
         )
