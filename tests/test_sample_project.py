@@ -18,21 +18,19 @@ from channels.layers import get_channel_layer
 from channels.testing import HttpCommunicator, WebsocketCommunicator
 from channels.worker import Worker
 
-from .sampleproject.routing import application
+from .sampleproject.routing import build_application
 from .testapp.models import Note
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("allowed_hosts"),
-]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 ORIGIN = (b"origin", b"http://testserver")
 
 
-@pytest.fixture
-def allowed_hosts() -> Any:
+@pytest.fixture(scope="module")
+def application() -> Any:
+    """Built as the project's asgi.py builds it, reading ALLOWED_HOSTS then."""
     with override_settings(ALLOWED_HOSTS=["testserver"]):
-        yield
+        return build_application()
 
 
 @pytest.fixture
@@ -59,7 +57,7 @@ async def wait_for_notes(count: int) -> list[str]:
 
 
 async def test_chat_across_consumers_with_auth_sessions_and_a_worker(
-    alice_cookie: tuple[bytes, bytes],
+    application: Any, alice_cookie: tuple[bytes, bytes]
 ) -> None:
     layer = get_channel_layer()
     async with anyio.create_task_group() as group:
@@ -105,7 +103,9 @@ async def test_chat_across_consumers_with_auth_sessions_and_a_worker(
         group.cancel_scope.cancel()
 
 
-async def test_logging_in_and_out_from_a_consumer(alice_cookie: tuple[bytes, bytes]) -> None:
+async def test_logging_in_and_out_from_a_consumer(
+    application: Any, alice_cookie: tuple[bytes, bytes]
+) -> None:
     guest = WebsocketCommunicator(application, "/ws/chat/lobby/", headers=[ORIGIN])
     assert await guest.connect() == (True, None)
     await guest.send_json_to({"text": "before"})
@@ -128,7 +128,9 @@ async def test_logging_in_and_out_from_a_consumer(alice_cookie: tuple[bytes, byt
     [[(b"origin", b"http://evil.example")], [], [(b"origin", b"not a url")]],
     ids=["foreign", "missing", "malformed"],
 )
-async def test_sockets_from_other_origins_are_refused(headers: list[tuple[bytes, bytes]]) -> None:
+async def test_sockets_from_other_origins_are_refused(
+    application: Any, headers: list[tuple[bytes, bytes]]
+) -> None:
     communicator = WebsocketCommunicator(application, "/ws/chat/lobby/", headers=headers)
     accepted, _ = await communicator.connect()
     assert not accepted

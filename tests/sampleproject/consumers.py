@@ -7,10 +7,10 @@ from typing import Any
 
 from channels.auth import login, logout
 from channels.concurrency import async_to_sync
+from channels.consumer import SyncConsumer
 from channels.db import database_sync_to_async
 from channels.generic.http import AsyncHttpConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, WebsocketConsumer
-from channels.consumer import SyncConsumer
 from channels.types import Message
 
 from ..testapp.models import Note

@@ -1,0 +1,1 @@
+"""Protections for connections: see :mod:`channels.security.websocket`."""
