@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio  # ApplicationCancelled is an asyncio.CancelledError, as asgiref's is
 import concurrent.futures
 import contextvars
 import gc
@@ -15,7 +16,12 @@ from django.db import connection
 from channels.consumer import AsyncConsumer, SyncConsumer
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
-from channels.testing import ApplicationCommunicator, HttpCommunicator, WebsocketCommunicator
+from channels.testing import (
+    ApplicationCancelled,
+    ApplicationCommunicator,
+    HttpCommunicator,
+    WebsocketCommunicator,
+)
 from channels.types import Message, Receive, Scope, Send
 
 from .testapp.models import Note
@@ -88,7 +94,7 @@ async def test_async_with_runs_the_app_in_a_task_group_and_cancels_it_on_exit() 
     assert app.ended.is_set()
     assert app.cancelled
     assert communicator.future.cancelled()
-    with pytest.raises(concurrent.futures.CancelledError):
+    with pytest.raises(ApplicationCancelled):
         communicator.future.result()
 
 
@@ -134,14 +140,31 @@ async def test_the_apps_own_exception_reaches_every_call_unwrapped() -> None:
         await communicator.future
 
 
-async def test_receive_output_times_out_without_stopping_the_app() -> None:
+async def test_a_receive_output_timeout_cancels_the_app_as_asgiref_does() -> None:
     communicator = ApplicationCommunicator(Echo.as_asgi(), SCOPE)
+    await communicator.send_input({"type": "test.echo", "value": "first"})
+    assert (await communicator.receive_output())["value"] == "first"
     with pytest.raises(TimeoutError, match=r"sent nothing within 0\.05 seconds"):
         await communicator.receive_output(timeout=0.05)
-    await communicator.send_input({"type": "test.echo", "value": "still here"})
-    assert (await communicator.receive_output())["value"] == "still here"
+    assert communicator.future.cancelled()
+    # Channels' own suite expects asyncio.CancelledError from the next call.
+    with pytest.raises(asyncio.CancelledError):
+        await communicator.send_input({"type": "test.echo", "value": "too late"})
+    with pytest.raises(ApplicationCancelled):
+        await communicator.receive_output()
+    with pytest.raises(ApplicationCancelled):
+        await communicator.receive_nothing()
+    with pytest.raises(ApplicationCancelled):
+        communicator.future.result()
+    await communicator.wait()  # ended: nothing to wait for, nothing raised
+
+
+async def test_receive_output_after_the_app_ended_normally() -> None:
+    communicator = ApplicationCommunicator(Echo.as_asgi(), SCOPE)
+    await communicator.send_input({"type": "test.echo", "value": 1})
     await communicator.send_input({"type": "test.stop"})
     await communicator.wait()
+    assert (await communicator.receive_output())["value"] == 1  # still delivered
     with pytest.raises(TimeoutError, match="ended without sending"):
         await communicator.receive_output(timeout=30)
 
@@ -175,7 +198,7 @@ async def test_future_cancel_and_state() -> None:
         future.result()
     await app.started.wait()
     assert future.cancel() is True
-    with pytest.raises(concurrent.futures.CancelledError):
+    with pytest.raises(ApplicationCancelled):
         await future
     assert future.done()
     assert future.cancel() is False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio  # interop point: ApplicationCancelled subclasses asyncio.CancelledError
 import concurrent.futures
 import contextlib
 import contextvars
@@ -21,7 +22,17 @@ from ..types import ASGIApp, Message, Scope
 from ..utils import unwrap_exception_groups
 from ._hosting import start_detached
 
-__all__ = ["ApplicationCommunicator"]
+__all__ = ["ApplicationCancelled", "ApplicationCommunicator"]
+
+
+class ApplicationCancelled(asyncio.CancelledError):
+    """The application was cancelled (a ``receive_output`` timed out, or
+    ``future.cancel()``), so it can no longer be talked to.
+
+    A subclass of :class:`asyncio.CancelledError` on both backends, because that is what
+    asgiref's communicator raises and what Channels' test suites expect. Like it, this is
+    a ``BaseException``: ``except Exception`` does not catch it.
+    """
 
 
 class _Mailbox:
@@ -149,7 +160,7 @@ class AppFuture:
         if not self.done():
             raise concurrent.futures.InvalidStateError("the application is still running")
         if self._run.cancelled:
-            raise concurrent.futures.CancelledError()
+            raise ApplicationCancelled("the application was cancelled")
         return self._run.error
 
     def __await__(self) -> Generator[Any, None, Any]:
@@ -221,6 +232,14 @@ class ApplicationCommunicator:
             self._error_raised = True
             raise self._run.error
 
+    def _raise_if_over(self) -> None:
+        """Raise the application's exception, or :exc:`ApplicationCancelled`, if either
+        ended it."""
+        self._raise_error()
+        assert self._run is not None
+        if self._run.cancelled:
+            raise ApplicationCancelled("the application was cancelled")
+
     @property
     def future(self) -> AppFuture:
         """The application's outcome; starts the application if it has not started."""
@@ -232,9 +251,10 @@ class ApplicationCommunicator:
         """Give the application ``message`` to receive.
 
         :raises Exception: the application's own exception, if it has crashed.
+        :raises ApplicationCancelled: if the application had been cancelled.
         """
         run = self._ensure_running()
-        self._raise_error()
+        self._raise_if_over()
         run.inputs.put(message)
         await anyio.lowlevel.checkpoint()
 
@@ -242,18 +262,23 @@ class ApplicationCommunicator:
         """The next message the application sends.
 
         :raises Exception: the application's own exception, if it has crashed.
-        :raises TimeoutError: if it sends nothing within ``timeout`` seconds, or ended
-            without sending anything more.
+        :raises TimeoutError: if it sends nothing within ``timeout`` seconds (the
+            application is then cancelled, and waited for, as asgiref's communicator
+            does), or it ended without sending anything more.
+        :raises ApplicationCancelled: if the application had been cancelled.
         """
         run = self._ensure_running()
-        self._raise_error()
+        self._raise_if_over()
         message = await run.next_output(timeout)
-        if message is None:
-            self._raise_error()
-            if run.finished.is_set():
-                raise TimeoutError("the application ended without sending another message")
-            raise TimeoutError(f"the application sent nothing within {timeout} seconds")
-        return message
+        if message is not None:
+            return message
+        self._raise_error()
+        if run.finished.is_set():
+            raise TimeoutError("the application ended without sending another message")
+        run.cancel()
+        with anyio.CancelScope(shield=True):
+            await run.finished.wait()
+        raise TimeoutError(f"the application sent nothing within {timeout} seconds")
 
     async def receive_nothing(self, timeout: float = 0.1, interval: float = 0.01) -> bool:
         """Whether the application sends nothing for ``timeout`` seconds.
@@ -262,10 +287,11 @@ class ApplicationCommunicator:
         for compatibility: no polling happens, a sent message wakes this at once.
 
         :raises Exception: the application's own exception, if it has crashed.
+        :raises ApplicationCancelled: if the application had been cancelled.
         """
         del interval
         run = self._ensure_running()
-        self._raise_error()
+        self._raise_if_over()
         with anyio.move_on_after(timeout):
             while not run.outputs.items and not run.finished.is_set():
                 await run.outputs.wait()
@@ -286,7 +312,8 @@ class ApplicationCommunicator:
             await run.finished.wait()
         if not run.finished.is_set():
             run.cancel()
-            await run.finished.wait()
+            with anyio.CancelScope(shield=True):
+                await run.finished.wait()
             raise TimeoutError(f"the application was still running after {timeout} seconds")
         self._raise_error()
 
