@@ -2,10 +2,12 @@
 
 Every consumer instance runs inside its own task group. One task listens on the ASGI
 ``receive``; when a channel layer is configured, another listens on the consumer's layer
-channel. Whichever receives a message dispatches it, holding a lock, so handlers run one at
-a time, in the order messages arrived. ``StopConsumer`` cancels the group: both listeners
-end with the consumer, and nothing it started outlives it. A handler's exception cancels
-the group too and reaches the server as itself, not wrapped in an exception group.
+channel (:func:`channels.utils.await_many_dispatch`). Whichever receives a message
+dispatches it, holding a lock, so handlers run one at a time, in the order messages
+arrived. ``StopConsumer`` cancels the group: both listeners end with the consumer, no
+handler starts after it, and nothing the consumer started outlives it. A handler's
+exception cancels the group too and reaches the server as itself, not wrapped in an
+exception group.
 
 A message a listener has received but not yet dispatched when the consumer stops is
 dropped, as in upstream Channels.
@@ -13,11 +15,11 @@ dropped, as in upstream Channels.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
-import anyio
 from asgiref.sync import markcoroutinefunction
 
 from . import DEFAULT_CHANNEL_LAYER
@@ -26,7 +28,7 @@ from .db import aclose_old_connections, database_sync_to_async
 from .exceptions import StopConsumer
 from .layers import get_channel_layer
 from .types import Message, Receive, Scope, Send
-from .utils import unwrap_exception_groups
+from .utils import await_many_dispatch
 
 __all__ = ["AsyncConsumer", "SyncConsumer", "get_handler_name"]
 
@@ -78,25 +80,9 @@ class AsyncConsumer:
             sources.append(self.channel_receive)
         self.base_send = async_to_sync(send) if self._sync else send
 
-        turn = anyio.Lock(fast_acquire=True)
-        with unwrap_exception_groups():
-            async with anyio.create_task_group() as group:
-                for source in sources:
-                    group.start_soon(self._listen, source, turn, group.cancel_scope)
-
-    async def _listen(
-        self,
-        source: Callable[[], Awaitable[Message]],
-        turn: anyio.Lock,
-        stop: anyio.CancelScope,
-    ) -> None:
-        try:
-            while True:
-                message = await source()
-                async with turn:
-                    await self.dispatch(message)
-        except StopConsumer:  # from a handler or, as upstream allows, from receive()
-            stop.cancel()
+        # StopConsumer comes from a handler or, as upstream allows, from receive().
+        with contextlib.suppress(StopConsumer):
+            await await_many_dispatch(sources, self.dispatch)
 
     async def dispatch(self, message: Message) -> None:
         """Run the handler named by the message's type.

@@ -2,12 +2,62 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import anyio
 
-__all__ = ["unwrap_exception_groups"]
+__all__ = ["await_many_dispatch", "name_that_thing", "unwrap_exception_groups"]
+
+_T = TypeVar("_T")
+
+
+def name_that_thing(thing: object) -> str:
+    """A dotted name for a function, method or class, or for an instance's class.
+
+    Used to name applications and handlers in log lines and error messages.
+    """
+    qualname = getattr(thing, "__qualname__", None)
+    if not isinstance(qualname, str):  # an instance: name its class
+        return name_that_thing(type(thing))
+    module = getattr(thing, "__module__", None)
+    return f"{module}.{qualname}" if module else qualname
+
+
+async def await_many_dispatch(
+    consumer_callables: Sequence[Callable[[], Awaitable[_T]]],
+    dispatch: Callable[[_T], Awaitable[Any]],
+) -> None:
+    """Await each callable again and again, handing every result to ``dispatch``.
+
+    Results are dispatched one at a time, in the order they arrive; a source whose result
+    waits for its turn is not awaited again until it has been dispatched. Runs until a
+    source or ``dispatch`` raises (the error propagates as itself, and the other sources
+    are cancelled) or until the caller is cancelled.
+    """
+    turn = anyio.Lock(fast_acquire=True)
+    ended = False
+
+    async def pump(source: Callable[[], Awaitable[_T]]) -> None:
+        nonlocal ended
+        while True:
+            result = await source()
+            async with turn:
+                # A source waiting for its turn when a dispatch raised gets the turn before
+                # the cancellation reaches it: it must not start another dispatch.
+                if ended:
+                    return
+                try:
+                    await dispatch(result)
+                except BaseException:
+                    ended = True
+                    raise
+
+    with unwrap_exception_groups():
+        async with anyio.create_task_group() as group:
+            for source in consumer_callables:
+                group.start_soon(pump, source)
 
 
 @contextmanager

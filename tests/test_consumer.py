@@ -99,6 +99,25 @@ async def test_stop_consumer_ends_the_layer_listener_with_the_consumer() -> None
     assert seen["scope"] is SCOPE
 
 
+async def test_no_handler_starts_after_stop_consumer() -> None:
+    layer = get_channel_layer()
+    ran: list[str] = []
+
+    class Stops(AsyncConsumer):
+        async def test_stop(self, message: Message) -> None:
+            ran.append("stop")
+            await layer.send(self.channel_name, {"type": "test.late"})
+            # The layer listener takes the message and waits for its turn meanwhile.
+            await anyio.wait_all_tasks_blocked()
+            raise StopConsumer
+
+        async def test_late(self, message: Message) -> None:
+            ran.append("late")
+
+    await feed_and_run(Stops.as_asgi(), SCOPE, {"type": "test.stop"})
+    assert ran == ["stop"]
+
+
 async def test_handler_errors_reach_the_server_unwrapped() -> None:
     class Broken(AsyncConsumer):
         async def test_break(self, message: Message) -> None:

@@ -44,6 +44,7 @@ PUBLIC = {
     "channels.generic.http": ["AsyncHttpConsumer"],
     "channels.testing": ["ApplicationCommunicator", "HttpCommunicator", "WebsocketCommunicator"],
     "channels.worker": ["Worker"],
+    "channels.utils": ["await_many_dispatch", "name_that_thing"],
     "channels.management.commands.runworker": ["Command"],
     "channels.auth": ["AuthMiddleware", "AuthMiddlewareStack", "login", "logout", "get_user"],
     "channels.sessions": [

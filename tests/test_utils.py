@@ -1,0 +1,58 @@
+"""The helpers in channels.utils."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from channels.consumer import AsyncConsumer
+from channels.utils import await_many_dispatch, name_that_thing
+
+
+def test_name_that_thing_names_functions_methods_classes_and_instances() -> None:
+    def local() -> None: ...
+
+    assert name_that_thing(name_that_thing) == "channels.utils.name_that_thing"
+    assert name_that_thing(AsyncConsumer) == "channels.consumer.AsyncConsumer"
+    assert name_that_thing(AsyncConsumer()) == "channels.consumer.AsyncConsumer"
+    assert name_that_thing(AsyncConsumer.dispatch) == "channels.consumer.AsyncConsumer.dispatch"
+    assert name_that_thing(AsyncConsumer().send) == "channels.consumer.AsyncConsumer.send"
+    assert name_that_thing(local).endswith(
+        "test_name_that_thing_names_functions_methods_classes_and_instances.<locals>.local"
+    )
+    assert name_that_thing(42) == "builtins.int"
+
+
+async def test_await_many_dispatch_dispatches_one_at_a_time_in_arrival_order() -> None:
+    fast_send, fast_receive = anyio.create_memory_object_stream[str](10)
+    slow_send, slow_receive = anyio.create_memory_object_stream[str](10)
+    log: list[str] = []
+    active = 0
+
+    async def dispatch(item: str) -> None:
+        nonlocal active
+        active += 1
+        assert active == 1, "dispatch overlapped"
+        log.append(item)
+        await anyio.sleep(0.001)
+        active -= 1
+        if item == "stop":
+            raise LookupError("done")
+
+    for item in ("a1", "a2", "a3"):
+        fast_send.send_nowait(item)
+    slow_send.send_nowait("b1")
+    slow_send.send_nowait("stop")
+    sources = [fast_receive.receive, slow_receive.receive]
+    with (
+        fast_send,
+        fast_receive,
+        slow_send,
+        slow_receive,
+        pytest.raises(LookupError, match="done"),
+    ):
+        await await_many_dispatch(sources, dispatch)
+    # Each source's results in its own order; nothing is dispatched after the error.
+    assert log[-1] == "stop"
+    assert log.index("b1") < log.index("stop")
+    assert [item for item in log if item.startswith("a")] == ["a1", "a2", "a3"][: len(log) - 2]
