@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .. import DEFAULT_CHANNEL_LAYER as DEFAULT_CHANNEL_LAYER
 from .base import BaseChannelLayer as BaseChannelLayer
 from .inmemory import InMemoryChannelLayer as InMemoryChannelLayer
 from .manager import ChannelLayerManager as ChannelLayerManager
@@ -9,6 +10,7 @@ from .manager import channel_layers as channel_layers
 from .manager import get_channel_layer as get_channel_layer
 
 __all__ = [
+    "DEFAULT_CHANNEL_LAYER",
     "BaseChannelLayer",
     "ChannelLayerManager",
     "InMemoryChannelLayer",
