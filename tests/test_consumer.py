@@ -16,9 +16,10 @@ from channels.concurrency import async_to_sync
 from channels.consumer import AsyncConsumer, SyncConsumer, get_handler_name
 from channels.exceptions import AsyncBridgeError, StopConsumer
 from channels.layers import get_channel_layer
+from channels.testing import ApplicationCommunicator
 from channels.types import Message
 
-from .harness import RunningApp, feed_and_run
+from .harness import feed_and_run
 
 SCOPE = {"type": "test"}
 
@@ -58,7 +59,7 @@ def test_handler_names() -> None:
 async def test_handlers_run_one_at_a_time_in_arrival_order() -> None:
     layer = get_channel_layer()
     log: list[str] = []
-    async with RunningApp(Recorder.as_asgi(log=log), SCOPE) as app:
+    async with ApplicationCommunicator(Recorder.as_asgi(log=log), SCOPE) as app:
         for n in range(3):
             await app.send_input({"type": "test.message", "n": n})
         for n in range(3):
@@ -69,7 +70,8 @@ async def test_handlers_run_one_at_a_time_in_arrival_order() -> None:
         for n in range(3, 6):
             assert (await app.receive_output())["n"] == n
         await app.send_input({"type": "test.stop"})
-        assert await app.wait() is None
+        await app.wait()
+        assert app.future.result() is None
 
     assert log == [f"{edge} {n}" for n in range(6) for edge in ("start", "end")]
 
@@ -86,7 +88,7 @@ async def test_stop_consumer_ends_the_layer_listener_with_the_consumer() -> None
             raise StopConsumer
 
     tasks_before = len(anyio.get_running_tasks())
-    async with RunningApp(Remembers.as_asgi(), SCOPE) as app:
+    async with ApplicationCommunicator(Remembers.as_asgi(), SCOPE) as app:
         await anyio.wait_all_tasks_blocked()
         (waiting,) = layer.channels.values()
         assert len(waiting.waiters) == 1  # the layer listener is waiting
