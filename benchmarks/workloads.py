@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.metadata
-import importlib.util
 import json
 import random
 import resource
@@ -123,10 +122,13 @@ async def repeat_until(send: Callable[[], Awaitable[None]], done: Any) -> None:
 
 
 async def point_to_point(layer: Any, count: int) -> dict[str, Any]:
-    """One producer, one consumer, ``count`` small dicts on one channel."""
+    """One producer, one consumer, ``count`` small dicts on one channel.
+
+    The channel comes from ``new_channel()``, as a consumer's does.
+    """
     import anyio.lowlevel
 
-    channel = "bench.p2p"
+    channel = await layer.new_channel()
     ready = anyio.Event()
     state = {"received": 0, "out_of_order": 0, "done_at": 0.0}
 
@@ -264,8 +266,11 @@ def layer_workload(kind: str, config: dict[str, Any], body: Callable[..., Awaita
                 if kind.startswith("redis"):
                     with anyio.CancelScope(shield=True):
                         await layer.flush()
-                        close = getattr(layer, "close", None) or layer.close_pools
-                        await close()
+                        close = getattr(layer, "close", None) or getattr(
+                            layer, "close_pools", None
+                        )
+                        if close is not None:  # upstream's pub/sub layer closes in flush
+                            await close()
 
         return anyio.run(main, backend=spec["backend"])
 
@@ -311,12 +316,14 @@ def tree_peak_rss_kib(pid: int) -> int:
 def websocket_echo(spec: dict[str, Any]) -> dict[str, Any]:
     params = spec["params"]
     app = params["app"]
-    if app == "channels_app" and importlib.util.find_spec("channels.generic.websocket") is None:
-        raise Unavailable("channels.generic.websocket is not available")
-    if params["server"] == "daphne" and importlib.util.find_spec("daphne") is None:
-        raise Unavailable("daphne is not installed")
-    if importlib.util.find_spec("websockets") is None:
-        raise Unavailable("the websockets client is not installed")
+    needed = ["websockets", "daphne" if params["server"] == "daphne" else "hypercorn"]
+    if app == "channels_app":
+        needed.append("channels.generic.websocket")
+    for module in needed:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise Unavailable(f"cannot import {module}: {exc}") from None
     port = free_port()
     command = [sys.executable] + [
         part.format(backend=spec["backend"], port=port, app=app)
