@@ -24,7 +24,7 @@ import random
 import string
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
@@ -112,11 +112,9 @@ class _Channel:
         return self.messages.popleft()
 
     def wake_one(self) -> None:
-        """Wake the first waiting receiver that has not already been woken."""
-        for waiter in self.waiters:
-            if not waiter.is_set():
-                waiter.set()
-                return
+        """Wake the receiver that has waited longest (woken receivers leave ``waiters``)."""
+        if self.waiters:
+            self.waiters.popleft().set()
 
 
 class InMemoryChannelLayer(BaseChannelLayer):
@@ -165,12 +163,15 @@ class InMemoryChannelLayer(BaseChannelLayer):
         :raises ~channels.exceptions.ChannelFull: if the channel is at capacity; nothing
             was queued.
         """
-        if type(message) is not dict or "__asgi_channel__" in message:
+        if type(message) is dict and "__asgi_channel__" not in message:
+            copied = message.copy() if _is_flat(message) else copy_message(message)
+        else:
             self.require_valid_message(message)
+            copied = copy_message(message)
         now = _monotonic()
         if self._next_deadline <= now:
             self._expire(now)
-        self._put(channel, message, now, copy_message)
+        self._put(channel, copied, now)
 
     async def receive(self, channel: str) -> Message:
         """Take the next message from ``channel``, waiting for one if there is none.
@@ -203,12 +204,12 @@ class InMemoryChannelLayer(BaseChannelLayer):
             try:
                 await waiter.wait()
             except BaseException:
-                queue.waiters.remove(waiter)
-                if waiter.is_set() and queue.messages:
+                if not waiter.is_set():
+                    queue.waiters.remove(waiter)
+                elif queue.messages:  # chosen for a message it will not take: pass it on
                     queue.wake_one()
                 self._forget_if_idle(queue)
                 raise
-            queue.waiters.remove(waiter)
             # Deadlines that passed while we slept may have taken the message (and, with
             # it, the channel: look it up again).
             now = _monotonic()
@@ -218,10 +219,11 @@ class InMemoryChannelLayer(BaseChannelLayer):
         return self._take(queue)
 
     def _take(self, queue: _Channel) -> Message:
-        message = queue.pop()
+        queue.removed += 1
+        message = queue.messages.popleft()
         if queue.messages:
             if queue.waiters:
-                queue.wake_one()
+                queue.waiters.popleft().set()
         elif not queue.waiters:
             self._forget(queue)
         return message
@@ -250,9 +252,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self.channels[name] = queue
         return queue
 
-    def _put(
-        self, name: str, message: Message, now: float, copy: Callable[[Message], Message]
-    ) -> None:
+    def _put(self, name: str, message: Message, now: float) -> None:
+        """Queue ``message`` (the caller's copy) on channel ``name``."""
         try:
             queue = self.channels.get(name)
         except TypeError:
@@ -262,7 +263,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         # As upstream's asyncio.Queue(maxsize=...), a capacity of 0 or less means unbounded.
         elif 0 < queue.capacity <= len(queue.messages):
             raise ChannelFull(name)
-        queue.messages.append(copy(message))
+        queue.messages.append(message)
         deadlines = self._message_deadlines
         if not deadlines:
             self._next_deadline = min(self._next_deadline, now + self.expiry)
@@ -271,7 +272,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         if len(deadlines) > self._compact_messages_at:
             self._compact_message_deadlines()
         if queue.waiters:
-            queue.wake_one()
+            queue.waiters.popleft().set()
 
     def _forget_if_idle(self, queue: _Channel) -> None:
         if not queue.messages and not queue.waiters and self.channels.get(queue.name) is queue:
@@ -378,7 +379,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         full = []
         for channel in list(members):
             try:
-                self._put(channel, message, now, copy)
+                self._put(channel, copy(message), now)
             except ChannelFull:
                 full.append(channel)
         if full:
