@@ -360,9 +360,12 @@ def ratio(metric: Metric, ours: list[float], theirs: list[float]) -> str:
     return f"{a / b:.2f}x" if b else ""
 
 
-def table_rows(cases: list[Case], outcomes: dict[tuple[str, str], Outcome]) -> list[list[str]]:
+def table_rows(
+    cases: list[Case], outcomes: dict[tuple[str, str], Outcome], quick: bool = False
+) -> list[list[str]]:
     rows = []
     for case in cases:
+        label = f"{case.label} (--quick sizes)" if quick else case.label
         first = True
         extra = [Metric("peak_rss_mib", "peak RSS (MiB)", higher_is_better=False)]
         for metric in [*case.metrics, *extra]:
@@ -381,7 +384,7 @@ def table_rows(cases: list[Case], outcomes: dict[tuple[str, str], Outcome]) -> l
                     texts[config] = cell(values[config])
             rows.append(
                 [
-                    case.label if first else "",
+                    label if first else "",
                     metric.label,
                     texts[UPSTREAM],
                     texts[OURS_ASYNCIO],
@@ -488,7 +491,7 @@ def main() -> int:
 
     before = machine()
     outcomes = run_all(args, cases)
-    rows = table_rows(cases, outcomes)
+    rows = table_rows(cases, outcomes, args.quick)
     print(text_table(rows))
     print()
     print("Medians (min-max) over each configuration's runs; x = ours / upstream, higher is")
