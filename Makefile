@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check clean
+.PHONY: demo test lint typecheck check clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,5 +34,10 @@ typecheck: $(STAMP)
 
 check: test lint typecheck
 
+# Side-by-side benchmarks against upstream Channels (not part of CI): builds and caches
+# both environments under benchmarks/.venvs. Options go in ARGS, e.g. ARGS=--quick.
+bench:
+	$(PYTHON) benchmarks/run.py $(ARGS)
+
 clean:
-	rm -rf $(VENV) examples/chat/db.sqlite3
+	rm -rf $(VENV) examples/chat/db.sqlite3 benchmarks/.venvs

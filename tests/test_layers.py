@@ -994,3 +994,68 @@ async def test_bookkeeping_follows_live_state_not_traffic() -> None:
     assert layer.channels == {}
     assert len(layer._membership_deadlines) <= 2 * 16384
     assert len(layer._message_deadlines) <= 2 * 16384
+
+
+async def test_queued_message_is_delivered_to_a_cancelled_receiver() -> None:
+    """As upstream, a receive that finds a message queued returns it without a
+    checkpoint; the cancellation lands at the next one, and nothing is lost."""
+    layer = InMemoryChannelLayer()
+    await layer.send("chan", msg(1))
+    received: list[dict[str, Any]] = []
+    with anyio.fail_after(5):
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            received.append(await layer.receive("chan"))
+            received.append(await layer.receive("chan"))  # must wait: cancelled here
+        assert scope.cancelled_caught
+        assert received == [msg(1)]
+        assert layer.channels == {}
+        await layer.send("chan", msg(2))
+        assert await layer.receive("chan") == msg(2)
+
+
+async def test_idle_channels_are_reused_within_bounds() -> None:
+    """A channel that goes idle between messages keeps its capacity when it comes back,
+    and idle channels kept for reuse stay bounded however many names pass through."""
+    layer = InMemoryChannelLayer(channel_capacity={"small.*": 1})
+    for n in range(6000):
+        await layer.send(f"chan{n}", msg(n))
+        assert await layer.receive(f"chan{n}") == msg(n)
+    assert layer.channels == {}
+    assert len(layer._idle) <= 4096
+    for n in range(3):
+        await layer.send("small.one", msg(n))
+        with pytest.raises(ChannelFull):
+            await layer.send("small.one", msg(99))
+        assert await layer.receive("small.one") == msg(n)
+        assert layer.channels == {}
+    # Flushing forgets idle channels too; a name comes back validated and empty.
+    await layer.flush()
+    assert layer._idle == {}
+    with pytest.raises(TypeError, match="Channel name must be"):
+        await layer.receive("bad name")
+
+
+async def test_flat_group_messages_are_copied_per_member() -> None:
+    layer = InMemoryChannelLayer()
+    for member in ("m1", "m2"):
+        await layer.group_add("g", member)
+    payload = {"type": "flat", "n": 1, "text": "hi"}
+    await layer.group_send("g", payload)
+    payload["n"] = 2
+    one = await layer.receive("m1")
+    one["text"] = "mine"
+    assert await layer.receive("m2") == {"type": "flat", "n": 1, "text": "hi"}
+    assert one == {"type": "flat", "n": 1, "text": "mine"}
+
+
+async def test_expiry_after_a_channel_was_reused() -> None:
+    layer = InMemoryChannelLayer(expiry=0.05)
+    await layer.send("chan", msg(1))
+    assert await layer.receive("chan") == msg(1)  # now idle, kept for reuse
+    await layer.group_add("g", "chan")
+    await layer.send("chan", msg(2))  # revived
+    await anyio.sleep(0.1)
+    await layer.send("other", msg(3))  # any call expires what is due
+    assert "chan" not in layer.channels
+    assert "g" not in layer.groups  # its expired message took it out of the group

@@ -1,0 +1,466 @@
+"""The benchmark workloads. ``run.py`` starts this file once per repetition, in a fresh
+interpreter of one of its two virtual environments.
+
+The same file runs under this package and under upstream Channels (both import as
+``channels``), so it touches only the public API: ``settings.CHANNEL_LAYERS``,
+``get_channel_layer()``, ``send``/``receive``/``new_channel``/``group_add``/``group_send``
+and ``AsyncWebsocketConsumer``. It is driven by anyio in both environments: upstream runs
+under anyio's asyncio backend, this package under asyncio and trio.
+
+Usage: ``python workloads.py '<json spec>'``; it prints one JSON object on stdout, either
+``{"ok": true, "metrics": {...}, ...}`` or ``{"ok": false, "unavailable": "why"}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.metadata
+import json
+import random
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+HERE = Path(__file__).resolve().parent
+
+# Layer backends by side: the same public API under two import paths.
+LAYER_BACKENDS = {
+    ("ours", "inmemory"): "channels.layers.InMemoryChannelLayer",
+    ("upstream", "inmemory"): "channels.layers.InMemoryChannelLayer",
+    ("ours", "redis"): "channels.layers.redis.RedisChannelLayer",
+    ("upstream", "redis"): "channels_redis.core.RedisChannelLayer",
+    ("ours", "redis-pubsub"): "channels.layers.redis.RedisPubSubChannelLayer",
+    ("upstream", "redis-pubsub"): "channels_redis.pubsub.RedisPubSubChannelLayer",
+}
+
+
+class Unavailable(Exception):
+    """This workload cannot run in this environment (a missing module, no Redis)."""
+
+
+def peak_rss_kib() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+# -- setup ----------------------------------------------------------------------------------
+
+
+def configure_django(layers: dict[str, Any]) -> None:
+    from django.conf import settings
+
+    settings.configure(
+        CHANNEL_LAYERS=layers,
+        INSTALLED_APPS=[],
+        USE_TZ=True,
+        LOGGING_CONFIG=None,
+    )
+    import django
+
+    django.setup()
+
+
+def make_layer(spec: dict[str, Any], kind: str, config: dict[str, Any]) -> Any:
+    path = LAYER_BACKENDS[spec["side"], kind]
+    module = path.rpartition(".")[0]
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise Unavailable(f"cannot import {path}: {exc}") from None
+    if kind.startswith("redis"):
+        require_redis(spec["redis_url"])
+        prefix = f"bench{random.getrandbits(32):x}:"
+        config = {"hosts": [spec["redis_url"]], "prefix": prefix, **config}
+    configure_django({"default": {"BACKEND": path, "CONFIG": config}})
+    from channels.layers import get_channel_layer
+
+    return get_channel_layer()
+
+
+def require_redis(url: str) -> None:
+    parts = urlsplit(url)
+    try:
+        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), 1).close()
+    except OSError as exc:
+        raise Unavailable(f"no Redis at {url}: {exc}") from None
+
+
+async def send_until_accepted(layer: Any, channel: str, message: dict[str, Any]) -> None:
+    """Send, yielding while the channel is full: the producer waits for its consumer."""
+    import anyio
+
+    from channels.exceptions import ChannelFull
+
+    while True:
+        try:
+            await layer.send(channel, message)
+            return
+        except ChannelFull:
+            await anyio.sleep(0.0005)
+
+
+async def repeat_until(send: Callable[[], Awaitable[None]], done: Any) -> None:
+    """Send ``send()`` until ``done`` is set: covers pub/sub subscriptions that are not
+    in place yet and sentinels dropped by a full channel."""
+    import anyio
+
+    while not done.is_set():
+        await send()
+        with anyio.move_on_after(0.02):
+            await done.wait()
+
+
+# -- workloads on a layer ------------------------------------------------------------------
+
+
+async def point_to_point(layer: Any, count: int) -> dict[str, Any]:
+    """One producer, one consumer, ``count`` small dicts on one channel.
+
+    The channel comes from ``new_channel()``, as a consumer's does.
+    """
+    import anyio.lowlevel
+
+    channel = await layer.new_channel()
+    ready = anyio.Event()
+    state = {"received": 0, "out_of_order": 0, "done_at": 0.0}
+
+    async def consume() -> None:
+        expected = 0
+        while True:
+            message = await layer.receive(channel)
+            if message["type"] == "bench.probe":
+                ready.set()
+                continue
+            if message["n"] != expected:
+                state["out_of_order"] += 1
+            expected = message["n"] + 1
+            state["received"] += 1
+            if state["received"] == count:
+                state["done_at"] = time.perf_counter()
+                return
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(consume)
+        await repeat_until(lambda: layer.send(channel, {"type": "bench.probe"}), ready)
+        started = time.perf_counter()
+        for n in range(count):
+            await send_until_accepted(layer, channel, {"type": "bench.message", "n": n, "x": "hi"})
+            if n % 50 == 49:  # let the consumer in, as any real producer would
+                await anyio.lowlevel.checkpoint()
+    elapsed = state["done_at"] - started
+    return {
+        "msgs_per_s": count / elapsed,
+        "elapsed_s": elapsed,
+        "received": state["received"],
+        "out_of_order": state["out_of_order"],
+    }
+
+
+async def fan_out(layer: Any, members: int, sends: int) -> dict[str, Any]:
+    """``sends`` group_sends to a group of ``members`` channels, each drained by its own task.
+
+    The sender yields after each group_send; a member whose channel is full at that moment
+    misses the message, which is counted as a drop.
+    """
+    import anyio.lowlevel
+
+    group_name = "bench-fanout"
+    channels = [await layer.new_channel() for _ in range(members)]
+    for channel in channels:
+        await layer.group_add(group_name, channel)
+    received = [0] * members
+    last = [0.0] * members
+    probed = [False] * members
+    counts = {"probed": 0, "finished": 0}
+    all_probed = anyio.Event()
+    all_finished = anyio.Event()
+
+    async def member(index: int, channel: str) -> None:
+        while True:
+            message = await layer.receive(channel)
+            kind = message["type"]
+            if kind == "bench.message":
+                received[index] += 1
+                last[index] = time.perf_counter()
+            elif kind == "bench.probe":
+                if not probed[index]:
+                    probed[index] = True
+                    counts["probed"] += 1
+                    if counts["probed"] == members:
+                        all_probed.set()
+            elif kind == "bench.end":
+                counts["finished"] += 1
+                if counts["finished"] == members:
+                    all_finished.set()
+                return
+
+    async with anyio.create_task_group() as group:
+        for index, channel in enumerate(channels):
+            group.start_soon(member, index, channel)
+        await repeat_until(
+            lambda: layer.group_send(group_name, {"type": "bench.probe"}), all_probed
+        )
+        started = time.perf_counter()
+        for n in range(sends):
+            await layer.group_send(group_name, {"type": "bench.message", "n": n, "x": "hi"})
+            await anyio.lowlevel.checkpoint()
+        await repeat_until(
+            lambda: layer.group_send(group_name, {"type": "bench.end"}), all_finished
+        )
+    delivered = sum(received)
+    elapsed = max(last) - started
+    return {
+        "deliveries_per_s": delivered / elapsed,
+        "elapsed_s": elapsed,
+        "delivered": delivered,
+        "drops": members * sends - delivered,
+    }
+
+
+async def many_channels(layer: Any, channels: int, per_channel: int) -> dict[str, Any]:
+    """``per_channel`` messages to each of ``channels`` channels, then read them all back.
+
+    The receive phase is timed on its own: it is where a layer that sweeps every channel
+    on every receive pays for it.
+    """
+    names = [f"bench.many.{i}" for i in range(channels)]
+    started = time.perf_counter()
+    for n in range(per_channel):
+        for name in names:
+            await layer.send(name, {"type": "bench.message", "n": n})
+    sent = time.perf_counter()
+    wrong = 0
+    for name in names:
+        for n in range(per_channel):
+            message = await layer.receive(name)
+            wrong += message["n"] != n
+    received = time.perf_counter()
+    total = channels * per_channel
+    return {
+        "send_msgs_per_s": total / (sent - started),
+        "receive_msgs_per_s": total / (received - sent),
+        "elapsed_s": received - started,
+        "out_of_order": wrong,
+    }
+
+
+def layer_workload(kind: str, config: dict[str, Any], body: Callable[..., Awaitable[Any]]) -> Any:
+    def run(spec: dict[str, Any]) -> dict[str, Any]:
+        import anyio
+
+        layer = make_layer(spec, kind, config)
+        params = spec["params"]
+
+        async def main() -> dict[str, Any]:
+            try:
+                return await body(layer, **params)
+            finally:
+                if kind.startswith("redis"):
+                    with anyio.CancelScope(shield=True):
+                        await layer.flush()
+                        close = getattr(layer, "close", None) or getattr(
+                            layer, "close_pools", None
+                        )
+                        if close is not None:  # upstream's pub/sub layer closes in flush
+                            await close()
+
+        return anyio.run(main, backend=spec["backend"])
+
+    return run
+
+
+# -- end to end: a WebSocket echo server under load -----------------------------------------
+
+SERVER_COMMANDS = {
+    "hypercorn": [
+        "-m", "hypercorn", "--worker-class", "{backend}", "--bind", "127.0.0.1:{port}",
+        "--log-level", "warning", "--keep-alive", "30", "e2e_app:{app}",
+    ],
+    "daphne": ["-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "-v", "0", "e2e_app:{app}"],
+}  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def tree_peak_rss_kib(pid: int) -> int:
+    """The largest VmHWM in a process and its descendants (hypercorn runs a worker child)."""
+    peak = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return peak
+
+
+def websocket_echo(spec: dict[str, Any]) -> dict[str, Any]:
+    params = spec["params"]
+    app = params["app"]
+    needed = ["websockets", "daphne" if params["server"] == "daphne" else "hypercorn"]
+    if app == "channels_app":
+        needed.append("channels.generic.websocket")
+    for module in needed:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise Unavailable(f"cannot import {module}: {exc}") from None
+    port = free_port()
+    command = [sys.executable] + [
+        part.format(backend=spec["backend"], port=port, app=app)
+        for part in SERVER_COMMANDS[params["server"]]
+    ]
+    with tempfile.TemporaryFile("w+") as log:
+        server = subprocess.Popen(command, cwd=HERE, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                if server.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"server exited: {log.read()[-2000:]}")
+                try:
+                    socket.create_connection(("127.0.0.1", port), 0.2).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("server did not start within 30 s") from None
+                    time.sleep(0.05)
+            import anyio
+
+            metrics: dict[str, Any] = anyio.run(
+                echo_client, f"ws://127.0.0.1:{port}/", params, backend="asyncio"
+            )
+            metrics["server_peak_rss_kib"] = tree_peak_rss_kib(server.pid)
+            return metrics
+        finally:
+            server.terminate()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+async def echo_client(url: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``connections`` clients doing ``round_trips`` echoes each, then connection churn.
+
+    The client is asyncio-only (``websockets``) whatever the server runs on.
+    """
+    import anyio
+    from websockets.asyncio.client import connect
+
+    latencies: list[float] = []
+    payload = "x" * 64
+
+    async def echo(ws: Any, text: str) -> None:
+        await ws.send(text)
+        reply = await ws.recv()
+        if reply != text:
+            raise RuntimeError(f"echo returned {reply!r}, sent {text!r}")
+
+    async def client() -> None:
+        async with connect(url, compression=None, max_size=None) as ws:
+            for _ in range(params["round_trips"]):
+                sent = time.perf_counter()
+                await echo(ws, payload)
+                latencies.append(time.perf_counter() - sent)
+
+    started = time.perf_counter()
+    async with anyio.create_task_group() as group:
+        for _ in range(params["connections"]):
+            group.start_soon(client)
+    echo_elapsed = time.perf_counter() - started
+
+    churn = params["churn"]
+    remaining = [churn]
+
+    async def churner() -> None:
+        while remaining[0] > 0:
+            remaining[0] -= 1
+            async with connect(url, compression=None) as ws:
+                await echo(ws, payload)
+
+    started = time.perf_counter()
+    async with anyio.create_task_group() as group:
+        for _ in range(params["churn_concurrency"]):
+            group.start_soon(churner)
+    churn_elapsed = time.perf_counter() - started
+
+    latencies.sort()
+    return {
+        "round_trips_per_s": len(latencies) / echo_elapsed,
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        "churn_per_s": churn / churn_elapsed,
+        "elapsed_s": echo_elapsed + churn_elapsed,
+    }
+
+
+# -- entry point ----------------------------------------------------------------------------
+
+WORKLOADS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    # Upstream's default capacity (100) everywhere; the workloads pace themselves to it.
+    "p2p": layer_workload("inmemory", {}, point_to_point),
+    "fanout": layer_workload("inmemory", {}, fan_out),
+    "many": layer_workload("inmemory", {}, many_channels),
+    "redis-p2p": layer_workload("redis", {}, point_to_point),
+    "redis-fanout": layer_workload("redis", {}, fan_out),
+    "redis-pubsub-p2p": layer_workload("redis-pubsub", {}, point_to_point),
+    "redis-pubsub-fanout": layer_workload("redis-pubsub", {}, fan_out),
+    "ws-echo": websocket_echo,
+}
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in ("channels", "channels-anyio", "channels-redis", "django", "anyio", "trio"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            found[name] = importlib.metadata.version(name)
+    return found
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    result: dict[str, Any]
+    baseline = peak_rss_kib()
+    try:
+        metrics = WORKLOADS[spec["workload"]](spec)
+    except Unavailable as exc:
+        result = {"ok": False, "unavailable": str(exc)}
+    except Exception:
+        result = {"ok": False, "error": traceback.format_exc()}
+    else:
+        result = {
+            "ok": True,
+            "metrics": metrics,
+            "peak_rss_kib": metrics.pop("server_peak_rss_kib", None) or peak_rss_kib(),
+            "startup_rss_kib": baseline,
+        }
+    import channels
+
+    result["channels_file"] = channels.__file__
+    result["versions"] = versions()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
