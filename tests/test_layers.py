@@ -1059,3 +1059,58 @@ async def test_expiry_after_a_channel_was_reused() -> None:
     await layer.send("other", msg(3))  # any call expires what is due
     assert "chan" not in layer.channels
     assert "g" not in layer.groups  # its expired message took it out of the group
+
+
+async def test_a_flooded_receiver_still_lets_other_tasks_run() -> None:
+    """Receives that find messages queued skip the checkpoint, but not forever."""
+    layer = InMemoryChannelLayer(capacity=0)
+    for n in range(1000):
+        await layer.send("flood", msg(n))
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(ticker)
+        await anyio.sleep(0.01)
+        before = ticks
+        for n in range(1000):
+            assert await layer.receive("flood") == msg(n)
+        during = ticks - before
+        group.cancel_scope.cancel()
+    assert 1000 // 64 - 1 <= during <= 1000 // 8  # the last tick may come after we look
+
+
+async def test_a_flooded_receiver_can_be_cancelled_without_losing_a_message() -> None:
+    layer = InMemoryChannelLayer(capacity=0)
+    for n in range(200):
+        await layer.send("flood", msg(n))
+    received: list[dict[str, Any]] = []
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        while True:
+            received.append(await layer.receive("flood"))
+    assert 0 < len(received) < 200
+    rest = [await layer.receive("flood") for _ in range(200 - len(received))]
+    assert received + rest == [msg(n) for n in range(200)]
+
+
+async def test_a_woken_receiver_keeps_its_message_if_the_channel_is_dropped_meanwhile() -> None:
+    """Channels' own suite deletes ``layer.channels[name]`` between a send and the wake-up
+    of the receiver waiting on it; the receiver still gets the message."""
+    layer = InMemoryChannelLayer()
+    received: list[dict[str, Any]] = []
+
+    async def receive() -> None:
+        received.append(await layer.receive("chan"))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(receive)
+        await anyio.wait_all_tasks_blocked()
+        await layer.send("chan", msg(1))
+        del layer.channels["chan"]
+    assert received == [msg(1)]

@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from ..exceptions import ChannelFull
 from ..types import Message
@@ -49,6 +50,9 @@ _MIN_COMPACTION = 16384
 _IDLE_CACHE = 4096
 
 _NEVER = float("inf")
+
+# Receives that found a message queued may skip the checkpoint this many times in a row.
+_YIELD_EVERY = 64
 
 _monotonic = time.monotonic
 
@@ -160,6 +164,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         # anything to expire and skips the expiry pass.
         self._next_deadline = _NEVER
         self._idle: dict[str, _Channel] = {}
+        self._receives_without_yield = 0
 
     # -- channels ------------------------------------------------------------------------
 
@@ -188,8 +193,9 @@ class InMemoryChannelLayer(BaseChannelLayer):
         A message already queued is returned at once, without a checkpoint: like upstream
         Channels' layer (which awaits ``asyncio.Queue.get()``), this neither yields to
         other tasks nor checks for cancellation then; a cancellation arrives at the
-        caller's next checkpoint, with the message delivered rather than lost. Only a
-        ``receive`` that has to wait is a checkpoint.
+        caller's next checkpoint, with the message delivered rather than lost. A
+        ``receive`` that has to wait is a checkpoint, and so is every 64th receive in a
+        row that did not, so a flooded receiver cannot starve the event loop.
         """
         now = _monotonic()
         if self._next_deadline <= now:
@@ -199,7 +205,14 @@ class InMemoryChannelLayer(BaseChannelLayer):
         except TypeError:  # unhashable: the waiting path validates the name and says so
             queue = None
         if queue is not None and queue.messages:
-            return self._take(queue)
+            self._receives_without_yield += 1
+            if self._receives_without_yield < _YIELD_EVERY:
+                return self._take(queue)
+            # A receiver that always finds messages would otherwise never let other tasks
+            # run or a cancellation land: every so often, yield before taking (so a
+            # cancellation here takes nothing).
+            await anyio.lowlevel.checkpoint()
+            self._receives_without_yield = 0
         return await self._wait_and_take(channel)
 
     async def _wait_and_take(self, channel: str) -> Message:
@@ -207,6 +220,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         while not queue.messages:
             waiter = anyio.Event()
             queue.waiters.append(waiter)
+            self._receives_without_yield = 0
             try:
                 await waiter.wait()
             except BaseException:
@@ -221,6 +235,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
             now = _monotonic()
             if self._next_deadline <= now:
                 self._expire(now)
+            if queue.messages:  # still ours, even if the channel was dropped meanwhile
+                break
             queue = self._channel(channel)
         return self._take(queue)
 
@@ -285,6 +301,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
             self._forget(queue)
 
     def _forget(self, queue: _Channel) -> None:
+        if self.channels.get(queue.name) is not queue:
+            return  # ``channels`` was changed from outside; the queue is not ours to keep
         del self.channels[queue.name]
         idle = self._idle
         if len(idle) >= _IDLE_CACHE:
