@@ -28,6 +28,7 @@ What differs is how the work is done:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import logging
@@ -105,10 +106,22 @@ return full
 
 @dataclass(eq=False)
 class _LoopState:
-    """What one event loop needs: its connections, and its local-channel readers."""
+    """What one event loop needs: its connections, and its local-channel readers.
+
+    Process-local channels made with different prefixes live in different keys
+    (``<prefix>specific.<id>!``, ``<prefix>other.<id>!``): each key has its own readers.
+    """
 
     pools: list[Pool]
-    readers: Readers
+    mailboxes: Mailboxes
+    readers: dict[str, Readers] = field(default_factory=dict)
+
+    def readers_of(self, key: str) -> Readers:
+        readers = self.readers.get(key)
+        if readers is None:
+            readers = self.readers[key] = Readers(self.mailboxes)
+        return readers
+
     # Shards whose server has no BZMPOP (Redis < 7): popped one message at a time.
     no_bzmpop: set[int] = field(default_factory=set)
 
@@ -176,17 +189,13 @@ class RedisChannelLayer(BaseChannelLayer):
         self._loops: PerLoop[_LoopState] = PerLoop(self._new_loop_state, _LoopState.aclose)
 
     def _new_loop_state(self) -> _LoopState:
-        return _LoopState([Pool(host) for host in self.hosts], Readers(self._mailboxes))
+        return _LoopState([Pool(host) for host in self.hosts], self._mailboxes)
 
     def __repr__(self) -> str:
         hosts = ", ".join(host.describe() for host in self.hosts)
         return f"<{type(self).__name__} prefix={self.prefix!r} hosts=[{hosts}]>"
 
     # -- names, keys, shards -------------------------------------------------------------
-
-    @property
-    def _local_key(self) -> str:
-        return f"{self.prefix}specific.{self.client_prefix}!"
 
     def _group_key(self, group: str) -> str:
         return f"{self.prefix}:group:{group}"
@@ -291,7 +300,9 @@ class RedisChannelLayer(BaseChannelLayer):
                     "process-local channel can only be received by the layer that made it"
                 )
             state = await self._loops.get()
-            return await state.readers.receive(channel, self._read_local)
+            key = self.prefix + self.non_local_name(channel)
+            readers = state.readers_of(key)
+            return await readers.receive(channel, functools.partial(self._read_local, key))
         return await self._receive_normal(channel)
 
     async def _receive_normal(self, channel: str) -> Message:
@@ -323,17 +334,18 @@ class RedisChannelLayer(BaseChannelLayer):
 
         return push_back
 
-    async def _read_local(self) -> None:
-        """Read this layer's process-local key (on every shard) and file what came."""
+    async def _read_local(self, key: str) -> None:
+        """Read a process-local key (on every shard) and file what came."""
         state = await self._loops.get()
+        readers = state.readers_of(key)
 
         async def file(items: list[Item]) -> None:
-            self._file_local(state, items)
+            self._file_local(readers, key, items)
 
-        items = await self._pop_any(state, self._local_key, self.local_batch, file)
-        self._file_local(state, items)
+        items = await self._pop_any(state, key, self.local_batch, file)
+        self._file_local(readers, key, items)
 
-    def _file_local(self, state: _LoopState, items: list[Item]) -> None:
+    def _file_local(self, readers: Readers, key: str, items: list[Item]) -> None:
         for member, score, _ in sorted(items, key=lambda item: item[1]):
             message = self._decode(member, score)
             if message is None:
@@ -342,12 +354,12 @@ class RedisChannelLayer(BaseChannelLayer):
             if isinstance(targets, str):
                 targets = [targets]
             if not isinstance(targets, list) or not targets:
-                logger.warning("Dropped a message on %r with no target channel", self._local_key)
+                logger.warning("Dropped a message on %r with no target channel", key)
                 continue
             for index, target in enumerate(targets):
                 # One copy per receiver, so no receiver sees another's changes.
                 self._mailboxes.file(target, message if index == 0 else _copy(message))
-                state.readers.wake(target)
+                readers.wake(target)
 
     def _decode(self, member: bytes, score: float) -> Message | None:
         if score < int(time.time()) - int(self.expiry):
