@@ -7,5 +7,6 @@
 from __future__ import annotations
 
 from .core import RedisChannelLayer as RedisChannelLayer
+from .pubsub import RedisPubSubChannelLayer as RedisPubSubChannelLayer
 
-__all__ = ["RedisChannelLayer"]
+__all__ = ["RedisChannelLayer", "RedisPubSubChannelLayer"]
