@@ -296,7 +296,7 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
             parsed = connection.parser.parse(decode=False)
             if not isinstance(parsed, tuple):
                 return filed
-            reply = parsed[1]
+            reply: Any = parsed[1]
             if not isinstance(reply, list) or len(reply) != 3 or reply[0] != b"message":
                 continue  # subscription confirmations
             name = reply[1].decode("utf-8")
