@@ -559,3 +559,65 @@ async def test_flush_scans_instead_of_keys(private_redis: Any) -> None:
         assert "cmdstat_keys" not in stats
         assert "cmdstat_scan" in stats
     await layer.close()
+
+
+# -- resilience ---------------------------------------------------------------------------
+
+
+async def test_survives_a_redis_restart_mid_stream(private_redis: Any) -> None:
+    """Traffic flows, the server restarts (losing its data), traffic flows again."""
+    layer = RedisChannelLayer(hosts=[private_redis.url], prefix="restart")
+    sender = RedisChannelLayer(hosts=[private_redis.url], prefix="restart")
+    local = await layer.new_channel()
+    got: dict[str, list[int]] = {local: [], "q": []}
+    restarted, caught_up = anyio.Event(), anyio.Event()
+
+    async def consume(channel: str) -> None:
+        while not got[channel] or got[channel][-1] < 1000:
+            got[channel].append((await layer.receive(channel))["n"])
+            if len(got[local]) >= 20 and len(got["q"]) >= 20:
+                caught_up.set()
+
+    async def produce() -> None:
+        for n in range(20):
+            await sender.send(local, {"type": "m", "n": n})
+            await sender.send("q", {"type": "m", "n": n})
+            await anyio.sleep(0.005)
+        await restarted.wait()
+        # Once Redis is back (a send retries until it is), everything arrives.
+        for n in range(1000, 1021):
+            await sender.send(local, {"type": "m", "n": n})
+            await sender.send("q", {"type": "m", "n": n})
+
+    try:
+        with anyio.fail_after(25):
+            async with anyio.create_task_group() as group:
+                group.start_soon(consume, local)
+                group.start_soon(consume, "q")
+                group.start_soon(produce)
+                await caught_up.wait()
+                await anyio.sleep(0.05)
+                # Both receivers are now blocked in a pop when the server goes away.
+                private_redis.stop()
+                await anyio.sleep(0.3)
+                private_redis.start()
+                restarted.set()
+        for channel in (local, "q"):
+            assert got[channel][:20] == list(range(20))
+            assert got[channel][20:] == [1000]  # in order, none lost after the restart
+    finally:
+        for each in (layer, sender):
+            await each.close()
+
+
+async def test_calls_fail_clearly_while_redis_stays_down(private_redis: Any) -> None:
+    layer = RedisChannelLayer(hosts=[private_redis.url], prefix="down")
+    layer.reconnect_timeout = 0.3
+    await layer.send("q", {"type": "m"})
+    private_redis.stop()
+    with pytest.raises(ConnectionError, match="unreachable"):
+        await layer.send("q", {"type": "m"})
+    private_redis.start()
+    await layer.send("q", {"type": "back"})
+    assert await layer.receive("q") == {"type": "back"}
+    await layer.close()
