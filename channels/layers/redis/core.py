@@ -458,7 +458,8 @@ class RedisChannelLayer(BaseChannelLayer):
             command: Command = ("BZMPOP", self.brpop_timeout, 1, key, "MIN", "COUNT", count)
         else:
             command = ("BZPOPMIN", key, self.brpop_timeout)
-        with anyio.CancelScope(shield=True), anyio.fail_after(connection.host.stream_timeout):
+        with anyio.CancelScope(shield=True):
+            # Once written the command will run: it must not be abandoned halfway.
             await connection.send([command])
         try:
             with anyio.fail_after(self.brpop_timeout + connection.host.stream_timeout):
