@@ -621,3 +621,60 @@ async def test_calls_fail_clearly_while_redis_stays_down(private_redis: Any) -> 
     await layer.send("q", {"type": "back"})
     assert await layer.receive("q") == {"type": "back"}
     await layer.close()
+
+
+@pytest.fixture
+def sentinel_port(private_redis: Any, tmp_path: Any) -> Any:
+    """A real sentinel (``redis-server --sentinel``) watching the private server."""
+    import shutil
+    import socket
+    import subprocess
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "sentinel.conf"
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+        f"sentinel monitor mymaster 127.0.0.1 {private_redis.port} 1\n"
+    )
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    sentinel = subprocess.Popen(
+        [binary, str(config), "--sentinel"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "redis-server --sentinel did not start"
+                time.sleep(0.02)
+        yield port
+    finally:
+        sentinel.kill()
+        sentinel.wait()
+
+
+async def test_sentinel_host(private_redis: Any, sentinel_port: int, prefix: str) -> None:
+    """A Sentinel dict host: the layer asks the sentinels where the master is."""
+    sentinels = [("127.0.0.1", 1), ("127.0.0.1", sentinel_port)]  # the first is down
+    host = {"master_name": "mymaster", "sentinels": sentinels, "db": 1}
+    layer = RedisChannelLayer(hosts=[host], prefix=prefix)
+    await layer.send("q", {"type": "via.sentinel"})
+    async with await raw(db_url(private_redis.url, 1)) as redis:
+        assert await redis.exists([prefix + "q"]) == 1
+    assert await layer.receive("q") == {"type": "via.sentinel"}
+    await layer.close()
+
+    unknown = RedisChannelLayer(
+        hosts=[{"master_name": "nobody", "sentinels": sentinels}], prefix=prefix
+    )
+    unknown.reconnect_timeout = 0.2
+    with pytest.raises(ConnectionError, match="No sentinel knows"):
+        await unknown.send("q", {"type": "lost"})
+    await unknown.close()

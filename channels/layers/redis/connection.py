@@ -18,8 +18,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-from coredis import Sentinel
-from coredis.connection import TCPLocation
 from coredis.exceptions import RedisError
 from coredis.parser import NotEnoughData, Parser
 
@@ -113,8 +111,10 @@ class Connection:
         await anyio.aclose_forcefully(self.stream)
 
 
-async def connect(host: Host) -> Connection:
+async def connect(host: Host, *, sentinel: bool = False) -> Connection:
     """Open a connection to ``host`` and log in (one round trip after the handshake).
+
+    ``sentinel`` is for connections to a sentinel, which knows fewer commands.
 
     :raises ConnectionLost: if the server cannot be reached.
     :raises ~coredis.exceptions.RedisError: if it refuses the login or the database.
@@ -134,7 +134,10 @@ async def connect(host: Host) -> Connection:
         setup.append(("SELECT", host.db))
     if host.client_name:
         setup.append(("CLIENT", "SETNAME", host.client_name))
-    setup.append(("CLIENT", "ID"))
+    if not sentinel:
+        setup.append(("CLIENT", "ID"))
+    if not setup:
+        return connection
     try:
         replies = await connection.execute(setup, timeout=host.connect_timeout)
     except BaseException as exc:
@@ -148,7 +151,8 @@ async def connect(host: Host) -> Connection:
             with anyio.CancelScope(shield=True):
                 await connection.aclose()
             raise reply
-    connection.client_id = int(replies[-1])
+    if not sentinel:
+        connection.client_id = int(replies[-1])
     return connection
 
 
@@ -166,11 +170,24 @@ async def _open_stream(host: Host) -> anyio.abc.ByteStream:
 
 
 async def _ask_sentinels(host: Host) -> tuple[str, int]:
-    # A short-lived coredis client, entered and left within this call: the one way to use
-    # coredis's pools that keeps its tasks inside the task that needs them.
-    sentinels = [TCPLocation(name, port) for name, port in host.sentinels]
-    async with Sentinel(sentinels, sentinel_kwargs=dict(host.sentinel_kwargs)) as sentinel:
-        return await sentinel.discover_primary(host.master_name or "")
+    """Where the sentinels say ``host.master_name`` is now: the first answer wins."""
+    for sentinel_host in host.sentinel_hosts:
+        try:
+            sentinel = await connect(sentinel_host, sentinel=True)
+        except (ConnectionLost, RedisError) as exc:
+            logger.info("Sentinel %s: %s", sentinel_host.describe(), exc)
+            continue
+        try:
+            (reply,) = await sentinel.execute(
+                [("SENTINEL", "GET-MASTER-ADDR-BY-NAME", host.master_name or "")]
+            )
+        except CONNECTION_ERRORS:
+            continue
+        finally:
+            await sentinel.aclose()
+        if isinstance(reply, list) and len(reply) == 2:
+            return reply[0].decode("utf-8"), int(reply[1])
+    raise ConnectionLost(f"No sentinel knows where master {host.master_name!r} is")
 
 
 class Pool:

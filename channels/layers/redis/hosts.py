@@ -59,6 +59,8 @@ class Host:
     master_name: str | None = None
     sentinels: tuple[tuple[str, int], ...] = ()
     sentinel_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    #: How to reach and log in to each sentinel (``sentinel_kwargs`` applied).
+    sentinel_hosts: tuple[Host, ...] = ()
     db: int = 0
     username: str | None = None
     password: str | None = None
@@ -211,11 +213,15 @@ def _from_sentinel(options: dict[str, Any]) -> Host:
         raise ValueError("Sentinel 'sentinel_kwargs' must be a dict")
     for place in _PLACES & set(options):
         raise ValueError(f"A Sentinel host cannot also set {place!r}: the sentinels say where")
+    sentinel_hosts = tuple(
+        _from_options({**sentinel_kwargs, "host": name, "port": port}) for name, port in pairs
+    )
     return _from_options(
         options,
         master_name=master_name,
         sentinels=tuple(pairs),
         sentinel_kwargs=dict(sentinel_kwargs),
+        sentinel_hosts=sentinel_hosts,
     )
 
 
