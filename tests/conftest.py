@@ -27,3 +27,24 @@ def fresh_channel_layers() -> Any:
     channel_layers.backends = {}
     yield
     channel_layers.backends = {}
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Any:
+    """A Redis server for the layer tests (see tests/redis_server.py)."""
+    from tests.redis_server import shared_url
+
+    url, server = shared_url()
+    yield url
+    if server is not None:
+        server.close()
+
+
+@pytest.fixture
+def private_redis() -> Any:
+    """A Redis server of this test's own, which it may restart."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer()
+    yield server
+    server.close()

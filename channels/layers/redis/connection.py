@@ -1,0 +1,237 @@
+"""Redis connections that belong to the task using them: no reader or writer tasks.
+
+coredis's clients run each connection's reader and writer in a task group that a parent
+task must enter before any task uses the pool, and leave afterwards. A channel layer is a
+process-wide object called from whatever task needs it (every consumer, sync code through
+``async_to_sync``, management commands), so there is no parent task that could own such a
+group without outliving what started it. Here, instead, a connection is a byte stream plus
+coredis's RESP parser: the task that borrows it writes its commands, reads its replies and
+gives it back. Nothing runs in the background, and a connection whose reply was abandoned
+halfway (cancellation, a timeout, a dropped socket) is closed, never reused out of step.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import anyio.abc
+from coredis.exceptions import RedisError
+from coredis.parser import NotEnoughData, Parser
+
+from .hosts import Host
+
+__all__ = ["CONNECTION_ERRORS", "Command", "Connection", "ConnectionLost", "Pool"]
+
+logger = logging.getLogger("channels.layers.redis")
+
+Arg = bytes | str | int | float
+Command = Sequence[Arg]
+
+
+class ConnectionLost(ConnectionError):
+    """The connection to a Redis server broke (or could not be made)."""
+
+
+# What a network failure looks like from anyio, or from the server going away mid-reply.
+# OSError covers ConnectionLost and TimeoutError (a reply that never came).
+CONNECTION_ERRORS = (
+    OSError,
+    anyio.EndOfStream,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+)
+
+
+def pack(commands: Sequence[Command]) -> bytes:
+    """RESP-encode ``commands`` as one write."""
+    out = []
+    for command in commands:
+        out.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            if isinstance(arg, str):
+                arg = arg.encode("utf-8")
+            elif isinstance(arg, int):
+                arg = b"%d" % arg
+            elif isinstance(arg, float):
+                arg = repr(arg).encode("ascii")
+            out.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
+    return b"".join(out)
+
+
+class Connection:
+    """One connection to one server, used by one task at a time.
+
+    ``client_id`` is the server's id for it, which another connection needs to wake it
+    from a blocking command (``CLIENT UNBLOCK``).
+    """
+
+    def __init__(self, stream: anyio.abc.ByteStream, host: Host) -> None:
+        self.stream = stream
+        self.host = host
+        self.parser = Parser()
+        self.client_id = 0
+        self.broken = False
+
+    async def send(self, commands: Sequence[Command]) -> None:
+        try:
+            await self.stream.send(pack(commands))
+        except BaseException:
+            self.broken = True
+            raise
+
+    async def read_reply(self) -> Any:
+        """The next reply; an error reply is returned as a :class:`RedisError`, not raised."""
+        try:
+            while True:
+                parsed = self.parser.parse(decode=False)
+                if not isinstance(parsed, NotEnoughData):
+                    return parsed[1]
+                self.parser.feed(await self.stream.receive())
+        except BaseException:
+            self.broken = True
+            raise
+
+    async def execute(
+        self, commands: Sequence[Command], timeout: float | None = None
+    ) -> list[Any]:
+        """Send ``commands`` in one write, read their replies (one round trip).
+
+        Error replies come back in the list as :class:`RedisError` instances, so one bad
+        command does not leave the others' replies unread.
+        """
+        with anyio.fail_after(timeout if timeout is not None else self.host.stream_timeout):
+            await self.send(commands)
+            return [await self.read_reply() for _ in commands]
+
+    async def aclose(self) -> None:
+        self.broken = True
+        await anyio.aclose_forcefully(self.stream)
+
+
+async def connect(host: Host, *, sentinel: bool = False) -> Connection:
+    """Open a connection to ``host`` and log in (one round trip after the handshake).
+
+    ``sentinel`` is for connections to a sentinel, which knows fewer commands.
+
+    :raises ConnectionLost: if the server cannot be reached.
+    :raises ~coredis.exceptions.RedisError: if it refuses the login or the database.
+    """
+    try:
+        with anyio.fail_after(host.connect_timeout):
+            stream = await _open_stream(host)
+    except (*CONNECTION_ERRORS, RedisError) as exc:
+        raise ConnectionLost(f"Cannot connect to Redis at {host.describe()}: {exc}") from exc
+    connection = Connection(stream, host)
+    setup: list[Command] = []
+    if host.password is not None:
+        setup.append(
+            ("AUTH", host.username, host.password) if host.username else ("AUTH", host.password)
+        )
+    if host.db:
+        setup.append(("SELECT", host.db))
+    if host.client_name:
+        setup.append(("CLIENT", "SETNAME", host.client_name))
+    if not sentinel:
+        setup.append(("CLIENT", "ID"))
+    if not setup:
+        return connection
+    try:
+        replies = await connection.execute(setup, timeout=host.connect_timeout)
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await connection.aclose()
+        if isinstance(exc, CONNECTION_ERRORS):
+            raise ConnectionLost(f"Lost Redis at {host.describe()} while logging in") from exc
+        raise
+    for reply in replies:
+        if isinstance(reply, RedisError):
+            with anyio.CancelScope(shield=True):
+                await connection.aclose()
+            raise reply
+    if not sentinel:
+        connection.client_id = int(replies[-1])
+    return connection
+
+
+async def _open_stream(host: Host) -> anyio.abc.ByteStream:
+    if host.path is not None:
+        return await anyio.connect_unix(host.path)
+    if host.master_name is not None:
+        address = await _ask_sentinels(host)
+    else:
+        assert host.address is not None
+        address = host.address
+    if host.ssl_context is not None:
+        return await anyio.connect_tcp(*address, ssl_context=host.ssl_context)
+    return await anyio.connect_tcp(*address)
+
+
+async def _ask_sentinels(host: Host) -> tuple[str, int]:
+    """Where the sentinels say ``host.master_name`` is now: the first answer wins."""
+    for sentinel_host in host.sentinel_hosts:
+        try:
+            sentinel = await connect(sentinel_host, sentinel=True)
+        except (ConnectionLost, RedisError) as exc:
+            logger.info("Sentinel %s: %s", sentinel_host.describe(), exc)
+            continue
+        try:
+            (reply,) = await sentinel.execute(
+                [("SENTINEL", "GET-MASTER-ADDR-BY-NAME", host.master_name or "")]
+            )
+        except CONNECTION_ERRORS:
+            continue
+        finally:
+            await sentinel.aclose()
+        if isinstance(reply, list) and len(reply) == 2:
+            return reply[0].decode("utf-8"), int(reply[1])
+    raise ConnectionLost(f"No sentinel knows where master {host.master_name!r} is")
+
+
+class Pool:
+    """Idle connections to one shard, for the tasks of one event loop.
+
+    A task borrows a connection with :meth:`acquire` and gives it back with
+    :meth:`release`; a connection that went out of step (``broken``) is closed instead.
+    At most ``max_idle`` connections are kept open while idle.
+    """
+
+    def __init__(self, host: Host, max_idle: int = 16) -> None:
+        self.host = host
+        self.max_idle = max_idle
+        self.idle: list[Connection] = []
+        self.closed = False
+
+    async def acquire(self) -> Connection:
+        if self.closed:
+            raise anyio.ClosedResourceError("the channel layer's connections are closed")
+        if self.idle:
+            return self.idle.pop()
+        return await connect(self.host)
+
+    async def release(self, connection: Connection) -> None:
+        if connection.broken or self.closed or len(self.idle) >= self.max_idle:
+            with anyio.CancelScope(shield=True):
+                await connection.aclose()
+        else:
+            self.idle.append(connection)
+
+    async def execute(self, commands: Sequence[Command]) -> list[Any]:
+        """Run ``commands`` in one round trip on a pooled connection."""
+        connection = await self.acquire()
+        try:
+            return await connection.execute(commands)
+        except BaseException:
+            connection.broken = True
+            raise
+        finally:
+            await self.release(connection)
+
+    async def aclose(self) -> None:
+        self.closed = True
+        idle, self.idle = self.idle, []
+        with anyio.CancelScope(shield=True):
+            for connection in idle:
+                await connection.aclose()

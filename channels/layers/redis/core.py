@@ -1,0 +1,607 @@
+"""``RedisChannelLayer``: channels_redis's sorted-set layer, on anyio.
+
+Storage is channels_redis 4.x's, key for key (see ``wire.py`` for the bytes): a channel is
+the sorted set ``<prefix><channel>`` of messages scored by send time; every process-local
+channel of one layer shares ``<prefix>specific.<client id>!`` and is told apart by the
+message's ``__asgi_channel__``; a group is ``<prefix>:group:<group>``, channel names scored
+by join time. Processes running channels_redis and processes running this layer can share
+one Redis.
+
+What differs is how the work is done:
+
+- A send is one round trip (a script prunes expired messages, checks capacity, adds and
+  refreshes the expiry); a group send is two (read the members, then one script per shard
+  delivers to all of them). channels_redis needs four and 3 + 2 per shard.
+- A receive is one blocking pop. If it is cancelled while blocked, the connection is woken
+  with ``CLIENT UNBLOCK`` and its reply read, so a message the server popped in that
+  moment is not dropped: on a normal channel it goes back to the head of its queue (same
+  member, same score), on a process-local channel it is filed for its receiver. There are
+  no ``$inflight`` backup keys to leak.
+- A direct send to a process-local channel goes to the shard of the channel's non-local
+  name, where its receiver reads (channels_redis hashes the full name there, so with
+  several hosts its messages land elsewhere: channels/#1492). To still get what
+  channels_redis senders put on those other shards, process-local channels are read on
+  every shard.
+- Expired messages are dropped when received, not only when a later send prunes them.
+- ``flush`` walks keys with ``SCAN``, never ``KEYS``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from coredis.exceptions import NoScriptError
+
+from ...exceptions import ChannelFull
+from ...types import Message
+from ...utils import unwrap_exception_groups
+from ..base import BaseChannelLayer, CapacityPattern
+from .connection import CONNECTION_ERRORS, Command, Connection, Pool
+from .hosts import Host, consistent_hash, parse_hosts
+from .local import Mailboxes, PerLoop, Readers
+from .wire import Serializer
+
+__all__ = ["RedisChannelLayer"]
+
+logger = logging.getLogger("channels.layers.redis")
+
+Item = tuple[bytes, float, int]  # a popped member, its score, and its shard
+
+
+class _Script:
+    """A Lua script run by hash, loaded on the first ``NOSCRIPT``."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
+
+    def call(self, keys: Sequence[str | bytes], args: Sequence[Any]) -> Command:
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
+
+    def load(self, keys: Sequence[str | bytes], args: Sequence[Any]) -> Command:
+        return ("EVAL", self.source, len(keys), *keys, *args)
+
+
+# KEYS[1] the channel; ARGV: member, score, expired-before, capacity, expiry.
+_SEND = _Script(
+    """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[3])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+)
+
+# KEYS: channels; ARGV: score, expired-before, expiry, then a member and a capacity per key.
+# Returns how many channels were full (they are skipped, as channels_redis does).
+_GROUP_SEND = _Script(
+    """
+local full = 0
+for i = 1, #KEYS do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, ARGV[2])
+  if redis.call('ZCARD', KEYS[i]) < tonumber(ARGV[3 + 2 * i]) then
+    redis.call('ZADD', KEYS[i], ARGV[1], ARGV[2 + 2 * i])
+    redis.call('EXPIRE', KEYS[i], ARGV[3])
+  else
+    full = full + 1
+  end
+end
+return full
+"""
+)
+
+
+@dataclass(eq=False)
+class _LoopState:
+    """What one event loop needs: its connections, and its local-channel readers.
+
+    Process-local channels made with different prefixes live in different keys
+    (``<prefix>specific.<id>!``, ``<prefix>other.<id>!``): each key has its own readers.
+    """
+
+    pools: list[Pool]
+    mailboxes: Mailboxes
+    readers: dict[str, Readers] = field(default_factory=dict)
+
+    def readers_of(self, key: str) -> Readers:
+        readers = self.readers.get(key)
+        if readers is None:
+            readers = self.readers[key] = Readers(self.mailboxes)
+        return readers
+
+    # Shards whose server has no BZMPOP (Redis < 7): popped one message at a time.
+    no_bzmpop: set[int] = field(default_factory=set)
+
+    async def aclose(self) -> None:
+        for pool in self.pools:
+            await pool.aclose()
+
+
+class RedisChannelLayer(BaseChannelLayer):
+    """A channel layer on one or more Redis servers, compatible with channels_redis 4.x.
+
+    Settings are channels_redis's: ``hosts`` (a list of URLs, ``(host, port)`` pairs,
+    dicts with ``address``, or Sentinel dicts with ``master_name``/``sentinels``/
+    ``sentinel_kwargs``; the list's order decides sharding), ``prefix``, ``expiry``,
+    ``group_expiry``, ``capacity``, ``channel_capacity``, ``symmetric_encryption_keys``,
+    ``random_prefix_length`` and ``serializer_format`` (``"msgpack"`` or ``"json"``).
+
+    Connections are per event loop, closed by :meth:`close` (which lifespan shutdown
+    calls) or when their loop ends. If Redis goes away, calls reconnect: a blocked
+    :meth:`receive` keeps trying until Redis is back, and other calls retry for
+    ``reconnect_timeout`` seconds before raising :class:`ConnectionError`.
+    """
+
+    extensions = ["groups", "flush"]
+
+    #: Seconds a blocking pop waits on the server before asking again.
+    brpop_timeout = 5
+    #: Seconds a send, group call or flush keeps retrying while Redis is unreachable.
+    reconnect_timeout = 10.0
+    #: Most messages one read of the process-local key takes (Redis 7+: BZMPOP).
+    local_batch = 64
+
+    def __init__(
+        self,
+        hosts: Iterable[Any] | None = None,
+        prefix: str = "asgi",
+        expiry: int = 60,
+        group_expiry: int = 86400,
+        capacity: int = 100,
+        channel_capacity: Mapping[CapacityPattern, int] | None = None,
+        symmetric_encryption_keys: Iterable[str | bytes] | None = None,
+        random_prefix_length: int = 12,
+        serializer_format: str = "msgpack",
+    ) -> None:
+        super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
+        for name, value in (("expiry", expiry), ("group_expiry", group_expiry)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive whole number of seconds")
+        self.prefix = prefix
+        self.group_expiry = group_expiry
+        self.hosts: list[Host] = parse_hosts(hosts)
+        self.ring_size = len(self.hosts)
+        self._serializer = Serializer(
+            serializer_format,
+            symmetric_encryption_keys,
+            random_prefix_length=random_prefix_length,
+            ttl=expiry + 10,
+        )
+        self.client_prefix = uuid.uuid4().hex
+        self._send_index = itertools.cycle(range(self.ring_size))
+        self._last_score = 0.0
+        self._mailboxes = Mailboxes(expiry, self.get_capacity)
+        self._loops: PerLoop[_LoopState] = PerLoop(self._new_loop_state, _LoopState.aclose)
+
+    def _new_loop_state(self) -> _LoopState:
+        return _LoopState([Pool(host) for host in self.hosts], self._mailboxes)
+
+    def __repr__(self) -> str:
+        hosts = ", ".join(host.describe() for host in self.hosts)
+        return f"<{type(self).__name__} prefix={self.prefix!r} hosts=[{hosts}]>"
+
+    # -- names, keys, shards -------------------------------------------------------------
+
+    def _group_key(self, group: str) -> str:
+        return f"{self.prefix}:group:{group}"
+
+    def consistent_hash(self, name: str) -> int:
+        return consistent_hash(name, self.ring_size)
+
+    def serialize(self, message: Message) -> bytes:
+        return self._serializer.dumps(message)
+
+    def deserialize(self, data: bytes) -> Message:
+        return self._serializer.loads(data)
+
+    def _score(self) -> float:
+        # Strictly increasing, so two sends in the same clock tick keep their order
+        # (members with equal scores would sort by their random bytes instead).
+        now = time.time()
+        if now <= self._last_score:
+            now = self._last_score + 1e-6
+        self._last_score = now
+        return now
+
+    # -- running commands ----------------------------------------------------------------
+
+    async def _execute(self, shard: int, commands: Sequence[Command]) -> list[Any]:
+        """Run ``commands`` on ``shard`` in one round trip, reconnecting if Redis is away.
+
+        A command whose connection broke is sent again on a new one: if the server had
+        run it and only its reply was lost, it runs twice (a send can be duplicated, never
+        silently dropped).
+        """
+        state = await self._loops.get()
+        deadline = anyio.current_time() + self.reconnect_timeout
+        delay = 0.02
+        while True:
+            try:
+                return await state.pools[shard].execute(commands)
+            except CONNECTION_ERRORS as exc:
+                if anyio.current_time() + delay > deadline:
+                    raise ConnectionError(
+                        f"Redis at {self.hosts[shard].describe()} is unreachable: {exc}"
+                    ) from exc
+                logger.info("Redis at %s: %s; retrying", self.hosts[shard].describe(), exc)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def _script(
+        self, shard: int, script: _Script, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        (reply,) = await self._execute(shard, [script.call(keys, args)])
+        if _is_noscript(reply):
+            (reply,) = await self._execute(shard, [script.load(keys, args)])
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    # -- channels ------------------------------------------------------------------------
+
+    async def send(self, channel: str, message: Message) -> None:
+        """Put ``message`` on ``channel``.
+
+        :raises ~channels.exceptions.ChannelFull: if the channel holds ``capacity``
+            messages (for a process-local channel: its process's shared key does).
+        """
+        self.require_valid_message(message)
+        self.require_valid_channel_name(channel)
+        if "!" in channel:
+            message = {**message, "__asgi_channel__": channel}
+            key = self.prefix + self.non_local_name(channel)
+            shard = self.consistent_hash(self.non_local_name(channel))
+        else:
+            key = self.prefix + channel
+            shard = next(self._send_index)
+        data = self.serialize(message)
+        now = self._score()
+        added = await self._script(
+            shard,
+            _SEND,
+            [key],
+            [data, now, int(now) - int(self.expiry), self.get_capacity(channel), self.expiry],
+        )
+        if not added:
+            raise ChannelFull(channel)
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        """A new process-local channel: ``<prefix>.<this layer's id>!<random>``."""
+        return f"{prefix}.{self.client_prefix}!{uuid.uuid4().hex}"
+
+    async def receive(self, channel: str) -> Message:
+        """The next message on ``channel``, waiting as long as it takes.
+
+        Cancelling a receive at any point loses no message and changes no order. If Redis
+        goes away, the receive waits for it to come back.
+
+        :raises ValueError: for a process-local channel made by another layer instance.
+        """
+        self.require_valid_channel_name(channel)
+        if "!" in channel:
+            if not self.non_local_name(channel).endswith(f".{self.client_prefix}!"):
+                raise ValueError(
+                    f"Channel {channel!r} was not made by this layer's new_channel(): a "
+                    "process-local channel can only be received by the layer that made it"
+                )
+            state = await self._loops.get()
+            key = self.prefix + self.non_local_name(channel)
+            readers = state.readers_of(key)
+            return await readers.receive(channel, functools.partial(self._read_local, key))
+        return await self._receive_normal(channel)
+
+    async def _receive_normal(self, channel: str) -> Message:
+        key = self.prefix + channel
+        state = await self._loops.get()
+        while True:
+            items = await self._pop_any(state, key, 1, self._push_back(key))
+            items.sort(key=lambda item: item[1])
+            if len(items) > 1:  # two shards answered at once: keep the oldest
+                with anyio.CancelScope(shield=True):
+                    await self._push_back(key)(items[1:])
+            member, score, _ = items[0]
+            message = self._decode(member, score)
+            if message is not None:
+                message.pop("__asgi_channel__", None)  # group sends list their targets
+                return message
+
+    def _push_back(self, key: str) -> Callable[[list[Item]], Awaitable[None]]:
+        async def push_back(items: list[Item]) -> None:
+            # The same members with the same scores: back at the head of the queue.
+            by_shard: dict[int, list[Any]] = defaultdict(list)
+            for member, score, shard in items:
+                by_shard[shard] += [score, member]
+            for shard, pairs in by_shard.items():
+                try:
+                    await self._check(shard, [("ZADD", key, *pairs)])
+                except Exception:
+                    logger.exception("Could not put %d message(s) back on %r", len(items), key)
+
+        return push_back
+
+    async def _read_local(self, key: str) -> None:
+        """Read a process-local key (on every shard) and file what came."""
+        state = await self._loops.get()
+        readers = state.readers_of(key)
+
+        async def file(items: list[Item]) -> None:
+            self._file_local(readers, key, items)
+
+        items = await self._pop_any(state, key, self.local_batch, file)
+        self._file_local(readers, key, items)
+
+    def _file_local(self, readers: Readers, key: str, items: list[Item]) -> None:
+        for member, score, _ in sorted(items, key=lambda item: item[1]):
+            message = self._decode(member, score)
+            if message is None:
+                continue
+            targets = message.pop("__asgi_channel__", None)
+            if isinstance(targets, str):
+                targets = [targets]
+            if not isinstance(targets, list) or not targets:
+                logger.warning("Dropped a message on %r with no target channel", key)
+                continue
+            for index, target in enumerate(targets):
+                # One copy per receiver, so no receiver sees another's changes.
+                self._mailboxes.file(target, message if index == 0 else _copy(message))
+                readers.wake(target)
+
+    def _decode(self, member: bytes, score: float) -> Message | None:
+        if score < int(time.time()) - int(self.expiry):
+            return None  # expired while queued
+        try:
+            return self.deserialize(member)
+        except Exception as exc:
+            logger.error("Dropped a channel layer message that cannot be read: %s", exc)
+            return None
+
+    # -- blocking pops -------------------------------------------------------------------
+
+    async def _pop_any(
+        self,
+        state: _LoopState,
+        key: str,
+        count: int,
+        salvage: Callable[[list[Item]], Awaitable[None]],
+    ) -> list[Item]:
+        """Pop from ``key`` on whichever shard has something first.
+
+        Every shard is watched, because senders spread normal channels round-robin and
+        channels_redis senders put process-local messages on the shard of the full name.
+        Whatever a pop took but cannot return (it was cancelled) is given to ``salvage``.
+        """
+        if self.ring_size == 1:
+            return await self._pop(state, 0, key, count, salvage)
+        got: list[Item] = []
+
+        async def pop(shard: int, scope: anyio.CancelScope) -> None:
+            items = await self._pop(state, shard, key, count, salvage)
+            got.extend(items)
+            scope.cancel()
+
+        try:
+            with unwrap_exception_groups():
+                async with anyio.create_task_group() as group:
+                    for shard in range(self.ring_size):
+                        group.start_soon(pop, shard, group.cancel_scope)
+        except BaseException:
+            if got:
+                with anyio.CancelScope(shield=True):
+                    await salvage(got)
+            raise
+        return got
+
+    async def _pop(
+        self,
+        state: _LoopState,
+        shard: int,
+        key: str,
+        count: int,
+        salvage: Callable[[list[Item]], Awaitable[None]],
+    ) -> list[Item]:
+        """Block on ``key`` on one shard until it yields up to ``count`` messages.
+
+        Reconnects (with backoff) for as long as the server is away.
+        """
+        pool = state.pools[shard]
+        delay = 0.02
+        while True:
+            try:
+                connection = await pool.acquire()
+            except CONNECTION_ERRORS as exc:
+                logger.info("Waiting for Redis at %s: %s", self.hosts[shard].describe(), exc)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            delay = 0.02
+            try:
+                reply = await self._blocking_command(state, shard, connection, key, count, salvage)
+            except CONNECTION_ERRORS:
+                connection.broken = True
+                continue
+            finally:
+                await pool.release(connection)
+            if reply is None:
+                continue  # the server's timeout: ask again
+            if isinstance(reply, Exception):
+                if count > 1 and "unknown command" in str(reply).lower():
+                    state.no_bzmpop.add(shard)
+                    continue
+                raise reply
+            return _parse_pop(reply, shard)
+
+    async def _blocking_command(
+        self,
+        state: _LoopState,
+        shard: int,
+        connection: Connection,
+        key: str,
+        count: int,
+        salvage: Callable[[list[Item]], Awaitable[None]],
+    ) -> Any:
+        if count > 1 and shard not in state.no_bzmpop:
+            command: Command = ("BZMPOP", self.brpop_timeout, 1, key, "MIN", "COUNT", count)
+        else:
+            command = ("BZPOPMIN", key, self.brpop_timeout)
+        with anyio.CancelScope(shield=True):
+            # Once written the command will run: it must not be abandoned halfway.
+            await connection.send([command])
+        try:
+            with anyio.fail_after(self.brpop_timeout + connection.host.stream_timeout):
+                return await connection.read_reply()
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                items = await self._unblock(state, shard, connection)
+                if items:
+                    await salvage(items)
+            raise
+
+    async def _unblock(self, state: _LoopState, shard: int, connection: Connection) -> list[Item]:
+        """Wake ``connection`` from its blocking pop and return what the pop took, if any."""
+        try:
+            with anyio.fail_after(connection.host.stream_timeout):
+                await state.pools[shard].execute([("CLIENT", "UNBLOCK", connection.client_id)])
+                reply = await connection.read_reply()
+        except CONNECTION_ERRORS:
+            # The server is gone; a message it popped in the last instant went with the
+            # reply. This is the one loss a dropped connection can cause (see README).
+            connection.broken = True
+            return []
+        if reply is None or isinstance(reply, Exception):
+            return []
+        return _parse_pop(reply, shard)
+
+    # -- groups --------------------------------------------------------------------------
+
+    async def group_add(self, group: str, channel: str) -> None:
+        """Add ``channel`` to ``group``; joining again restarts its ``group_expiry``."""
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        key = self._group_key(group)
+        await self._check(
+            self.consistent_hash(group),
+            [("ZADD", key, time.time(), channel), ("EXPIRE", key, self.group_expiry)],
+        )
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        """Remove ``channel`` from ``group``; nothing happens if it is not a member."""
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        await self._check(self.consistent_hash(group), [("ZREM", self._group_key(group), channel)])
+
+    async def group_send(self, group: str, message: Message) -> None:
+        """Send ``message`` to every member of ``group``.
+
+        A member whose channel is full is skipped and logged; the others still get it.
+        Members sharing a Redis key (the process-local channels of one process) share one
+        stored message listing them all, as channels_redis does.
+        """
+        self.require_valid_message(message)
+        self.require_valid_group_name(group)
+        key = self._group_key(group)
+        _, members = await self._check(
+            self.consistent_hash(group),
+            [
+                ("ZREMRANGEBYSCORE", key, 0, int(time.time()) - int(self.group_expiry)),
+                ("ZRANGE", key, 0, -1),
+            ],
+        )
+        if not members:
+            return
+        by_key: dict[str, list[str]] = defaultdict(list)
+        for member in members:
+            channel = member.decode("utf-8")
+            by_key[self.prefix + self.non_local_name(channel)].append(channel)
+        by_shard: dict[int, list[tuple[str, bytes, int]]] = defaultdict(list)
+        for channel_key, channels in by_key.items():
+            data = self.serialize({**message, "__asgi_channel__": channels})
+            shard = self.consistent_hash(channel_key[len(self.prefix) :])
+            by_shard[shard].append((channel_key, data, self.get_capacity(channels[0])))
+        now = self._score()
+        expired_before = int(now) - int(self.expiry)
+
+        async def deliver(shard: int, targets: list[tuple[str, bytes, int]]) -> None:
+            args: list[Any] = [now, expired_before, self.expiry]
+            for _, data, capacity in targets:
+                args += [data, capacity]
+            full = await self._script(shard, _GROUP_SEND, [key for key, _, _ in targets], args)
+            if full:
+                logger.info("group_send to %r skipped %d full channel(s)", group, full)
+
+        if len(by_shard) == 1:
+            ((shard, targets),) = by_shard.items()
+            await deliver(shard, targets)
+            return
+        with unwrap_exception_groups():
+            async with anyio.create_task_group() as tasks:
+                for shard, targets in by_shard.items():
+                    tasks.start_soon(deliver, shard, targets)
+
+    async def _check(self, shard: int, commands: Sequence[Command]) -> list[Any]:
+        replies = await self._execute(shard, commands)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    # -- flush and close -----------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Delete every key under ``prefix`` on every shard, and what is buffered locally.
+
+        Walks the keys with ``SCAN`` in batches, so Redis keeps serving other clients.
+        """
+        pattern = _glob_escape(self.prefix) + "*"
+        for shard in range(self.ring_size):
+            cursor = b"0"
+            while True:
+                ((cursor, keys),) = await self._check(
+                    shard, [("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)]
+                )
+                if keys:
+                    await self._check(shard, [("DEL", *keys)])
+                if cursor == b"0":
+                    break
+        self._mailboxes.clear()
+
+    async def close(self) -> None:
+        """Close this event loop's connections. The layer stays usable: a later call
+        opens new ones."""
+        await self._loops.aclose_current()
+
+
+def _is_noscript(reply: Any) -> bool:
+    return isinstance(reply, NoScriptError)
+
+
+def _parse_pop(reply: Any, shard: int) -> list[Item]:
+    # BZPOPMIN: [key, member, score]; BZMPOP: [key, [[member, score], ...]].
+    if len(reply) == 3:
+        return [(reply[1], float(reply[2]), shard)]
+    return [(member, float(score), shard) for member, score in reply[1]]
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
+
+
+def _copy(message: Message) -> Message:
+    from ..inmemory import copy_message
+
+    copied: Message = copy_message(message)
+    return copied

@@ -1,0 +1,205 @@
+"""State a Redis layer keeps in the process: per event loop, and per local channel.
+
+Two problems are solved here, for both Redis layers.
+
+Connections belong to an event loop, and a layer outlives loops: a management command or
+``async_to_sync`` in a script runs each call on a new loop. :class:`PerLoop` keeps one
+state per running loop and closes it with the layer or, at the latest, when its loop
+shuts down. The hook for "loop shuts down" is an async generator parked at a ``yield``:
+asyncio (``shutdown_asyncgens``) and trio both close such generators, inside the loop,
+before the loop ends, so sockets are closed where they were opened and no "Event loop is
+closed" or unclosed-socket warning follows. No task runs in the background for this.
+
+Process-local channels share one source (a Redis key, or pub/sub connections), so one
+receiver at a time reads it and files what it read into per-channel :class:`Mailboxes`,
+waking whoever waits for those channels. The reader files a message in the same step
+that takes it off the connection, so a reader cancelled at any point has either not taken
+a message or has already filed it: nothing is lost, nothing reordered. When the reader
+leaves (it got its own message, or was cancelled) it hands the role to a waiter.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Generic, TypeVar
+
+import anyio
+import anyio.lowlevel
+
+from ...types import Message
+
+__all__ = ["Mailboxes", "PerLoop"]
+
+logger = logging.getLogger("channels.layers.redis")
+
+S = TypeVar("S")
+
+
+class PerLoop(Generic[S]):
+    """One ``S`` per running event loop, made by ``create`` and closed by ``close``."""
+
+    def __init__(self, create: Callable[[], S], close: Callable[[S], Awaitable[None]]) -> None:
+        self._create = create
+        self._close = close
+        self._states: dict[object, tuple[S, AsyncGenerator[None, None]]] = {}
+
+    async def get(self) -> S:
+        """The current loop's state, made on first use."""
+        loop = anyio.lowlevel.current_token().native_token
+        entry = self._states.get(loop)
+        if entry is None:
+            state = self._create()
+            guard = self._guard(loop, state)
+            # Runs to the yield without suspending, so no other task can get here first;
+            # being iterated inside the loop registers it with the loop's shutdown.
+            await guard.asend(None)
+            entry = self._states[loop] = (state, guard)
+        return entry[0]
+
+    def current(self) -> S | None:
+        """The current loop's state if it has one (never makes one)."""
+        try:
+            loop = anyio.lowlevel.current_token().native_token
+        except anyio.NoEventLoopError:
+            return None
+        entry = self._states.get(loop)
+        return None if entry is None else entry[0]
+
+    async def aclose_current(self) -> None:
+        """Close the current loop's state; the next :meth:`get` makes a new one."""
+        loop = anyio.lowlevel.current_token().native_token
+        entry = self._states.get(loop)
+        if entry is not None:
+            await entry[1].aclose()
+
+    async def _guard(self, loop: object, state: S) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            if self._states.get(loop, (None,))[0] is state:
+                del self._states[loop]
+            with anyio.CancelScope(shield=True):
+                await self._close(state)
+
+
+class Mailboxes:
+    """Messages already read for process-local channels, waiting for their receivers.
+
+    Buffers are plain data, shared by every loop (a script's next ``async_to_sync`` call
+    finds what the previous one filed). Each buffered message expires ``expiry`` seconds
+    after it was filed, and a channel keeps at most ``capacity`` of them (the oldest is
+    dropped, with a warning, as channels_redis does): a channel whose consumer is gone
+    does not hold memory forever.
+    """
+
+    def __init__(self, expiry: float, capacity: Callable[[str], int]) -> None:
+        self.expiry = expiry
+        self.capacity = capacity
+        self.buffers: dict[str, deque[tuple[float, Message]]] = {}
+        self._deadlines: deque[tuple[float, str]] = deque()
+
+    def file(self, channel: str, message: Message) -> None:
+        now = time.monotonic()
+        self.expire(now)
+        buffer = self.buffers.get(channel)
+        if buffer is None:
+            buffer = self.buffers[channel] = deque()
+        buffer.append((now + self.expiry, message))
+        self._deadlines.append((now + self.expiry, channel))
+        capacity = self.capacity(channel)
+        if 0 < capacity < len(buffer):
+            buffer.popleft()
+            logger.warning("Local buffer of %r is full; dropped its oldest message", channel)
+
+    def take(self, channel: str) -> Message | None:
+        buffer = self.buffers.get(channel)
+        if not buffer:
+            return None
+        self.expire(time.monotonic())
+        if not buffer:
+            return None
+        message = buffer.popleft()[1]
+        if not buffer:
+            del self.buffers[channel]
+        return message
+
+    def has(self, channel: str) -> bool:
+        return bool(self.buffers.get(channel))
+
+    def expire(self, now: float) -> None:
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, channel = deadlines.popleft()
+            buffer = self.buffers.get(channel)
+            while buffer and buffer[0][0] <= now:
+                buffer.popleft()
+            if buffer is not None and not buffer:
+                del self.buffers[channel]
+
+    def clear(self) -> None:
+        self.buffers.clear()
+        self._deadlines.clear()
+
+
+class Readers:
+    """Who, among one loop's receivers of process-local channels, reads the source now.
+
+    ``receive`` returns a channel's next message, taking the reader role when nobody has
+    it; ``fetch`` (given by the layer) reads the source once and files what it got.
+    """
+
+    def __init__(self, mailboxes: Mailboxes) -> None:
+        self.mailboxes = mailboxes
+        self.reading = False
+        self.waiters: dict[str, list[anyio.Event]] = {}
+
+    def wake(self, channel: str) -> None:
+        """Wake the receivers of ``channel`` (something was filed for it)."""
+        for event in self.waiters.get(channel, ()):
+            event.set()
+
+    def _hand_off(self) -> None:
+        """Wake one receiver that has nothing to take, so it becomes the reader."""
+        if self.reading:
+            return
+        for channel, events in self.waiters.items():
+            if not self.mailboxes.has(channel):
+                for event in events:
+                    if not event.is_set():
+                        event.set()
+                        return
+
+    async def receive(self, channel: str, fetch: Callable[[], Awaitable[None]]) -> Message:
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            message = self.mailboxes.take(channel)
+            if message is not None:
+                return message
+            if not self.reading:
+                self.reading = True
+                try:
+                    await fetch()
+                finally:
+                    self.reading = False
+                    self._hand_off()
+                continue
+            event = anyio.Event()
+            self.waiters.setdefault(channel, []).append(event)
+            try:
+                await event.wait()
+            except BaseException:
+                self._forget(channel, event)
+                if event.is_set():
+                    # Woken, perhaps to read, but leaving (cancelled): pass the role on.
+                    self._hand_off()
+                raise
+            self._forget(channel, event)
+
+    def _forget(self, channel: str, event: anyio.Event) -> None:
+        events = self.waiters[channel]
+        events.remove(event)
+        if not events:
+            del self.waiters[channel]

@@ -1,0 +1,373 @@
+"""``RedisPubSubChannelLayer``: channels_redis's PUBLISH/SUBSCRIBE layer, on anyio.
+
+Same names and bytes as channels_redis's pub/sub layer, so processes of either package
+can share it: a channel is a Redis pub/sub channel (``<prefix>specific.<hex>`` from
+``new_channel``), a group publishes to ``<prefix>__group__<group>`` and each process fans
+it out to its local members, payloads are msgpack (or JSON), optionally Fernet-encrypted,
+with no random prefix. Each name lives on the shard of its CRC-32 hash.
+
+Nothing is stored in Redis: there is no capacity, expiry or ``ChannelFull``, and a message
+published while no process is subscribed, or while a connection is down, is lost.
+
+Differences from channels_redis: no background reader task. Receivers of one event loop
+take turns reading the subscription connections and file what they read for whichever
+local channel it is for (see ``local.py``). A cancelled receive therefore loses nothing,
+and does not unsubscribe its channel: a channel nobody has received on for ``expiry``
+seconds is unsubscribed and its buffered messages dropped then. After a dropped
+connection the layer reconnects and subscribes again to everything it had.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from ...types import Message
+from ...utils import unwrap_exception_groups
+from ..base import BaseChannelLayer, CapacityPattern
+from .connection import CONNECTION_ERRORS, Connection, Pool, connect
+from .hosts import Host, consistent_hash, parse_hosts
+from .local import Mailboxes, PerLoop, Readers
+from .wire import Serializer
+
+__all__ = ["RedisPubSubChannelLayer"]
+
+logger = logging.getLogger("channels.layers.redis")
+
+
+@dataclass(eq=False)
+class _Subscriber:
+    """The subscription connection to one shard, and what it is subscribed to."""
+
+    host: Host
+    names: set[str] = field(default_factory=set)
+    connection: Connection | None = None
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+
+    async def ensure_connected(self) -> Connection:
+        """The live connection, reconnecting (and subscribing again) if it broke."""
+        async with self.lock:
+            if self.connection is not None and not self.connection.broken:
+                return self.connection
+            if self.connection is not None:
+                await self.connection.aclose()
+                self.connection = None
+            connection = await connect(self.host)
+            if self.names:
+                try:
+                    await connection.send([("SUBSCRIBE", *sorted(self.names))])
+                except BaseException:
+                    await connection.aclose()
+                    raise
+            self.connection = connection
+            return connection
+
+    async def command(self, *command: str) -> None:
+        connection = await self.ensure_connected()
+        async with self.lock:
+            await connection.send([command])
+
+    async def aclose(self) -> None:
+        if self.connection is not None:
+            await self.connection.aclose()
+            self.connection = None
+
+
+@dataclass(eq=False)
+class _LoopState:
+    pools: list[Pool]
+    subscribers: list[_Subscriber]
+    mailboxes: Mailboxes
+    readers: Readers
+    #: Local channels and when a receiver last looked at them (monotonic seconds).
+    channels: dict[str, float] = field(default_factory=dict)
+    #: Group channel -> the local channels in that group.
+    groups: dict[str, set[str]] = field(default_factory=dict)
+    swept: float = 0.0
+
+    async def aclose(self) -> None:
+        for pool in self.pools:
+            await pool.aclose()
+        for subscriber in self.subscribers:
+            await subscriber.aclose()
+
+
+class RedisPubSubChannelLayer(BaseChannelLayer):
+    """A channel layer on Redis PUBLISH/SUBSCRIBE, compatible with channels_redis's.
+
+    Settings: ``hosts`` (as for :class:`~channels.layers.redis.RedisChannelLayer`),
+    ``prefix``, ``symmetric_encryption_keys``, ``serializer_format``. ``expiry`` is how
+    long a local channel nobody receives on stays subscribed; ``capacity`` and
+    ``channel_capacity`` bound each channel's local buffer. ``on_disconnect`` and
+    ``on_reconnect`` are accepted for compatibility; as in channels_redis, unused.
+    """
+
+    extensions = ["groups", "flush"]
+
+    def __init__(
+        self,
+        hosts: Iterable[Any] | None = None,
+        prefix: str = "asgi",
+        symmetric_encryption_keys: Iterable[str | bytes] | None = None,
+        serializer_format: str = "msgpack",
+        expiry: int = 60,
+        capacity: int = 100,
+        channel_capacity: Mapping[CapacityPattern, int] | None = None,
+        group_expiry: int = 86400,
+        on_disconnect: Any = None,
+        on_reconnect: Any = None,
+    ) -> None:
+        super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
+        self.prefix = prefix
+        self.group_expiry = group_expiry
+        self.on_disconnect = on_disconnect
+        self.on_reconnect = on_reconnect
+        self.hosts: list[Host] = parse_hosts(hosts)
+        self.ring_size = len(self.hosts)
+        self._serializer = Serializer(serializer_format, symmetric_encryption_keys)
+        self._loops: PerLoop[_LoopState] = PerLoop(self._new_loop_state, _LoopState.aclose)
+
+    def _new_loop_state(self) -> _LoopState:
+        mailboxes = Mailboxes(self.expiry, self.get_capacity)
+        return _LoopState(
+            pools=[Pool(host) for host in self.hosts],
+            subscribers=[_Subscriber(host) for host in self.hosts],
+            mailboxes=mailboxes,
+            readers=Readers(mailboxes),
+        )
+
+    def __repr__(self) -> str:
+        hosts = ", ".join(host.describe() for host in self.hosts)
+        return f"<{type(self).__name__} prefix={self.prefix!r} hosts=[{hosts}]>"
+
+    def serialize(self, message: Message) -> bytes:
+        return self._serializer.dumps(message)
+
+    def deserialize(self, data: bytes) -> Message:
+        return self._serializer.loads(data)
+
+    def _shard(self, name: str) -> int:
+        return consistent_hash(name, self.ring_size)
+
+    def _group_channel(self, group: str) -> str:
+        return f"{self.prefix}__group__{group}"
+
+    # -- channels ------------------------------------------------------------------------
+
+    async def new_channel(self, prefix: str = "specific.") -> str:
+        """A new channel, subscribed at once so nothing sent to it from now on is missed."""
+        channel = f"{self.prefix}{prefix}{uuid.uuid4().hex}"
+        state = await self._loops.get()
+        await self._subscribe(state, channel)
+        state.channels[channel] = time.monotonic()
+        return channel
+
+    async def send(self, channel: str, message: Message) -> None:
+        """Publish ``message`` to ``channel``; lost if nobody is subscribed."""
+        self.require_valid_message(message)
+        self.require_valid_channel_name(channel)
+        await self._publish(channel, self.serialize(message))
+
+    async def receive(self, channel: str) -> Message:
+        """The next message on ``channel``, subscribing to it first if needed.
+
+        Cancelling a receive loses nothing: the channel stays subscribed and keeps what
+        arrives for the next receive (for ``expiry`` seconds).
+        """
+        self.require_valid_channel_name(channel)
+        state = await self._loops.get()
+        if channel not in state.channels:
+            await self._subscribe(state, channel)
+        state.channels[channel] = time.monotonic()
+        try:
+            return await state.readers.receive(channel, lambda: self._read(state))
+        finally:
+            state.channels[channel] = time.monotonic()
+            await self._sweep(state)
+
+    async def _publish(self, name: str, data: bytes) -> None:
+        state = await self._loops.get()
+        shard = self._shard(name)
+        deadline = anyio.current_time() + 10
+        delay = 0.02
+        while True:
+            try:
+                (reply,) = await state.pools[shard].execute([("PUBLISH", name, data)])
+            except CONNECTION_ERRORS as exc:
+                if anyio.current_time() + delay > deadline:
+                    raise ConnectionError(
+                        f"Redis at {self.hosts[shard].describe()} is unreachable: {exc}"
+                    ) from exc
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            if isinstance(reply, Exception):
+                raise reply
+            return
+
+    async def _subscribe(self, state: _LoopState, name: str) -> None:
+        subscriber = state.subscribers[self._shard(name)]
+        if name in subscriber.names:
+            return
+        subscriber.names.add(name)
+        await subscriber.command("SUBSCRIBE", name)
+
+    async def _unsubscribe(self, state: _LoopState, name: str) -> None:
+        subscriber = state.subscribers[self._shard(name)]
+        if name in subscriber.names:
+            subscriber.names.discard(name)
+            if subscriber.connection is not None and not subscriber.connection.broken:
+                await subscriber.command("UNSUBSCRIBE", name)
+
+    async def _sweep(self, state: _LoopState) -> None:
+        """Unsubscribe local channels nobody has received on for ``expiry`` seconds."""
+        now = time.monotonic()
+        if now - state.swept < 1:
+            return
+        state.swept = now
+        idle = [
+            channel
+            for channel, seen in state.channels.items()
+            if seen < now - self.expiry and channel not in state.readers.waiters
+        ]
+        with anyio.CancelScope(shield=True):
+            for channel in idle:
+                del state.channels[channel]
+                state.mailboxes.buffers.pop(channel, None)
+                for group, members in list(state.groups.items()):
+                    members.discard(channel)
+                    if not members:
+                        del state.groups[group]
+                        await self._unsubscribe(state, group)
+                await self._unsubscribe(state, channel)
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def _read(self, state: _LoopState) -> None:
+        """Read every subscription connection until something is filed."""
+        active = [subscriber for subscriber in state.subscribers if subscriber.names]
+        if len(active) == 1:
+            await self._read_one(state, active[0])
+            return
+        with unwrap_exception_groups():
+            async with anyio.create_task_group() as group:
+                for subscriber in active:
+                    group.start_soon(self._read_until_filed, state, subscriber, group.cancel_scope)
+
+    async def _read_until_filed(
+        self, state: _LoopState, subscriber: _Subscriber, scope: anyio.CancelScope
+    ) -> None:
+        await self._read_one(state, subscriber)
+        scope.cancel()
+
+    async def _read_one(self, state: _LoopState, subscriber: _Subscriber) -> None:
+        delay = 0.02
+        while True:
+            try:
+                connection = await subscriber.ensure_connected()
+                # A read either returns bytes or is cancelled having taken none, and what
+                # it returns is parsed and filed before the next await: no loss here.
+                data = await connection.stream.receive()
+            except CONNECTION_ERRORS as exc:
+                if subscriber.connection is not None:
+                    subscriber.connection.broken = True
+                logger.info(
+                    "Redis pub/sub at %s: %s; reconnecting", subscriber.host.describe(), exc
+                )
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            delay = 0.02
+            connection.parser.feed(data)
+            if self._file_replies(state, connection):
+                return
+
+    def _file_replies(self, state: _LoopState, connection: Connection) -> bool:
+        filed = False
+        while True:
+            parsed = connection.parser.parse(decode=False)
+            if not isinstance(parsed, tuple):
+                return filed
+            reply: Any = parsed[1]
+            if not isinstance(reply, list) or len(reply) != 3 or reply[0] != b"message":
+                continue  # subscription confirmations
+            name = reply[1].decode("utf-8")
+            try:
+                message = self.deserialize(reply[2])
+            except Exception as exc:
+                logger.error("Dropped a pub/sub message that cannot be read: %s", exc)
+                continue
+            members = state.groups.get(name)
+            targets = sorted(members) if members is not None else [name]
+            for index, target in enumerate(targets):
+                state.mailboxes.file(target, message if index == 0 else _copy(message))
+                state.readers.wake(target)
+                filed = True
+
+    # -- groups --------------------------------------------------------------------------
+
+    async def group_add(self, group: str, channel: str) -> None:
+        """Add a local channel to ``group``: this process subscribes to the group.
+
+        :raises RuntimeError: if ``channel`` was not made or received on in this event
+            loop (membership lives in the process that receives).
+        """
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        state = await self._loops.get()
+        if channel not in state.channels:
+            raise RuntimeError(
+                f"Cannot add {channel!r} to group {group!r}: the pub/sub layer only groups "
+                "channels made by new_channel() or received on in this event loop"
+            )
+        name = self._group_channel(group)
+        state.groups.setdefault(name, set()).add(channel)
+        await self._subscribe(state, name)
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        """Remove ``channel`` from ``group``; the last local member unsubscribes."""
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        state = await self._loops.get()
+        name = self._group_channel(group)
+        members = state.groups.get(name)
+        if members is None:
+            return
+        members.discard(channel)
+        if not members:
+            del state.groups[name]
+            await self._unsubscribe(state, name)
+
+    async def group_send(self, group: str, message: Message) -> None:
+        """Publish once to the group; each subscribed process delivers to its members."""
+        self.require_valid_message(message)
+        self.require_valid_group_name(group)
+        await self._publish(self._group_channel(group), self.serialize(message))
+
+    # -- flush and close -----------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Forget every channel and group of this event loop and close its connections.
+
+        Nothing is stored in Redis, so nothing is deleted there.
+        """
+        await self._loops.aclose_current()
+
+    async def close(self) -> None:
+        """Close this event loop's connections and forget its subscriptions."""
+        await self._loops.aclose_current()
+
+
+def _copy(message: Message) -> Message:
+    from ..inmemory import copy_message
+
+    copied: Message = copy_message(message)
+    return copied
