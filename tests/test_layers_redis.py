@@ -26,8 +26,8 @@ from channels.layers import BaseChannelLayer, channel_layers
 from channels.layers.redis import RedisChannelLayer
 from channels.layers.redis.hosts import consistent_hash, parse_hosts
 from channels.routing import ProtocolTypeRouter
+from channels.testing import ApplicationCommunicator
 from channels.types import ChannelLayer
-from tests.harness import RunningApp
 from tests.redis_server import db_url
 
 MakeLayer = Callable[..., RedisChannelLayer]
@@ -521,7 +521,7 @@ async def test_consumers_on_the_redis_layer(redis_url: str, prefix: str, backend
         layer = channel_layers["default"]
         assert isinstance(layer, BaseChannelLayer)
         try:
-            async with RunningApp(app, {"type": "websocket", "path": "/"}) as running:
+            async with ApplicationCommunicator(app, {"type": "websocket", "path": "/"}) as running:
                 await running.send_input({"type": "websocket.connect"})
                 assert (await running.receive_output())["type"] == "websocket.accept"
                 await layer.group_send("chat", {"type": "chat.message", "text": "hi"})
@@ -530,7 +530,7 @@ async def test_consumers_on_the_redis_layer(redis_url: str, prefix: str, backend
                     "text": "hi",
                 }
             # Lifespan shutdown closes the layer's connections.
-            lifespan = RunningApp(app, {"type": "lifespan"})
+            lifespan = ApplicationCommunicator(app, {"type": "lifespan"})
             async with lifespan:
                 await lifespan.send_input({"type": "lifespan.startup"})
                 await lifespan.receive_output()
