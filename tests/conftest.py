@@ -1,9 +1,17 @@
 from __future__ import annotations
 
+import functools
 import inspect
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
 import pytest
+
+# Every async test is cancelled after this long, on both backends. pytest-timeout's signal
+# cannot interrupt a trio run (its alarm lands in the trio runner's host loop), so a test
+# hung on trio would stall the whole suite; a cancel scope ends it as a TimeoutError.
+ASYNC_TEST_DEADLINE = 25.0
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -17,6 +25,21 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: Any) 
     """Hand every ``async def`` test to anyio's plugin, so none can miss a backend."""
     if inspect.iscoroutinefunction(obj) and collector.istestfunction(obj, name):  # type: ignore[attr-defined]
         pytest.mark.anyio(obj)
+
+
+def _with_deadline(test: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(test)
+    async def run_with_deadline(*args: Any, **kwargs: Any) -> Any:
+        with anyio.fail_after(ASYNC_TEST_DEADLINE):
+            return await test(*args, **kwargs)
+
+    return run_with_deadline
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
+            item.obj = _with_deadline(item.obj)
 
 
 @pytest.fixture(autouse=True)
