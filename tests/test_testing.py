@@ -12,10 +12,12 @@ from typing import Any
 import anyio
 import pytest
 from django.db import connection
+from django.test import TestCase
 
 from channels.consumer import AsyncConsumer, SyncConsumer
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
+from channels.generic.websocket import WebsocketConsumer
 from channels.testing import (
     ApplicationCancelled,
     ApplicationCommunicator,
@@ -204,21 +206,20 @@ async def test_future_cancel_and_state() -> None:
     assert future.cancel() is False
 
 
-async def test_the_app_starts_in_an_empty_context() -> None:
+async def test_the_app_runs_in_a_copy_of_the_tests_context() -> None:
     seen: list[str] = []
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         seen.append(visible_in_app.get())
+        visible_in_app.set("the app's value")
         await send({"type": "done"})
 
     visible_in_app.set("the test's value")
-    for communicator in (ApplicationCommunicator(app, SCOPE), ApplicationCommunicator(app, SCOPE)):
-        if seen:
-            async with communicator:
-                await communicator.receive_output()
-        else:
-            await communicator.receive_output()
-    assert seen == ["", ""]
+    await ApplicationCommunicator(app, SCOPE).receive_output()
+    async with ApplicationCommunicator(app, SCOPE) as communicator:
+        await communicator.receive_output()
+    assert seen == ["the test's value", "the test's value"]
+    assert visible_in_app.get() == "the test's value"
 
 
 class ConnectionWatcher(SyncConsumer):
@@ -333,3 +334,26 @@ async def test_websocket_connect_reports_a_rejection_and_its_code() -> None:
     assert await WebsocketCommunicator(refuse_without_code, "/").connect() == (False, 1000)
     with pytest.raises(AssertionError, match=r"got 'websocket\.send'"):
         await WebsocketCommunicator(answer_wrongly, "/").connect()
+
+
+class NoteEcho(WebsocketConsumer):
+    """A sync consumer that reads the database, as a project's consumer under test would."""
+
+    def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        Note.objects.create(text=text_data or "")
+        self.send(text_data=json.dumps(sorted(Note.objects.values_list("text", flat=True))))
+
+
+class CommunicatorsInDjangoTestCase(TestCase):
+    """Projects' suites drive consumers from Django's async ``TestCase`` (asyncio only, run
+    by asgiref): the consumer sees the test's transaction and fixtures, and the test's
+    connection survives the consumer."""
+
+    async def test_a_websocket_consumer_sees_the_test_transaction(self) -> None:
+        await Note.objects.acreate(text="fixture")
+        communicator = WebsocketCommunicator(NoteEcho.as_asgi(), "/ws/")
+        assert await communicator.connect() == (True, None)
+        await communicator.send_to(text_data="from the socket")
+        assert json.loads(await communicator.receive_from()) == ["fixture", "from the socket"]
+        await communicator.disconnect()
+        assert await Note.objects.acount() == 2

@@ -177,6 +177,11 @@ class ApplicationCommunicator:
     ``async with communicator:``, which runs the application in a task group and cancels
     it on leaving the block (re-raising its exception if no call had raised it yet).
 
+    The application runs in a copy of the test's context, as a task the test started
+    would (asgiref's communicator gives it an empty one). That copy is how Django's async
+    ``TestCase`` sends the application's database calls to the test's thread, where the
+    test's transaction and fixtures are; what the application sets stays in its copy.
+
     While the application runs, :func:`channels.db.close_old_connections` leaves
     connections open, so a test database keeps its connection.
     """
@@ -193,7 +198,7 @@ class ApplicationCommunicator:
     def _ensure_running(self) -> _Run:
         if self._run is None:
             self._run = _Run(self.application, self.scope)
-            start_detached(self._run.run, contextvars.Context())
+            start_detached(self._run.run, contextvars.copy_context())
             weakref.finalize(self, self._run.cancel_from_anywhere)
         return self._run
 
@@ -203,8 +208,7 @@ class ApplicationCommunicator:
         self._run = run = _Run(self.application, self.scope)
         self._group = anyio.create_task_group()
         await self._group.__aenter__()
-        # The application starts with an empty context, as it would under a server.
-        contextvars.Context().run(self._group.start_soon, run.run)
+        self._group.start_soon(run.run)
         return self
 
     async def __aexit__(
