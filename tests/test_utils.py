@@ -56,3 +56,28 @@ async def test_await_many_dispatch_dispatches_one_at_a_time_in_arrival_order() -
     assert log[-1] == "stop"
     assert log.index("b1") < log.index("stop")
     assert [item for item in log if item.startswith("a")] == ["a1", "a2", "a3"][: len(log) - 2]
+
+
+async def test_turns_go_to_waiters_in_order_and_skip_cancelled_ones() -> None:
+    from channels.utils import _Turn
+
+    turn = _Turn()
+    log: list[str] = []
+    await turn.take()  # held by the test
+
+    async def waiter(name: str, scope: anyio.CancelScope) -> None:
+        with scope:
+            await turn.take()
+            log.append(name)
+            turn.give_up()
+
+    scopes = {name: anyio.CancelScope() for name in ("first", "second", "third")}
+    async with anyio.create_task_group() as group:
+        for name, scope in scopes.items():
+            group.start_soon(waiter, name, scope)
+            await anyio.wait_all_tasks_blocked()
+        scopes["second"].cancel()
+        await anyio.wait_all_tasks_blocked()
+        turn.give_up()
+    assert log == ["first", "third"]
+    await turn.take()  # and the turn is free again
