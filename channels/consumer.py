@@ -40,12 +40,14 @@ def get_handler_name(message: Mapping[str, Any]) -> str:
     :raises ValueError: if it has no ``type``, or the type starts with an underscore (which
         would let a message reach private methods).
     """
-    if not isinstance(message, Mapping):
+    # type() checks first: this runs for every message, and almost every one is a dict
+    # with a str type, which the slower ABC and subclass checks would only confirm.
+    if type(message) is not dict and not isinstance(message, Mapping):
         raise TypeError(f"Incoming message must be a dict, got {type(message).__name__}")
     if "type" not in message:
         raise ValueError("Incoming message has no 'type' attribute")
     message_type = message["type"]
-    if not isinstance(message_type, str):
+    if type(message_type) is not str and not isinstance(message_type, str):
         raise ValueError(f"Incoming message type must be a string, got {message_type!r}")
     handler_name = message_type.replace(".", "_")
     if handler_name.startswith("_"):
