@@ -458,12 +458,17 @@ class RedisChannelLayer(BaseChannelLayer):
             command: Command = ("BZMPOP", self.brpop_timeout, 1, key, "MIN", "COUNT", count)
         else:
             command = ("BZPOPMIN", key, self.brpop_timeout)
-        with anyio.CancelScope(shield=True):
-            # Once written the command will run: it must not be abandoned halfway.
-            await connection.send([command])
+        if connection.sock is not None:
+            await connection.send([command])  # all or nothing, see Connection.send
+        else:
+            with anyio.CancelScope(shield=True):
+                # Once written the command will run: it must not be abandoned halfway.
+                await connection.send([command])
+        deadline = anyio.current_time() + self.brpop_timeout + connection.host.stream_timeout
         try:
-            with anyio.fail_after(self.brpop_timeout + connection.host.stream_timeout):
+            with anyio.CancelScope(deadline=deadline):
                 return await connection.read_reply()
+            raise TimeoutError("no reply to a blocking pop")  # only reached on timeout
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 items = await self._unblock(state, shard, connection)
