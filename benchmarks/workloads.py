@@ -77,7 +77,9 @@ def make_layer(spec: dict[str, Any], kind: str, config: dict[str, Any]) -> Any:
         raise Unavailable(f"cannot import {path}: {exc}") from None
     if kind.startswith("redis"):
         require_redis(spec["redis_url"])
-        prefix = f"bench{random.getrandbits(32):x}:"
+        # No ":" in it: the pub/sub layer's channel names start with the prefix, and our
+        # layer (unlike upstream's) rejects names that are not valid Channels names.
+        prefix = f"bench{random.getrandbits(32):x}."
         config = {"hosts": [spec["redis_url"]], "prefix": prefix, **config}
     configure_django({"default": {"BACKEND": path, "CONFIG": config}})
     from channels.layers import get_channel_layer

@@ -185,6 +185,7 @@ class RedisChannelLayer(BaseChannelLayer):
         self.client_prefix = uuid.uuid4().hex
         self._send_index = itertools.cycle(range(self.ring_size))
         self._last_score = 0.0
+        self._routes: dict[str, tuple[str, int | None]] = {}
         self._mailboxes = Mailboxes(expiry, self.get_capacity)
         self._loops: PerLoop[_LoopState] = PerLoop(self._new_loop_state, _LoopState.aclose)
 
@@ -228,12 +229,14 @@ class RedisChannelLayer(BaseChannelLayer):
         silently dropped).
         """
         state = await self._loops.get()
-        deadline = anyio.current_time() + self.reconnect_timeout
+        deadline: float | None = None
         delay = 0.02
         while True:
             try:
                 return await state.pools[shard].execute(commands)
             except CONNECTION_ERRORS as exc:
+                if deadline is None:
+                    deadline = anyio.current_time() + self.reconnect_timeout
                 if anyio.current_time() + delay > deadline:
                     raise ConnectionError(
                         f"Redis at {self.hosts[shard].describe()} is unreachable: {exc}"
@@ -261,14 +264,14 @@ class RedisChannelLayer(BaseChannelLayer):
             messages (for a process-local channel: its process's shared key does).
         """
         self.require_valid_message(message)
-        self.require_valid_channel_name(channel)
-        if "!" in channel:
-            message = {**message, "__asgi_channel__": channel}
-            key = self.prefix + self.non_local_name(channel)
-            shard = self.consistent_hash(self.non_local_name(channel))
-        else:
-            key = self.prefix + channel
+        route = self._routes.get(channel)
+        if route is None:
+            route = self._route(channel)
+        key, shard = route
+        if shard is None:
             shard = next(self._send_index)
+        else:
+            message = {**message, "__asgi_channel__": channel}
         data = self.serialize(message)
         now = self._score()
         added = await self._script(
@@ -279,6 +282,25 @@ class RedisChannelLayer(BaseChannelLayer):
         )
         if not added:
             raise ChannelFull(channel)
+
+    def _route(self, channel: str) -> tuple[str, int | None]:
+        """The key that sends to ``channel`` go to, and its shard (``None``: round-robin).
+
+        Validating a name costs a noticeable share of a send, and a producer sends to the
+        same few channels over and over, so the answer is kept for a bounded number of
+        names (only valid names get here).
+        """
+        self.require_valid_channel_name(channel)
+        route: tuple[str, int | None]
+        if "!" in channel:
+            non_local = self.non_local_name(channel)
+            route = (self.prefix + non_local, self.consistent_hash(non_local))
+        else:
+            route = (self.prefix + channel, None)
+        if len(self._routes) >= 4096:
+            self._routes.clear()
+        self._routes[channel] = route
+        return route
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """A new process-local channel: ``<prefix>.<this layer's id>!<random>``."""
@@ -302,7 +324,9 @@ class RedisChannelLayer(BaseChannelLayer):
             state = await self._loops.get()
             key = self.prefix + self.non_local_name(channel)
             readers = state.readers_of(key)
-            return await readers.receive(channel, functools.partial(self._read_local, key))
+            return await readers.receive(
+                channel, functools.partial(self._read_local, state, key, readers)
+            )
         return await self._receive_normal(channel)
 
     async def _receive_normal(self, channel: str) -> Message:
@@ -334,10 +358,8 @@ class RedisChannelLayer(BaseChannelLayer):
 
         return push_back
 
-    async def _read_local(self, key: str) -> None:
+    async def _read_local(self, state: _LoopState, key: str, readers: Readers) -> None:
         """Read a process-local key (on every shard) and file what came."""
-        state = await self._loops.get()
-        readers = state.readers_of(key)
 
         async def file(items: list[Item]) -> None:
             self._file_local(readers, key, items)
@@ -458,12 +480,17 @@ class RedisChannelLayer(BaseChannelLayer):
             command: Command = ("BZMPOP", self.brpop_timeout, 1, key, "MIN", "COUNT", count)
         else:
             command = ("BZPOPMIN", key, self.brpop_timeout)
-        with anyio.CancelScope(shield=True):
-            # Once written the command will run: it must not be abandoned halfway.
-            await connection.send([command])
+        if connection.sock is not None:
+            await connection.send([command])  # all or nothing, see Connection.send
+        else:
+            with anyio.CancelScope(shield=True):
+                # Once written the command will run: it must not be abandoned halfway.
+                await connection.send([command])
+        deadline = anyio.current_time() + self.brpop_timeout + connection.host.stream_timeout
         try:
-            with anyio.fail_after(self.brpop_timeout + connection.host.stream_timeout):
+            with anyio.CancelScope(deadline=deadline):
                 return await connection.read_reply()
+            raise TimeoutError("no reply to a blocking pop")  # only reached on timeout
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 items = await self._unblock(state, shard, connection)

@@ -275,7 +275,7 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
                 connection = await subscriber.ensure_connected()
                 # A read either returns bytes or is cancelled having taken none, and what
                 # it returns is parsed and filed before the next await: no loss here.
-                data = await connection.stream.receive()
+                data = await connection.receive()
             except CONNECTION_ERRORS as exc:
                 if subscriber.connection is not None:
                     subscriber.connection.broken = True
