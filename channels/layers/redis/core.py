@@ -46,6 +46,7 @@ from ...exceptions import ChannelFull
 from ...types import Message
 from ...utils import unwrap_exception_groups
 from ..base import BaseChannelLayer, CapacityPattern
+from ..inmemory import copy_message
 from .connection import CONNECTION_ERRORS, Command, Connection, Pool
 from .hosts import Host, consistent_hash, parse_hosts
 from .local import Mailboxes, PerLoop, Readers
@@ -368,6 +369,7 @@ class RedisChannelLayer(BaseChannelLayer):
         self._file_local(readers, key, items)
 
     def _file_local(self, readers: Readers, key: str, items: list[Item]) -> None:
+        now = time.monotonic()
         for member, score, _ in sorted(items, key=lambda item: item[1]):
             message = self._decode(member, score)
             if message is None:
@@ -380,7 +382,7 @@ class RedisChannelLayer(BaseChannelLayer):
                 continue
             for index, target in enumerate(targets):
                 # One copy per receiver, so no receiver sees another's changes.
-                self._mailboxes.file(target, message if index == 0 else _copy(message))
+                self._mailboxes.file(target, message if index == 0 else copy_message(message), now)
                 readers.wake(target)
 
     def _decode(self, member: bytes, score: float) -> Message | None:
@@ -625,10 +627,3 @@ def _parse_pop(reply: Any, shard: int) -> list[Item]:
 
 def _glob_escape(text: str) -> str:
     return "".join("\\" + char if char in "*?[]\\" else char for char in text)
-
-
-def _copy(message: Message) -> Message:
-    from ..inmemory import copy_message
-
-    copied: Message = copy_message(message)
-    return copied

@@ -101,9 +101,13 @@ class Mailboxes:
         self.buffers: dict[str, deque[tuple[float, Message]]] = {}
         self._deadlines: deque[tuple[float, str]] = deque()
 
-    def file(self, channel: str, message: Message) -> None:
-        now = time.monotonic()
-        self.expire(now)
+    def file(self, channel: str, message: Message, now: float | None = None) -> None:
+        """Buffer ``message`` for ``channel``; ``now`` saves a clock read per member when a
+        group message is filed for many channels at once."""
+        if now is None:
+            now = time.monotonic()
+        if self._deadlines and self._deadlines[0][0] <= now:
+            self.expire(now)
         buffer = self.buffers.get(channel)
         if buffer is None:
             buffer = self.buffers[channel] = deque()
@@ -118,7 +122,9 @@ class Mailboxes:
         buffer = self.buffers.get(channel)
         if not buffer:
             return None
-        self.expire(time.monotonic())
+        now = time.monotonic()
+        if self._deadlines and self._deadlines[0][0] <= now:
+            self.expire(now)
         if not buffer:
             return None
         message = buffer.popleft()[1]

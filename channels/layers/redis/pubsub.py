@@ -31,6 +31,7 @@ import anyio
 from ...types import Message
 from ...utils import unwrap_exception_groups
 from ..base import BaseChannelLayer, CapacityPattern
+from ..inmemory import copy_message
 from .connection import CONNECTION_ERRORS, Connection, Pool, connect
 from .hosts import Host, consistent_hash, parse_hosts
 from .local import Mailboxes, PerLoop, Readers
@@ -182,9 +183,9 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         Cancelling a receive loses nothing: the channel stays subscribed and keeps what
         arrives for the next receive (for ``expiry`` seconds).
         """
-        self.require_valid_channel_name(channel)
         state = await self._loops.get()
-        if channel not in state.channels:
+        if channel not in state.channels:  # known channels were validated when first seen
+            self.require_valid_channel_name(channel)
             await self._subscribe(state, channel)
         state.channels[channel] = time.monotonic()
         try:
@@ -306,10 +307,13 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
                 logger.error("Dropped a pub/sub message that cannot be read: %s", exc)
                 continue
             members = state.groups.get(name)
-            targets = sorted(members) if members is not None else [name]
-            for index, target in enumerate(targets):
-                state.mailboxes.file(target, message if index == 0 else _copy(message))
+            targets = members if members is not None else (name,)
+            now = time.monotonic()
+            first = True
+            for target in targets:
+                state.mailboxes.file(target, message if first else copy_message(message), now)
                 state.readers.wake(target)
+                first = False
                 filed = True
 
     # -- groups --------------------------------------------------------------------------
@@ -364,10 +368,3 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
     async def close(self) -> None:
         """Close this event loop's connections and forget its subscriptions."""
         await self._loops.aclose_current()
-
-
-def _copy(message: Message) -> Message:
-    from ..inmemory import copy_message
-
-    copied: Message = copy_message(message)
-    return copied
