@@ -39,6 +39,8 @@ class RedisServer:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.socket_path = os.path.join(self.directory, "redis.sock")
+        self.unix_url = f"unix://{self.socket_path}?db=0"
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -59,6 +61,10 @@ class RedisServer:
                 self.directory,
                 "--databases",
                 "16",
+                "--unixsocket",
+                self.socket_path,
+                "--unixsocketperm",
+                "700",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -678,3 +678,21 @@ async def test_sentinel_host(private_redis: Any, sentinel_port: int, prefix: str
     with pytest.raises(ConnectionError, match="No sentinel knows"):
         await unknown.send("q", {"type": "lost"})
     await unknown.close()
+
+
+async def test_both_layers_over_a_unix_socket(private_redis: Any) -> None:
+    from channels.layers.redis import RedisPubSubChannelLayer
+
+    for layer_class in (RedisChannelLayer, RedisPubSubChannelLayer):
+        layer = layer_class(hosts=[private_redis.unix_url], prefix="unix")
+        try:
+            channel = await layer.new_channel()
+            await layer.group_add("room", channel)
+            await layer.send(channel, {"type": "direct", "n": 1})
+            assert await layer.receive(channel) == {"type": "direct", "n": 1}
+            await layer.group_send("room", {"type": "grouped", "n": 2})
+            with anyio.fail_after(5):
+                assert await layer.receive(channel) == {"type": "grouped", "n": 2}
+        finally:
+            await layer.flush()
+            await layer.close()
