@@ -219,3 +219,35 @@ async def test_survives_a_redis_restart(private_redis: Any) -> None:
         assert got == [{"type": "after"}]
     finally:
         await layer.close()
+
+
+async def test_a_flooded_receiver_takes_filed_messages_in_order_and_still_yields(
+    make_layer: MakeLayer,
+) -> None:
+    layer = make_layer(capacity=0)
+    channel = await layer.new_channel()
+    assert await nothing_on(layer, channel)  # subscribed now
+    for n in range(300):
+        await layer.send(channel, {"type": "m", "n": n})
+    await anyio.sleep(0.2)  # all delivered to our socket: the next read files them all
+    received = [(await layer.receive(channel))["n"]]
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(ticker)
+        await anyio.lowlevel.checkpoint()
+        before = ticks
+        with anyio.fail_after(10):
+            for _ in range(299):
+                received.append((await layer.receive(channel))["n"])
+        during = ticks - before
+        group.cancel_scope.cancel()
+    assert received == list(range(300))
+    # Filed messages skip the checkpoint, but not more than 64 times in a row.
+    assert 299 // 64 - 1 <= during <= 299 // 8
