@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from channels.types import ASGIApp, Message, Scope
 
@@ -28,3 +30,29 @@ async def feed_and_run(app: ASGIApp, scope: Scope, *messages: Message) -> list[M
                 output.append(outputs_receive.receive_nowait())
             except anyio.WouldBlock:
                 return output
+
+
+class TurnCounter:
+    """How many times a task that only ever yields got to run: inside ``async with``, a
+    measure of how often the code under test let other tasks in."""
+
+    def __init__(self) -> None:
+        self.turns = 0
+        self._group: Any = None
+
+    async def _spin(self) -> None:
+        while True:
+            self.turns += 1
+            await anyio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> TurnCounter:
+        self._group = anyio.create_task_group()
+        await self._group.__aenter__()
+        self._group.start_soon(self._spin)
+        await anyio.sleep(0.01)  # let it start
+        self.turns = 0
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        self._group.cancel_scope.cancel()
+        return await self._group.__aexit__(*exc_info)  # type: ignore[no-any-return]

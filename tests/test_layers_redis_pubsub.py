@@ -20,6 +20,7 @@ from channels.layers.redis import RedisPubSubChannelLayer
 from channels.layers.redis.connection import connect
 from channels.layers.redis.hosts import parse_hosts
 from channels.types import ChannelLayer
+from tests.harness import TurnCounter
 from tests.redis_server import db_url
 
 MakeLayer = Callable[..., RedisPubSubChannelLayer]
@@ -231,23 +232,11 @@ async def test_a_flooded_receiver_takes_filed_messages_in_order_and_still_yields
         await layer.send(channel, {"type": "m", "n": n})
     await anyio.sleep(0.2)  # all delivered to our socket: the next read files them all
     received = [(await layer.receive(channel))["n"]]
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await anyio.lowlevel.checkpoint()
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(ticker)
-        await anyio.lowlevel.checkpoint()
-        before = ticks
+    async with TurnCounter() as others:
         with anyio.fail_after(10):
             for _ in range(299):
                 received.append((await layer.receive(channel))["n"])
-        during = ticks - before
-        group.cancel_scope.cancel()
+        during = others.turns
     assert received == list(range(300))
     # Filed messages skip the checkpoint, but not more than 64 times in a row.
     assert 299 // 64 - 1 <= during <= 299 // 8
