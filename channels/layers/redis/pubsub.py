@@ -187,12 +187,13 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         if channel not in state.channels:  # known channels were validated when first seen
             self.require_valid_channel_name(channel)
             await self._subscribe(state, channel)
-        state.channels[channel] = time.monotonic()
+        state.channels[channel] = now = time.monotonic()
         try:
             return await state.readers.receive(channel, lambda: self._read(state))
         finally:
-            state.channels[channel] = time.monotonic()
-            await self._sweep(state)
+            state.channels[channel] = now = time.monotonic()
+            if now - state.swept >= 1:
+                await self._sweep(state)
 
     async def _publish(self, name: str, data: bytes) -> None:
         state = await self._loops.get()
