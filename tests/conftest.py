@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -71,3 +72,9 @@ def private_redis() -> Any:
     server = RedisServer()
     yield server
     server.close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix of this test's own, so tests sharing a Redis never see each other."""
+    return f"t{uuid.uuid4().hex[:10]}"

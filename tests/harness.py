@@ -56,3 +56,19 @@ class TurnCounter:
     async def __aexit__(self, *exc_info: Any) -> bool | None:
         self._group.cancel_scope.cancel()
         return await self._group.__aexit__(*exc_info)  # type: ignore[no-any-return]
+
+
+async def stored_session(**data: Any) -> str:
+    """The key of a new session saved in the database with ``data``."""
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from channels.db import database_sync_to_async
+
+    def save() -> str:
+        session = SessionStore()
+        session.update(data)
+        session.save()
+        assert session.session_key is not None
+        return session.session_key
+
+    return await database_sync_to_async(save)()

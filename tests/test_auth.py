@@ -18,6 +18,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, JsonWebsocketConsumer
 from channels.testing import ApplicationCommunicator, HttpCommunicator, WebsocketCommunicator
 from channels.types import Receive, Scope, Send
+from tests.harness import stored_session
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -41,15 +42,6 @@ def logged_in_session(user: Any) -> str:
 def session_data(key: str) -> dict[str, Any] | None:
     row = Session.objects.filter(pk=key).first()
     return None if row is None else dict(row.get_decoded())
-
-
-@database_sync_to_async
-def anonymous_session(**data: Any) -> str:
-    session = SessionStore()
-    session.update(data)
-    session.save()
-    assert session.session_key is not None
-    return session.session_key
 
 
 def cookie(key: str) -> list[tuple[bytes, bytes]]:
@@ -134,7 +126,7 @@ class SyncLoginConsumer(JsonWebsocketConsumer):
 @pytest.mark.parametrize("consumer", [LoginConsumer, SyncLoginConsumer])
 async def test_login_rotates_the_session_key_and_sends_the_signal(consumer: Any) -> None:
     alice = await make_user("alice")
-    anonymous_key = await anonymous_session(cart=[1, 2])
+    anonymous_key = await stored_session(cart=[1, 2])
     communicator = WebsocketCommunicator(
         AuthMiddlewareStack(consumer.as_asgi()), "/", headers=cookie(anonymous_key)
     )
@@ -241,7 +233,7 @@ async def test_user_read_before_it_is_resolved_is_a_clear_error() -> None:
 
 async def test_bad_login_arguments_are_clear_errors_and_keep_the_session() -> None:
     alice = await make_user("alice")
-    key = await anonymous_session(cart=[1])
+    key = await stored_session(cart=[1])
     session = SessionStore(key)
     scope: dict[str, Any] = {"type": "websocket", "session": session}
     with pytest.raises(ValueError, match="User must be passed"):

@@ -7,7 +7,6 @@ import hashlib
 import logging
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -31,11 +30,6 @@ from channels.types import ChannelLayer
 from tests.redis_server import db_url
 
 MakeLayer = Callable[..., RedisChannelLayer]
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"t{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture

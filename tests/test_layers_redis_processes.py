@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -92,11 +91,6 @@ async def driver(
             await process.stdin.aclose()
             with anyio.fail_after(10):
                 await process.wait()
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"t{uuid.uuid4().hex[:10]}"
 
 
 async def test_group_fan_out_across_two_of_our_processes(redis_url: str, prefix: str) -> None:

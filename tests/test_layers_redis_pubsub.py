@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -24,11 +23,6 @@ from tests.harness import TurnCounter
 from tests.redis_server import db_url
 
 MakeLayer = Callable[..., RedisPubSubChannelLayer]
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"t{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from channels.layers import get_channel_layer
 from channels.sessions import CookieMiddleware, SessionMiddleware, SessionMiddlewareStack
 from channels.testing import ApplicationCommunicator, HttpCommunicator, WebsocketCommunicator
 from channels.types import Message, Receive, Scope, Send
+from tests.harness import stored_session
 
 # -- cookies --------------------------------------------------------------------------
 
@@ -190,15 +191,6 @@ def test_expiry_datetime_becomes_max_age(zone: datetime.tzinfo | None) -> None:
 # -- sessions -------------------------------------------------------------------------
 
 uses_db = pytest.mark.django_db(transaction=True)
-
-
-@database_sync_to_async
-def stored_session(**data: Any) -> str:
-    session = SessionStore()
-    session.update(data)
-    session.save()
-    assert session.session_key is not None
-    return session.session_key
 
 
 @database_sync_to_async
