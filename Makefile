@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check clean bench
+.PHONY: demo test lint typecheck docs check clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,7 +32,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-check: test lint typecheck
+# The documentation site, warnings as errors (CI runs this).
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
+check: test lint typecheck docs
 
 # Side-by-side benchmarks against upstream Channels (not part of CI): builds and caches
 # both environments under benchmarks/.venvs. Options go in ARGS, e.g. ARGS=--quick.
