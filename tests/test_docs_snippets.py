@@ -73,8 +73,15 @@ def test_included_files_and_markers_exist() -> None:
             assert source.is_file(), f"{page}: {target} does not exist"
             text = source.read_text()
             for marker in re.findall(r":(?:start-after|end-before): (.*)", options):
-                assert marker.strip() in text, f"{page}: {marker!r} not in {target}"
+                assert marker.strip().strip("\"") in text, f"{page}: {marker!r} not in {target}"
     assert found > 20
+
+
+def test_channels_comes_first_in_installed_apps() -> None:
+    from docs.snippets import project_settings
+
+    apps = project_settings.INSTALLED_APPS
+    assert apps.index("channels") < apps.index("django.contrib.staticfiles")
 
 
 # -- consumers -------------------------------------------------------------------------------
@@ -364,3 +371,44 @@ async def test_asgiref_bridge_works_on_asyncio_and_refuses_under_trio(
     else:
         with pytest.raises(AsyncBridgeError, match="channels.concurrency.async_to_sync"):
             await communicator.receive_output()
+
+
+# -- routing ---------------------------------------------------------------------------------
+
+
+async def test_routing_patterns_capture_the_room() -> None:
+    from docs.snippets import routing
+
+    app = URLRouter(routing.websocket_urlpatterns)
+    communicator = WebsocketCommunicator(app, "/ws/room/lobby/")
+    await communicator.connect()
+    assert get_channel_layer().groups.get("room_lobby")  # RoomConsumer read the kwarg
+    await communicator.disconnect()
+    upper = WebsocketCommunicator(app, "/ws/upper/")
+    await upper.connect()
+    await upper.send_to(text_data="x")
+    assert await upper.receive_from() == "X"
+    await upper.disconnect()
+
+
+async def test_nested_router_serves_api_time() -> None:
+    from docs.snippets import routing
+
+    response = await HttpCommunicator(routing.http_router, "GET", "/api/time/").get_response()
+    assert response["status"] == 200
+    with pytest.raises(ValueError, match="No route found"):
+        await HttpCommunicator(routing.http_router, "GET", "/time/").get_response()
+
+
+async def test_query_string_middleware() -> None:
+    from docs.snippets import routing
+
+    seen: list[Any] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["query"])
+
+    outer_scope = {"type": "http", "query_string": b"a=1&a=2&b=x"}
+    await routing.QueryStringMiddleware(inner)(outer_scope, None, None)  # type: ignore[arg-type]
+    assert seen == [{"a": ["1", "2"], "b": ["x"]}]
+    assert "query" not in outer_scope
