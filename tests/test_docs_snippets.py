@@ -73,7 +73,7 @@ def test_included_files_and_markers_exist() -> None:
             assert source.is_file(), f"{page}: {target} does not exist"
             text = source.read_text()
             for marker in re.findall(r":(?:start-after|end-before): (.*)", options):
-                assert marker.strip().strip("\"") in text, f"{page}: {marker!r} not in {target}"
+                assert marker.strip().strip('"') in text, f"{page}: {marker!r} not in {target}"
     assert found > 20
 
 
@@ -150,10 +150,7 @@ async def test_long_poll_consumer_answers_when_notified() -> None:
     assert start["status"] == 200
     assert (await communicator.receive_output())["more_body"] is True
     layer = get_channel_layer()
-    # Until the consumer has joined, a group send would reach nobody.
-    with anyio.fail_after(5):
-        while not layer.groups.get("waiters"):
-            await anyio.sleep(0.01)
+    # handle() joined the group before it started the response.
     await layer.group_send("waiters", {"type": "notify", "text": "done"})
     last = await communicator.receive_output()
     assert last["body"] == b"done"
@@ -335,7 +332,8 @@ async def test_worker_snippet_sends_the_mail() -> None:
         group.start_soon(Worker(worker.application, ["email"], layer).arun)
         await enqueue.queue_welcome_email("ada@example.com")
         with anyio.fail_after(10):
-            while not mail.outbox:
+            # The mail is sent from the worker's thread: there is no event to wait on.
+            while not mail.outbox:  # noqa: ASYNC110
                 await anyio.sleep(0.01)
         group.cancel_scope.cancel()
     assert mail.outbox[0].to == ["ada@example.com"]
@@ -369,7 +367,7 @@ async def test_asgiref_bridge_works_on_asyncio_and_refuses_under_trio(
         await communicator.send_input({"type": "websocket.disconnect", "code": 1000})
         await communicator.wait()
     else:
-        with pytest.raises(AsyncBridgeError, match="channels.concurrency.async_to_sync"):
+        with pytest.raises(AsyncBridgeError, match=r"channels\.concurrency\.async_to_sync"):
             await communicator.receive_output()
 
 
@@ -412,3 +410,30 @@ async def test_query_string_middleware() -> None:
     await routing.QueryStringMiddleware(inner)(outer_scope, None, None)  # type: ignore[arg-type]
     assert seen == [{"a": ["1", "2"], "b": ["x"]}]
     assert "query" not in outer_scope
+
+
+# -- deploying -------------------------------------------------------------------------------
+
+
+async def test_proxy_fix_takes_client_and_scheme_from_the_proxy() -> None:
+    from docs.snippets import proxy
+
+    headers = [(b"x-forwarded-for", b"203.0.113.7"), (b"x-forwarded-proto", b"wss")]
+    communicator = WebsocketCommunicator(proxy.application, "/", headers)
+    communicator.scope.update(client=("10.0.0.2", 5000), scheme="ws")
+    await communicator.connect()
+    assert await communicator.receive_json_from() == {"client": "203.0.113.7", "scheme": "wss"}
+    await communicator.disconnect()
+
+
+# -- troubleshooting -------------------------------------------------------------------------
+
+
+async def test_portable_countdown_consumer() -> None:
+    from docs.snippets import portable
+
+    communicator = WebsocketCommunicator(portable.CountdownConsumer.as_asgi(), "/")
+    await communicator.connect()
+    await communicator.send_to(text_data="3")
+    assert [await communicator.receive_from() for _ in range(4)] == ["1", "2", "3", "done"]
+    await communicator.disconnect()

@@ -5,7 +5,7 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
 
-from channels.http import get_asgi_application  # noqa: E402
+from channels.http import get_asgi_application
 
 # Set Django up first: the imports below load models.
 django_asgi_app = get_asgi_application()

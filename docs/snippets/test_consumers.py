@@ -23,6 +23,7 @@ async def test_upper_consumer() -> None:
     communicator = WebsocketCommunicator(UpperConsumer.as_asgi(), "/ws/upper/")
     connected, subprotocol = await communicator.connect()
     assert connected
+    assert subprotocol is None
     await communicator.send_to(text_data="hello")
     assert await communicator.receive_from() == "HELLO"
     await communicator.disconnect()
