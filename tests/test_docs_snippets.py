@@ -32,6 +32,7 @@ from docs.snippets import (
     enqueue,
     layer_settings,
     migrating,
+    migrating_before,
     outside,
     security,
     sessions,
@@ -359,7 +360,7 @@ async def test_asgiref_bridge_works_on_asyncio_and_refuses_under_trio(
     anyio_backend: str,
 ) -> None:
     communicator = ApplicationCommunicator(
-        migrating.LegacyChatConsumer.as_asgi(), {"type": "websocket", "path": "/"}
+        migrating_before.ChatConsumer.as_asgi(), {"type": "websocket", "path": "/"}
     )
     await communicator.send_input({"type": "websocket.connect"})
     if anyio_backend == "asyncio":

@@ -86,6 +86,7 @@ class ChannelLayerManager:
                 await close()
 
 
+#: The process's layers: ``channel_layers[alias]`` builds the layer on first use.
 channel_layers = ChannelLayerManager()
 
 

@@ -1,14 +1,12 @@
-"""Sync consumers calling the layer, before and after the move (docs/migrating.md)."""
+"""The same consumer after the move (docs/migrating.md): works on asyncio and trio."""
 
+# [consumer]
 from typing import Any
-
-from asgiref.sync import async_to_sync as asgiref_async_to_sync
 
 from channels.concurrency import async_to_sync
 from channels.generic.websocket import WebsocketConsumer
 
 
-# [after]
 class ChatConsumer(WebsocketConsumer):
     def connect(self) -> None:
         async_to_sync(self.channel_layer.group_add)("chat", self.channel_name)
@@ -26,16 +24,4 @@ class ChatConsumer(WebsocketConsumer):
         async_to_sync(self.channel_layer.group_discard)("chat", self.channel_name)
 
 
-# [/after]
-
-
-# [before]
-class LegacyChatConsumer(WebsocketConsumer):
-    """Upstream's tutorial style: asgiref's bridge works on asyncio, refuses under trio."""
-
-    def connect(self) -> None:
-        asgiref_async_to_sync(self.channel_layer.group_add)("chat", self.channel_name)
-        self.accept()
-
-
-# [/before]
+# [/consumer]
