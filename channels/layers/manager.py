@@ -86,7 +86,6 @@ class ChannelLayerManager:
                 await close()
 
 
-#: The process's layers: ``channel_layers[alias]`` builds the layer on first use.
 channel_layers = ChannelLayerManager()
 
 
