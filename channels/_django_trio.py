@@ -21,6 +21,16 @@ The ``SynchronousOnlyOperation`` guard
     An ``executor=`` given to asgiref is not used under trio (the call runs in an anyio
     worker thread), and ``ThreadSensitiveContext`` does not pick a thread there.
 
+``asgiref.sync.async_to_sync``
+    Django adapts a sync middleware that wraps async code with asgiref's ``async_to_sync``,
+    and sync user code (a ``SyncConsumer`` handler, a sync view) calls it too. In a thread
+    that runs a sync call for a trio loop, asgiref would find no asyncio loop to go back
+    to; there (and only there) the call goes through
+    :func:`channels.concurrency.async_to_sync`, which runs the coroutine on the trio loop
+    and sends thread-sensitive calls it makes back to the waiting thread, as asgiref does.
+    Without :func:`install` (no ``channels`` in ``INSTALLED_APPS``) such a call raises
+    :class:`~channels.exceptions.AsyncBridgeError` instead.
+
 ``Signal.asend`` / ``Signal.asend_robust``
     They gather receivers with ``asyncio.gather``. Under trio they run the same steps in an
     anyio task group: the sync receivers one after another in one thread-sensitive call,
@@ -28,11 +38,11 @@ The ``SynchronousOnlyOperation`` guard
     receiver raises, ``asend`` cancels the receivers still running (``asyncio.gather``
     leaves them running unattended); the receiver's exception propagates as itself.
 
-Not mended: a *sync* ``Signal.send`` with *async* receivers, called from a thread that
-serves a trio loop, goes through asgiref's ``async_to_sync`` and raises
-:class:`~channels.exceptions.AsyncBridgeError` naming
-:func:`channels.concurrency.async_to_sync`. Django's own request signals have sync
-receivers only; :mod:`channels.http` sends them from the thread-sensitive worker.
+A *sync* ``Signal.send`` with *async* receivers, from a thread serving a trio loop, goes
+through asgiref's ``async_to_sync`` (routed as above) into ``asyncio.gather``: it fails
+there with asyncio's "no running event loop". Django's own request signals have sync
+receivers only, and :mod:`channels.http` sends them with ``send`` from the thread-sensitive
+worker; connect async receivers to them only if you serve on asyncio.
 
 Why patches, and why here: the alternative, asking users to avoid Django's async API under
 trio, would leave "works on asyncio, 500 on trio" in every project. Each patch changes
@@ -51,11 +61,12 @@ from typing import Any
 
 import anyio
 import sniffio
+from asgiref.sync import AsyncToSync as _AsgirefAsyncToSync
 from asgiref.sync import SyncToAsync as _AsgirefSyncToAsync
 from django.dispatch import Signal
 from django.dispatch.dispatcher import NO_RECEIVERS
 
-from .concurrency import run_sync
+from .concurrency import async_to_sync, run_sync, serves_trio_loop
 from .utils import unwrap_exception_groups
 
 __all__ = ["install", "trio_runs_here"]
@@ -81,6 +92,7 @@ def install() -> None:
             return
         _guard_detects_trio()
         _route_asgiref_sync_to_async()
+        _route_asgiref_async_to_sync()
         _send_signals_without_asyncio()
         _installed = True
 
@@ -124,6 +136,18 @@ def _route_asgiref_sync_to_async() -> None:
         return await run_sync(func, *args, thread_sensitive=self._thread_sensitive, **kwargs)
 
     _AsgirefSyncToAsync.__call__ = __call__  # type: ignore[method-assign]
+
+
+def _route_asgiref_async_to_sync() -> None:
+    original: Any = _AsgirefAsyncToSync.__call__
+
+    @functools.wraps(original)
+    def __call__(self: _AsgirefAsyncToSync[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self.force_new_loop or not serves_trio_loop():
+            return original(self, *args, **kwargs)
+        return async_to_sync(self.awaitable)(*args, **kwargs)
+
+    _AsgirefAsyncToSync.__call__ = __call__  # type: ignore[method-assign]
 
 
 def _send_signals_without_asyncio() -> None:
