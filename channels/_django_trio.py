@@ -31,18 +31,17 @@ The ``SynchronousOnlyOperation`` guard
     Without :func:`install` (no ``channels`` in ``INSTALLED_APPS``) such a call raises
     :class:`~channels.exceptions.AsyncBridgeError` instead.
 
-``Signal.asend`` / ``Signal.asend_robust``
-    They gather receivers with ``asyncio.gather``. Under trio they run the same steps in an
-    anyio task group: the sync receivers one after another in one thread-sensitive call,
-    the async receivers concurrently, responses in Django's order. One difference: when a
-    receiver raises, ``asend`` cancels the receivers still running (``asyncio.gather``
-    leaves them running unattended); the receiver's exception propagates as itself.
-
-A *sync* ``Signal.send`` with *async* receivers, from a thread serving a trio loop, goes
-through asgiref's ``async_to_sync`` (routed as above) into ``asyncio.gather``: it fails
-there with asyncio's "no running event loop". Django's own request signals have sync
-receivers only, and :mod:`channels.http` sends them with ``send`` from the thread-sensitive
-worker; connect async receivers to them only if you serve on asyncio.
+Signals: ``asend``, ``asend_robust``, and ``send``/``send_robust`` with async receivers
+    Django gathers async receivers with ``asyncio.gather``. Under trio the same steps run
+    in an anyio task group: for ``asend``, the sync receivers one after another in one
+    thread-sensitive call alongside the async receivers, which run concurrently; for
+    ``send`` from a thread serving trio, the sync receivers in that thread, then the async
+    ones on the loop. Responses come in Django's order. One difference: when a receiver
+    raises (non-robust sends), the receivers still running are cancelled
+    (``asyncio.gather`` leaves them running unattended), and the receiver's exception
+    propagates as itself. A sync ``send`` made on the trio loop thread itself is left to
+    Django (asgiref then runs async receivers on a private asyncio loop in another thread
+    while the trio loop waits, as from any thread without a loop).
 
 Why patches, and why here: the alternative, asking users to avoid Django's async API under
 trio, would leave "works on asyncio, 500 on trio" in every project. Each patch changes
@@ -151,8 +150,22 @@ def _route_asgiref_async_to_sync() -> None:
 
 
 def _send_signals_without_asyncio() -> None:
+    original_send = Signal.send
+    original_send_robust = Signal.send_robust
     original_asend = Signal.asend
     original_asend_robust = Signal.asend_robust
+
+    @functools.wraps(original_send)
+    def send(self: Signal, sender: Any, **named: Any) -> list[tuple[Any, Any]]:
+        if not serves_trio_loop():
+            return original_send(self, sender, **named)
+        return _send_from_thread(self, sender, named, robust=False)
+
+    @functools.wraps(original_send_robust)
+    def send_robust(self: Signal, sender: Any, **named: Any) -> list[tuple[Any, Any]]:
+        if not serves_trio_loop():
+            return original_send_robust(self, sender, **named)
+        return _send_from_thread(self, sender, named, robust=True)
 
     @functools.wraps(original_asend)
     async def asend(self: Signal, sender: Any, **named: Any) -> list[tuple[Any, Any]]:
@@ -166,48 +179,88 @@ def _send_signals_without_asyncio() -> None:
             return await original_asend_robust(self, sender, **named)
         return await _send_in_task_group(self, sender, named, robust=True)
 
+    Signal.send = send  # type: ignore[method-assign]
+    Signal.send_robust = send_robust  # type: ignore[method-assign]
     Signal.asend = asend  # type: ignore[method-assign]
     Signal.asend_robust = asend_robust  # type: ignore[method-assign]
+
+
+def _receivers(signal: Signal, sender: Any) -> tuple[list[Any], list[Any]]:
+    if not signal.receivers or signal.sender_receivers_cache.get(sender) is NO_RECEIVERS:
+        return [], []
+    sync_receivers, async_receivers = signal._live_receivers(sender)
+    return sync_receivers, async_receivers
+
+
+def _call(
+    signal: Signal, receiver: Callable[..., Any], sender: Any, named: dict[str, Any], robust: bool
+) -> Any:
+    try:
+        return receiver(signal=signal, sender=sender, **named)
+    except Exception as exc:
+        if not robust:
+            raise
+        signal._log_robust_failure(receiver, exc)  # type: ignore[attr-defined]
+        return exc
+
+
+def _send_from_thread(
+    signal: Signal, sender: Any, named: dict[str, Any], *, robust: bool
+) -> list[tuple[Any, Any]]:
+    """``send`` in a thread serving a trio loop: async receivers run on that loop."""
+    sync_receivers, async_receivers = _receivers(signal, sender)
+    responses = [(r, _call(signal, r, sender, named, robust)) for r in sync_receivers]
+    if async_receivers:
+        send_async = async_to_sync(_send_to_async_receivers)
+        responses += send_async(signal, async_receivers, sender, named, robust)
+    return responses
 
 
 async def _send_in_task_group(
     signal: Signal, sender: Any, named: dict[str, Any], *, robust: bool
 ) -> list[tuple[Any, Any]]:
-    if not signal.receivers or signal.sender_receivers_cache.get(sender) is NO_RECEIVERS:
-        return []
-    sync_receivers, async_receivers = signal._live_receivers(sender)
-
-    def call(receiver: Callable[..., Any]) -> Any:
-        try:
-            return receiver(signal=signal, sender=sender, **named)
-        except Exception as exc:
-            if not robust:
-                raise
-            signal._log_robust_failure(receiver, exc)  # type: ignore[attr-defined]
-            return exc
+    """``asend`` on trio: sync receivers in one thread-sensitive call, alongside the
+    async receivers."""
+    sync_receivers, async_receivers = _receivers(signal, sender)
+    sync_responses: list[tuple[Any, Any]] = []
 
     def send_sync() -> list[tuple[Any, Any]]:
-        return [(receiver, call(receiver)) for receiver in sync_receivers]
-
-    sync_responses: list[tuple[Any, Any]] = []
-    async_responses: list[Any] = [None] * len(async_receivers)
+        return [(r, _call(signal, r, sender, named, robust)) for r in sync_receivers]
 
     async def send_sync_in_thread() -> None:
         sync_responses.extend(await run_sync(send_sync))
-
-    async def send_async(index: int, receiver: Callable[..., Coroutine[Any, Any, Any]]) -> None:
-        try:
-            async_responses[index] = await receiver(signal=signal, sender=sender, **named)
-        except Exception as exc:
-            if not robust:
-                raise
-            signal._log_robust_failure(receiver, exc)  # type: ignore[attr-defined]
-            async_responses[index] = exc
 
     with unwrap_exception_groups():
         async with anyio.create_task_group() as group:
             if sync_receivers:
                 group.start_soon(send_sync_in_thread)
-            for index, receiver in enumerate(async_receivers):
-                group.start_soon(send_async, index, receiver)
-    return sync_responses + list(zip(async_receivers, async_responses, strict=True))
+            async_responses = await _send_to_async_receivers(
+                signal, async_receivers, sender, named, robust
+            )
+    return sync_responses + async_responses
+
+
+async def _send_to_async_receivers(
+    signal: Signal,
+    receivers: list[Callable[..., Coroutine[Any, Any, Any]]],
+    sender: Any,
+    named: dict[str, Any],
+    robust: bool,
+) -> list[tuple[Any, Any]]:
+    """Run ``receivers`` concurrently; their responses in their order."""
+    responses: list[Any] = [None] * len(receivers)
+
+    async def call(index: int, receiver: Callable[..., Coroutine[Any, Any, Any]]) -> None:
+        try:
+            responses[index] = await receiver(signal=signal, sender=sender, **named)
+        except Exception as exc:
+            if not robust:
+                raise
+            signal._log_robust_failure(receiver, exc)  # type: ignore[attr-defined]
+            responses[index] = exc
+
+    with unwrap_exception_groups():
+        async with anyio.create_task_group() as group:
+            for index, receiver in enumerate(receivers):
+                group.start_soon(call, index, receiver)
+    return list(zip(receivers, responses, strict=True))
