@@ -43,7 +43,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, Iterable, Iterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import IO, Any, cast
 
@@ -183,36 +184,46 @@ class ASGIHandler(base.BaseHandler):
                 dir=settings.FILE_UPLOAD_TEMP_DIR,
             ),
         )
+        try:
+            too_large = await self._fill(body_file, limit, scope, receive)
+        except BaseException:
+            body_file.close()
+            raise
+        if too_large is None:
+            body_file.close()
+            return None
+        body_file.seek(0)
+        return _Body(body_file, too_large)
+
+    async def _fill(
+        self, body_file: IO[bytes], limit: int | None, scope: Scope, receive: Receive
+    ) -> bool | None:
+        """Whether the body is over ``limit``; ``None`` if the client left first."""
         declared = _content_length(scope)
         if limit is not None and declared is not None and declared > limit:
-            return _Body(body_file, too_large=True)
+            return True
         size = 0
         while True:
             message = await receive()
             kind = message.get("type")
             if kind == "http.disconnect":
-                body_file.close()
                 return None
             if kind != "http.request":
-                body_file.close()
                 raise ValueError(
                     "Expected an 'http.request' or 'http.disconnect' message while reading "
                     f"the request body, got {kind!r}"
                 )
             chunk = message.get("body", b"")
             if not isinstance(chunk, bytes | bytearray | memoryview):
-                body_file.close()
                 raise ValueError(
                     f"The 'body' of an 'http.request' message must be bytes, got {chunk!r:.80}"
                 )
             size += len(chunk)
             if limit is not None and size > limit:
-                return _Body(body_file, too_large=True)
+                return True
             body_file.write(chunk)
             if not message.get("more_body", False):
-                break
-        body_file.seek(0)
-        return _Body(body_file)
+                return False
 
     def create_request(
         self, scope: Scope, body_file: IO[bytes]
@@ -252,14 +263,16 @@ class ASGIHandler(base.BaseHandler):
             for chunk, last in _chunks(content, self.chunk_size):
                 await send({"type": "http.response.body", "body": chunk, "more_body": not last})
             return
-        async for part in _stream(response):
-            for chunk, _ in _chunks(part, self.chunk_size):
-                if chunk:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        async with aclosing(_stream(response)) as parts:
+            async for part in parts:
+                for chunk, _ in _chunks(part, self.chunk_size):
+                    if chunk:
+                        message = {"type": "http.response.body", "body": chunk, "more_body": True}
+                        await send(message)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _stream(response: HttpResponseBase) -> AsyncIterator[bytes]:
+async def _stream(response: HttpResponseBase) -> AsyncGenerator[bytes]:
     """The parts of a streaming response; its iterator is closed however this ends.
 
     A sync iterator is advanced in the thread-sensitive worker, one part per trip (it may
