@@ -11,7 +11,7 @@ import anyio
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.signals import request_finished, request_started
-from django.db import connection
+from django.db import connection, connections
 
 from channels.concurrency import run_sync
 from channels.db import database_sync_to_async
@@ -19,6 +19,7 @@ from channels.http import ASGIHandler, get_asgi_application
 from channels.testing import ApplicationCommunicator, HttpCommunicator
 
 from . import httpviews
+from .harness import feed_and_run
 from .testapp.models import Note
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -106,6 +107,24 @@ async def test_sync_view_runs_in_the_thread_sensitive_worker(signals_seen: Any) 
     assert worker != threading.get_ident()
     # Both request signals, from the handler, in the worker (where the ORM connection is).
     assert signals_seen == [("started", ASGIHandler, worker), ("finished", ASGIHandler, worker)]
+
+
+@pytest.mark.parametrize(("max_age", "closed"), [(0, True), (None, False)])
+async def test_stale_connections_are_closed_after_the_request_as_django_does(
+    settings: Any, max_age: int | None, closed: bool
+) -> None:
+    for database in settings.DATABASES.values():
+        database["CONN_MAX_AGE"] = max_age
+    await run_sync(lambda: [c.close() for c in connections.all(initialized_only=True)])
+    # Not through a communicator: it closes the connections an application opened itself.
+    output = await feed_and_run(
+        ASGIHandler(),
+        {"type": "http", "method": "GET", "path": "/sync/", "headers": []},
+        {"type": "http.request"},
+    )
+    assert output[0]["status"] == 200
+    assert await run_sync(lambda: connection.connection is None) is closed
+    await run_sync(lambda: connection.close())
 
 
 async def test_async_view_uses_the_async_orm_on_the_loop() -> None:
