@@ -176,6 +176,21 @@ def test_streaming_response_arrives_chunked(server: Server) -> None:
     assert body == b"".join(f"line {n}\n".encode() for n in range(5))
 
 
+def test_client_leaving_stops_an_endless_stream(server: Server) -> None:
+    mark = server.database.with_name("closed-1")
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
+    connection.request("GET", "/endless/?id=1")
+    response = connection.getresponse()
+    assert response.status == 200
+    assert response.read(10) == b"tick\ntick\n"
+    connection.close()
+    response.close()
+    deadline = time.monotonic() + 20
+    while not mark.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert mark.exists(), "the stream's iterator was not closed after the client left"
+
+
 def test_file_upload_over_the_memory_limit(server: Server) -> None:
     content = os.urandom(200 * 1024)  # past FILE_UPLOAD_ and DATA_UPLOAD_MAX_MEMORY_SIZE
     body, content_type = _multipart("file", content)

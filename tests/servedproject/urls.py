@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -32,6 +34,21 @@ async def stream(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(lines(), content_type="text/plain")
 
 
+async def endless(request: HttpRequest) -> StreamingHttpResponse:
+    """Streams until the client leaves; then leaves a mark next to the database file."""
+    mark = Path(os.environ["SERVEDPROJECT_DB"]).with_name(f"closed-{request.GET['id']}")
+
+    async def ticks() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                yield b"tick\n"
+                await anyio.sleep(0.01)
+        finally:
+            mark.write_text("closed")
+
+    return StreamingHttpResponse(ticks(), content_type="text/plain")
+
+
 def upload(request: HttpRequest) -> HttpResponse:
     uploaded = request.FILES["file"]
     digest = hashlib.sha256(b"".join(uploaded.chunks())).hexdigest()
@@ -53,6 +70,7 @@ urlpatterns = [
     path("sync/", sync_note),
     path("async/", async_note),
     path("stream/", stream),
+    path("endless/", endless),
     path("upload/", upload),
     path("echo/", echo),
     path("unsafe/", unsafe),
