@@ -33,10 +33,12 @@ Sync streaming
 Client disconnect
     The response and a listener for ``http.disconnect`` run in one task group; whichever
     finishes first cancels the other. A disconnect therefore stops a running async view or
-    a stream at its next checkpoint (a sync view finishes first: threads cannot be
-    interrupted), and the stream's iterator is closed. The response is closed in every case
-    (which sends ``request_finished``); if there was none yet, ``request_finished`` is sent
-    directly.
+    a stream at its next checkpoint, and the stream's iterator is closed. The response is
+    closed in every case (which sends ``request_finished``); if there was none yet,
+    ``request_finished`` is sent directly. A sync view cannot be interrupted: it runs to
+    the end, and the response it returns after the client left is dropped unsent and
+    unclosed (Django's handler does the same), so its resources wait for the garbage
+    collector.
 """
 
 from __future__ import annotations
@@ -114,17 +116,17 @@ class ASGIHandler(base.BaseHandler):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         _check_scope(scope)
-        body = await self.read_body(scope, receive)
+        body = await self._read_body(scope, receive)
         if body is None:
             return  # the client left before the request was complete
         exchange = _Exchange(body)
         try:
-            await self.handle(exchange, scope, receive, send)
+            await self._handle(exchange, scope, receive, send)
         finally:
             with anyio.CancelScope(shield=True):
-                await self.finish(exchange)
+                await self._finish(exchange)
 
-    async def handle(
+    async def _handle(
         self, exchange: _Exchange, scope: Scope, receive: Receive, send: Send
     ) -> None:
         set_script_prefix(get_script_prefix(scope))
@@ -157,7 +159,7 @@ class ASGIHandler(base.BaseHandler):
                 group.start_soon(listen)
                 group.start_soon(respond)
 
-    async def finish(self, exchange: _Exchange) -> None:
+    async def _finish(self, exchange: _Exchange) -> None:
         """Close the response (sending ``request_finished``) and the request body."""
         response = exchange.response
         try:
@@ -169,7 +171,7 @@ class ASGIHandler(base.BaseHandler):
         finally:
             exchange.body.file.close()
 
-    async def read_body(self, scope: Scope, receive: Receive) -> _Body | None:
+    async def _read_body(self, scope: Scope, receive: Receive) -> _Body | None:
         """Read the request body into a temporary file, or ``None`` if the client left.
 
         The file stays in memory up to ``FILE_UPLOAD_MAX_MEMORY_SIZE`` bytes and moves to
@@ -178,7 +180,7 @@ class ASGIHandler(base.BaseHandler):
         limit = _body_limit(scope)
         body_file = cast(
             IO[bytes],
-            tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed in finish()
+            tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed in _finish()
                 max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE,
                 mode="w+b",
                 dir=settings.FILE_UPLOAD_TEMP_DIR,
