@@ -176,6 +176,11 @@ def test_streaming_response_arrives_chunked(server: Server) -> None:
     assert body == b"".join(f"line {n}\n".encode() for n in range(5))
 
 
+def test_head_request_gets_headers_only(server: Server) -> None:
+    status, headers, body = server.request("HEAD", "/async/?text=head")
+    assert (status, headers["content-type"], body) == (200, "application/json", b"")
+
+
 def test_client_leaving_stops_an_endless_stream(server: Server) -> None:
     mark = server.database.with_name("closed-1")
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
