@@ -20,10 +20,9 @@ from django.test import override_settings
 
 from channels.concurrency import sync_to_async
 from channels.db import database_sync_to_async
-from channels.exceptions import AsyncBridgeError
 from channels.layers import channel_layers, get_channel_layer
 from channels.routing import URLRouter
-from channels.testing import ApplicationCommunicator, HttpCommunicator, WebsocketCommunicator
+from channels.testing import HttpCommunicator, WebsocketCommunicator
 from channels.worker import Worker
 from docs.snippets import (
     authentication,
@@ -311,7 +310,12 @@ async def test_explicit_origin_validator() -> None:
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
-    "consumer", [databases.SyncUserCountConsumer, databases.UserCountConsumer]
+    "consumer",
+    [
+        databases.SyncUserCountConsumer,
+        databases.UserCountConsumer,
+        databases.AsyncOrmUserCountConsumer,
+    ],
 )
 async def test_database_snippets(consumer: Any) -> None:
     await make_user("grace", "hopper")
@@ -356,20 +360,17 @@ async def test_migrated_sync_chat_consumer_on_both_backends() -> None:
     await bob.disconnect()
 
 
-async def test_asgiref_bridge_works_on_asyncio_and_refuses_under_trio(
-    anyio_backend: str,
-) -> None:
-    communicator = ApplicationCommunicator(
-        migrating_before.ChatConsumer.as_asgi(), {"type": "websocket", "path": "/"}
-    )
-    await communicator.send_input({"type": "websocket.connect"})
-    if anyio_backend == "asyncio":
-        assert (await communicator.receive_output())["type"] == "websocket.accept"
-        await communicator.send_input({"type": "websocket.disconnect", "code": 1000})
-        await communicator.wait()
-    else:
-        with pytest.raises(AsyncBridgeError, match=r"channels\.concurrency\.async_to_sync"):
-            await communicator.receive_output()
+async def test_channels_4_3_sync_consumer_works_unchanged_on_both_backends() -> None:
+    """asgiref's async_to_sync reaches the trio loop too, since "channels" is installed."""
+    alice = WebsocketCommunicator(migrating_before.ChatConsumer.as_asgi(), "/")
+    bob = WebsocketCommunicator(migrating_before.ChatConsumer.as_asgi(), "/")
+    await alice.connect()
+    await bob.connect()
+    await bob.send_to(text_data="hi alice")
+    assert await alice.receive_from() == "hi alice"
+    assert await bob.receive_from() == "hi alice"
+    await alice.disconnect()
+    await bob.disconnect()
 
 
 # -- routing ---------------------------------------------------------------------------------
@@ -438,3 +439,44 @@ async def test_portable_countdown_consumer() -> None:
     await communicator.send_to(text_data="3")
     assert [await communicator.receive_from() for _ in range(4)] == ["1", "2", "3", "done"]
     await communicator.disconnect()
+
+
+# -- the project's asgi.py -------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(ROOT_URLCONF="docs.snippets.views")
+@pytest.mark.parametrize("path", ["/users/count/", "/users/acount/"])
+async def test_asgi_snippet_serves_sync_and_async_views(path: str) -> None:
+    from channels.http import ASGIHandler
+    from docs.snippets import asgi
+
+    assert isinstance(asgi.application.application_mapping["http"], ASGIHandler)
+    await make_user("ada", "lovelace")
+    response = await HttpCommunicator(asgi.application, "GET", path).get_response()
+    assert response["status"] == 200
+    assert response["body"] == b'{"users": 1}'
+
+
+async def test_asgi_snippet_routes_websockets_behind_the_origin_check() -> None:
+    from docs.snippets import asgi
+
+    # ALLOWED_HOSTS is empty in the test settings: every origin is refused.
+    headers = [(b"origin", b"http://localhost")]
+    communicator = WebsocketCommunicator(asgi.application, "/ws/upper/", headers)
+    assert await communicator.connect() == (False, 1000)
+
+
+async def test_asgi_snippet_routes_the_email_channel() -> None:
+    from docs.snippets import asgi
+
+    mail.outbox = []
+    layer = get_channel_layer()
+    async with anyio.create_task_group() as group:
+        group.start_soon(Worker(asgi.application, ["email"], layer).arun)
+        await enqueue.queue_welcome_email("grace@example.com")
+        with anyio.fail_after(10):
+            while not mail.outbox:  # noqa: ASYNC110 - sent from the worker's thread
+                await anyio.sleep(0.01)
+        group.cancel_scope.cancel()
+    assert mail.outbox[0].to == ["grace@example.com"]

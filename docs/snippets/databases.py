@@ -30,3 +30,13 @@ class UserCountConsumer(AsyncWebsocketConsumer):
 
 
 # [/async-consumer]
+
+
+# [async-orm]
+class AsyncOrmUserCountConsumer(AsyncWebsocketConsumer):
+    async def connect(self) -> None:
+        await self.accept()
+        await self.send(text_data=str(await get_user_model().objects.acount()))
+
+
+# [/async-orm]
