@@ -7,4 +7,4 @@ class ChannelsConfig(AppConfig):
     """Lets ``"channels"`` sit in ``INSTALLED_APPS`` (needed for its management commands)."""
 
     name = "channels"
-    verbose_name = "Channels"
+    verbose_name: str = "Channels"

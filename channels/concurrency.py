@@ -64,7 +64,7 @@ from .exceptions import AsyncBridgeError
 
 __all__ = ["SyncToAsync", "async_to_sync", "run_sync", "sync_to_async"]
 
-logger = logging.getLogger("channels.concurrency")
+logger: logging.Logger = logging.getLogger("channels.concurrency")
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")

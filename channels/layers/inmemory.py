@@ -31,7 +31,7 @@ import string
 import time
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import anyio.lowlevel
@@ -42,7 +42,7 @@ from .base import BaseChannelLayer, CapacityPattern
 
 __all__ = ["InMemoryChannelLayer"]
 
-logger = logging.getLogger("channels.layers")
+logger: logging.Logger = logging.getLogger("channels.layers")
 
 _MIN_COMPACTION = 16384
 
@@ -139,7 +139,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
     ``close()`` has nothing to release.
     """
 
-    extensions = ["groups", "flush"]
+    extensions: ClassVar[list[str]] = ["groups", "flush"]
 
     def __init__(
         self,

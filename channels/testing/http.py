@@ -40,7 +40,7 @@ class HttpCommunicator(ApplicationCommunicator):
         }
         super().__init__(application, scope)
         self.body = body
-        self.sent_request = False
+        self.sent_request: bool = False
 
     async def get_response(self, timeout: float = 1) -> dict[str, Any]:
         """The response as ``{"status": ..., "headers": [...], "body": b"..."}``.
