@@ -102,3 +102,24 @@ def test_the_in_memory_layer_satisfies_the_layer_protocol() -> None:
     layer: ChannelLayer = InMemoryChannelLayer()  # mypy checks the same claim statically
     assert isinstance(layer, ChannelLayer)
     assert {"groups", "flush"} <= set(layer.extensions)
+
+
+def test_every_shipped_layer_satisfies_the_layer_protocol_at_run_time() -> None:
+    from channels.layers import BaseChannelLayer
+    from channels.layers.redis import RedisChannelLayer, RedisPubSubChannelLayer
+    from channels.types import ChannelLayer
+
+    for layer in (BaseChannelLayer(), RedisChannelLayer(), RedisPubSubChannelLayer()):
+        assert isinstance(layer, ChannelLayer), type(layer).__name__
+    assert not isinstance(object(), ChannelLayer)
+
+
+def test_the_typing_examples_are_harmless_to_import() -> None:
+    """tests/typing/ is for the type checkers (make typecheck) and is not collected; its
+    modules only define things, so importing them runs nothing."""
+    typing_dir = Path(__file__).parent / "typing"
+    names = sorted(path.stem for path in typing_dir.glob("*.py") if path.stem != "__init__")
+    assert "third_party_layer" in names
+    for name in names:
+        assert not name.startswith("test_"), f"pytest would collect tests/typing/{name}.py"
+        importlib.import_module(f"tests.typing.{name}")

@@ -36,7 +36,7 @@ class BaseChannelLayer:
         "containing only ASCII alphanumerics, hyphens, underscores, or periods."
     )
 
-    extensions: ClassVar[list[str]] = []
+    extensions: list[str] = []
 
     def __init__(
         self,

@@ -31,7 +31,7 @@ import string
 import time
 from collections import deque
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -139,7 +139,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
     ``close()`` has nothing to release.
     """
 
-    extensions: ClassVar[list[str]] = ["groups", "flush"]
+    extensions: list[str] = ["groups", "flush"]
 
     def __init__(
         self,

@@ -37,7 +37,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import anyio
 from coredis.exceptions import NoScriptError
@@ -146,7 +146,7 @@ class RedisChannelLayer(BaseChannelLayer):
     ``reconnect_timeout`` seconds before raising :class:`ConnectionError`.
     """
 
-    extensions: ClassVar[list[str]] = ["groups", "flush"]
+    extensions: list[str] = ["groups", "flush"]
 
     #: Seconds a blocking pop waits on the server before asking again.
     brpop_timeout = 5

@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import anyio
 
@@ -109,7 +109,7 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
     ``on_reconnect`` are accepted for compatibility; as in channels_redis, unused.
     """
 
-    extensions: ClassVar[list[str]] = ["groups", "flush"]
+    extensions: list[str] = ["groups", "flush"]
 
     def __init__(
         self,
