@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, assert_type
 
+from channels.concurrency import async_to_sync
 from channels.consumer import AsyncConsumer, SyncConsumer
 from channels.db import database_sync_to_async
 from channels.exceptions import DenyConnection, StopConsumer
@@ -25,6 +26,9 @@ class EchoConsumer(WebsocketConsumer):
         assert_type(self.channel_name, str)
         if self.scope["path"] == "/closed/":
             raise DenyConnection
+        # Sync consumers reach the layer through async_to_sync, as upstream's tutorial does.
+        async_to_sync(self.channel_layer.group_add)("chat", self.channel_name)
+        async_to_sync(self.channel_layer.group_add)("chat")  # type: ignore[call-arg]
         self.accept(subprotocol="chat", headers=[(b"x-echo", b"1")])
 
     def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
