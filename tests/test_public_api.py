@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from pathlib import Path
 
 import pytest
@@ -115,11 +116,19 @@ def test_every_shipped_layer_satisfies_the_layer_protocol_at_run_time() -> None:
 
 
 def test_the_typing_examples_are_harmless_to_import() -> None:
-    """tests/typing/ is for the type checkers (make typecheck) and is not collected; its
+    """tests/typecheck/ is for the type checkers (make typecheck) and is not collected; its
     modules only define things, so importing them runs nothing."""
-    typing_dir = Path(__file__).parent / "typing"
+    typing_dir = Path(__file__).parent / "typecheck"
     names = sorted(path.stem for path in typing_dir.glob("*.py") if path.stem != "__init__")
     assert "third_party_layer" in names
     for name in names:
-        assert not name.startswith("test_"), f"pytest would collect tests/typing/{name}.py"
-        importlib.import_module(f"tests.typing.{name}")
+        assert not name.startswith("test_"), f"pytest would collect tests/typecheck/{name}.py"
+        importlib.import_module(f"tests.typecheck.{name}")
+
+
+def test_no_test_directory_shadows_a_standard_module() -> None:
+    """Scripts run from tests/ (the Redis process tests) have it first on sys.path: a
+    ``tests/typing/`` package, say, would replace the standard ``typing`` for them."""
+    here = Path(__file__).parent
+    shadowing = [p.name for p in here.iterdir() if p.stem in sys.stdlib_module_names]
+    assert not shadowing
