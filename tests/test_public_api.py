@@ -43,7 +43,12 @@ PUBLIC = {
         "AsyncJsonWebsocketConsumer",
     ],
     "channels.generic.http": ["AsyncHttpConsumer"],
-    "channels.testing": ["ApplicationCommunicator", "HttpCommunicator", "WebsocketCommunicator"],
+    "channels.testing": [
+        "ApplicationCommunicator",
+        "HttpCommunicator",
+        "HttpResponse",
+        "WebsocketCommunicator",
+    ],
     "channels.worker": ["Worker"],
     "channels.utils": ["await_many_dispatch", "name_that_thing"],
     "channels.management.commands.runworker": ["Command"],

@@ -7,6 +7,7 @@ from typing import Any, assert_type
 from channels.testing import (
     ApplicationCommunicator,
     HttpCommunicator,
+    HttpResponse,
     WebsocketCommunicator,
 )
 from channels.types import Message
@@ -35,7 +36,11 @@ async def websocket_test() -> None:
 async def http_test() -> None:
     communicator = HttpCommunicator(LongPollConsumer.as_asgi(), "GET", "/poll/", body=b"")
     response = await communicator.get_response(timeout=5)
-    assert_type(response, dict[str, Any])
+    assert_type(response, HttpResponse)
+    assert_type(response["status"], int)
+    assert_type(response["headers"], list[tuple[bytes, bytes]])
+    assert_type(response["body"], bytes)
+    response["trailer"]  # type: ignore[typeddict-item]
     HttpCommunicator(LongPollConsumer.as_asgi(), "POST", "/", body="text")  # type: ignore[arg-type]
 
 
