@@ -7,6 +7,7 @@ from typing import Any, assert_type
 from django.urls import path, re_path
 
 from channels.auth import AuthMiddleware, AuthMiddlewareStack, get_user, login, logout
+from channels.http import ASGIHandler, get_asgi_application
 from channels.middleware import BaseMiddleware
 from channels.routing import (
     ChannelNameRouter,
@@ -20,6 +21,7 @@ from channels.security.websocket import (
     WebsocketDenier,
 )
 from channels.sessions import CookieMiddleware, SessionMiddleware, SessionMiddlewareStack
+from channels.staticfiles import StaticFilesWrapper
 from channels.types import ASGIApp, Receive, Scope, Send
 
 from .consumers import ChatConsumer, EchoConsumer, LongPollConsumer, TaskConsumer
@@ -51,9 +53,16 @@ def websocket_urlpatterns() -> list[Any]:
 
 
 def make_application() -> ProtocolTypeRouter:
+    django_app = get_asgi_application()
+    assert_type(django_app, ASGIHandler)
     return ProtocolTypeRouter(
         {
-            "http": URLRouter([path("poll/", LongPollConsumer.as_asgi())]),
+            "http": URLRouter(
+                [
+                    path("poll/", LongPollConsumer.as_asgi()),
+                    re_path(r"", StaticFilesWrapper(django_app)),
+                ]
+            ),
             "websocket": AllowedHostsOriginValidator(
                 AuthMiddlewareStack(TenantMiddleware(URLRouter(websocket_urlpatterns())))
             ),
