@@ -4,13 +4,11 @@ in-process, on asyncio or trio."""
 from .application import ApplicationCancelled as ApplicationCancelled
 from .application import ApplicationCommunicator as ApplicationCommunicator
 from .http import HttpCommunicator as HttpCommunicator
-from .http import HttpResponse as HttpResponse
 from .websocket import WebsocketCommunicator as WebsocketCommunicator
 
 __all__ = [
     "ApplicationCancelled",
     "ApplicationCommunicator",
     "HttpCommunicator",
-    "HttpResponse",
     "WebsocketCommunicator",
 ]

@@ -7,9 +7,9 @@ from typing import Any, assert_type
 from channels.testing import (
     ApplicationCommunicator,
     HttpCommunicator,
-    HttpResponse,
     WebsocketCommunicator,
 )
+from channels.testing.http import HttpResponse
 from channels.types import Message
 
 from .consumers import ChatConsumer, LongPollConsumer, TaskConsumer
