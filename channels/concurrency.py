@@ -49,7 +49,7 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
+from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, cast, overload
 
 import anyio
 import anyio.from_thread
@@ -73,10 +73,12 @@ __all__ = [
     "thread_sensitive_context",
 ]
 
-logger = logging.getLogger("channels.concurrency")
+logger: logging.Logger = logging.getLogger("channels.concurrency")
 
 _P = ParamSpec("_P")
+_Q = ParamSpec("_Q")
 _R = TypeVar("_R")
+_S = TypeVar("_S")
 
 
 # -- outcomes and messages passed between a thread and the task awaiting it -----------------
@@ -552,7 +554,16 @@ class SyncToAsync(Generic[_P, _R]):
             self.call_in_thread, *args, thread_sensitive=self.thread_sensitive, **kwargs
         )
 
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> Self: ...
+
+    @overload
+    def __get__(
+        self: SyncToAsync[Concatenate[_S, _Q], _R], instance: _S, owner: type | None = None
+    ) -> Callable[_Q, Coroutine[Any, Any, _R]]: ...
+
     def __get__(self, instance: object, owner: type | None = None) -> Any:
+        """As a method decorator: the instance's method, awaitable, without ``self``."""
         if instance is None:
             return self
         bound: Any = functools.partial(self.__call__, instance)  # type: ignore[arg-type]

@@ -72,7 +72,7 @@ from .utils import unwrap_exception_groups
 
 __all__ = ["ASGIHandler", "get_asgi_application"]
 
-logger = logging.getLogger("django.request")
+logger: logging.Logger = logging.getLogger("django.request")
 
 _END = object()
 
