@@ -7,7 +7,7 @@ from django.urls import path
 
 # [views]
 def user_count(request: HttpRequest) -> JsonResponse:
-    # A sync view: it runs in the database thread, so the ORM is used directly.
+    # A sync view: it runs in the request's worker thread, so the ORM is used directly.
     return JsonResponse({"users": get_user_model().objects.count()})
 
 
