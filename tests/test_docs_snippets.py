@@ -53,11 +53,11 @@ def route(path: str, consumer: Any) -> Any:
 
 def test_pages_have_no_inline_python() -> None:
     """Code in the pages comes from tested files; inline blocks are shell commands only."""
-    inline = re.compile(r"^```(\w+)\s*$", re.MULTILINE)
+    inline = re.compile(r"^\s*```\s*(\{code-block\}\s*)?(\w+)\s*$", re.MULTILINE)
     for page in DOCS.rglob("*.md"):
         if "_build" in page.parts or page.name == "benchmarks.md":
             continue
-        languages = set(inline.findall(page.read_text()))
+        languages = {language for _, language in inline.findall(page.read_text())}
         assert languages <= {"sh", "text", "console"}, f"{page}: inline {languages}"
 
 
