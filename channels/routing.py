@@ -108,8 +108,8 @@ async def _serve_lifespan(
     failure: Exception | None = None
     try:
         async with hook() if hook is not None else nullcontext():
-            started = True
             await send({"type": "lifespan.startup.complete"})
+            started = True
             await _expect(receive, "lifespan.shutdown")
             shutdown_received = True
     except Exception as exc:

@@ -310,9 +310,10 @@ async def test_lifespan_hook_failing_at_shutdown_still_closes_layers() -> None:
 
 
 async def test_lifespan_hook_task_crashing_is_reported_at_shutdown() -> None:
-    crashed = anyio.Event()
+    go, crashed = anyio.Event(), anyio.Event()
 
     async def crash() -> None:
+        await go.wait()
         crashed.set()
         raise RuntimeError("background job died")
 
@@ -330,12 +331,31 @@ async def test_lifespan_hook_task_crashing_is_reported_at_shutdown() -> None:
         tg.start_soon(router, scope, app_receive.receive, app_send.send)
         await to_app.send({"type": "lifespan.startup"})
         assert await from_app.receive() == {"type": "lifespan.startup.complete"}
+        go.set()
         await crashed.wait()
         # The crash is held until the server asks for shutdown, which still happens.
         await to_app.send({"type": "lifespan.shutdown"})
         reply = await from_app.receive()
     assert reply["type"] == "lifespan.shutdown.failed"
     assert "background job died" in reply["message"]
+
+
+async def test_lifespan_hook_crashing_before_startup_completes_fails_startup() -> None:
+    @contextlib.asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        async with anyio.create_task_group() as group:
+            group.start_soon(_crash_now)
+            await anyio.sleep_forever()  # the crash cancels this
+            yield
+
+    replies, _ = await run_lifespan(ProtocolTypeRouter({}, lifespan=lifespan), "lifespan.startup")
+    assert replies == [
+        {"type": "lifespan.startup.failed", "message": "RuntimeError: background job died"}
+    ]
+
+
+async def _crash_now() -> None:
+    raise RuntimeError("background job died")
 
 
 def test_lifespan_hook_and_lifespan_application_are_exclusive() -> None:
