@@ -1,0 +1,37 @@
+"""The served application: a ProtocolTypeRouter with a lifespan hook that says when it
+runs (the tests read those lines from the server's output)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+
+import django
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.serverproject.settings")
+django.setup()
+
+from django.urls import path  # noqa: E402
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from .consumers import EchoConsumer, HelloConsumer, NotesConsumer  # noqa: E402
+
+
+@contextlib.asynccontextmanager
+async def lifespan() -> AsyncIterator[None]:
+    print("lifespan: startup", flush=True)
+    yield
+    print("lifespan: shutdown", flush=True)
+
+
+application = ProtocolTypeRouter(
+    {
+        "http": URLRouter(
+            [path("hello/", HelloConsumer.as_asgi()), path("notes/", NotesConsumer.as_asgi())]
+        ),
+        "websocket": URLRouter([path("ws/echo/", EchoConsumer.as_asgi())]),
+    },
+    lifespan=lifespan,
+)
