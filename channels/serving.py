@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import logging
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, cast, get_args
@@ -68,7 +69,8 @@ def serve(
         thread; without them the server runs until the process ends).
     :param on_ready: called with the ``http://`` (or ``unix:``) addresses listened on, once
         connections are accepted.
-    :raises ValueError: for an unknown backend, no bind address or a negative timeout.
+    :raises ValueError: for an unknown backend, no bind address, an address that is not
+        ``host:port``, ``unix:PATH`` or ``fd://N``, or a negative timeout.
     :raises OSError: if an address cannot be bound (in use, not permitted).
     """
     if backend not in get_args(Backend):
@@ -151,22 +153,41 @@ async def _serve_then_cancel(
 
 
 def _listen(config: Any) -> tuple[list[str], list[str]]:
-    """Bind and listen on ``config``'s addresses; return their URLs and ``fd://`` binds.
+    """Bind and listen on ``config``'s TCP addresses; return the URLs of all addresses and
+    the binds to give hypercorn (``fd://`` for the sockets made here).
 
     Listening here, not in hypercorn, is what lets a caller learn a port-0 port before
     the server runs, and connect without a race: the kernel queues connections until
-    hypercorn accepts them.
+    hypercorn accepts them. ``unix:`` and ``fd://`` binds are left to hypercorn.
     """
-    from hypercorn.utils import repr_socket_addr
-
-    sockets = config.create_sockets().insecure_sockets
-    addresses, binds = [], []
-    for sock in sockets:
-        sock.listen(config.backlog)
-        name = repr_socket_addr(sock.family, sock.getsockname())
-        addresses.append(name if name.startswith("unix:") else f"http://{name}")
-        # hypercorn wraps the descriptor in a socket object of its own, which then owns it.
-        binds.append(f"fd://{sock.detach()}")
+    addresses: list[str] = []
+    binds: list[str] = []
+    made: list[socket.socket] = []
+    try:
+        for bind in config.bind:
+            if bind.startswith(("unix:", "fd://")):
+                addresses.append(bind)
+                binds.append(bind)
+                continue
+            host, _, port = bind.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"bind address must be host:port, got {bind!r}")
+            host = host.strip("[]")
+            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+            made.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.bind((host, int(port)))
+            sock.listen(config.backlog)
+            name = sock.getsockname()
+            shown = f"[{name[0]}]" if sock.family == socket.AF_INET6 else name[0]
+            addresses.append(f"http://{shown}:{name[1]}")
+    except BaseException:
+        for sock in made:
+            sock.close()
+        raise
+    # hypercorn wraps each descriptor in a socket object of its own, which then owns it.
+    binds.extend(f"fd://{sock.detach()}" for sock in made)
     return addresses, binds
 
 
@@ -222,18 +243,18 @@ class GracefulShutdown:
     def begin(self) -> None:
         """Start closing every WebSocket, and any that is accepted from now on."""
         self.stopping = True
-        for socket in list(self._open):
-            socket.wake()
+        for connection in list(self._open):
+            connection.wake()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         if scope["type"] != "websocket":
             return await self.application(scope, receive, send)
-        socket = _WebSocket(self, receive, send)
-        self._open.add(socket)
+        connection = _WebSocket(self, receive, send)
+        self._open.add(connection)
         try:
-            return await self.application(scope, socket.receive, socket.send)
+            return await self.application(scope, connection.receive, connection.send)
         finally:
-            self._open.discard(socket)
+            self._open.discard(connection)
 
 
 class _WebSocket:
@@ -377,3 +398,52 @@ def _client(scope: Scope) -> str:
         return "unknown"
     host, port = client[0], client[1] if len(client) > 1 else None
     return f"{host}:{port}" if port is not None else str(host)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m channels.serving module:application [--bind ADDR] [--backend B]``.
+
+    The plain ``hypercorn`` command, plus the graceful WebSocket close of :func:`serve`.
+    Prints ``Listening on URL`` for each address once connections are accepted.
+    """
+    import argparse
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="python -m channels.serving",
+        description="Serve an ASGI application on hypercorn (asyncio or trio) and close "
+        "open WebSockets with code 1001 on SIGINT/SIGTERM.",
+    )
+    parser.add_argument("application", help="module:attribute of the ASGI application")
+    parser.add_argument(
+        "--bind", "-b", action="append", help="address to listen on (default 127.0.0.1:8000)"
+    )
+    parser.add_argument("--backend", "-k", choices=get_args(Backend), default="asyncio")
+    parser.add_argument("--graceful-timeout", type=float, default=5.0)
+    parser.add_argument("--root-path", default="")
+    options = parser.parse_args(argv)
+
+    module_name, _, attribute = options.application.partition(":")
+    if not attribute:
+        parser.error(f"application must be given as module:attribute, got {options.application!r}")
+    try:
+        application = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        parser.error(f"cannot load {options.application!r}: {exc}")
+
+    def announce(addresses: list[str]) -> None:
+        for address in addresses:
+            print(f"Listening on {address}", flush=True)
+
+    serve(
+        application,
+        bind=options.bind or ["127.0.0.1:8000"],
+        backend=options.backend,
+        graceful_timeout=options.graceful_timeout,
+        root_path=options.root_path,
+        on_ready=announce,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""channels.serving: hypercorn processes on asyncio and trio, stopped by real signals.
+
+The served project is tests/serverproject: its lifespan hook and its echo consumer print
+lines that show when they ran.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+import socket
+import urllib.request
+from typing import Any
+
+import anyio
+import pytest
+from websockets.exceptions import ConnectionClosedOK
+from websockets.sync.client import connect
+
+from channels.routing import ProtocolTypeRouter
+from channels.serving import serve, serve_async
+from channels.types import Receive, Scope, Send
+
+from .server_process import ServerProcess
+
+BACKENDS = ["asyncio", "trio"]
+APP = "tests.serverproject.asgi:application"
+
+
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.read().decode()  # type: ignore[no-any-return]
+
+
+def ws_url(http_url: str) -> str:
+    return "ws" + http_url.removeprefix("http")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_stop_signal_closes_websockets_with_1001_and_exits_0(
+    backend: str, signum: signal.Signals
+) -> None:
+    args = ["-m", "channels.serving", APP, "--bind", "127.0.0.1:0", "--backend", backend]
+    with ServerProcess(args) as server:
+        url = server.wait_for_line("Listening on").split()[-1]
+        assert get(f"{url}/hello/") == f"hello from {backend}"
+        with connect(f"{ws_url(url)}/ws/echo/", open_timeout=30) as ws:
+            ws.send("hi")
+            assert ws.recv(timeout=30) == "echo: hi"
+            server.send_signal(signum)
+            with pytest.raises(ConnectionClosedOK):
+                ws.recv(timeout=30)
+            assert ws.close_code == 1001
+        assert server.wait() == 0
+    lines = server.lines
+    # The consumer heard the close (with the code the client got) before the lifespan
+    # shutdown ran; the lifespan hook ran once at each end; hypercorn logged no error.
+    assert lines.index("echo consumer disconnected with code 1001") < lines.index(
+        "lifespan: shutdown"
+    )
+    assert lines.count("lifespan: startup") == lines.count("lifespan: shutdown") == 1
+    assert not [line for line in lines if "Traceback" in line or "ERROR" in line], lines
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_plain_hypercorn_runs_the_lifespan_hook_without_errors(backend: str) -> None:
+    """``hypercorn -k BACKEND`` with ProtocolTypeRouter: lifespan is answered, the hook
+    runs at both ends, and a stop signal ends the process with status 0."""
+    port = free_port()
+    args = ["-m", "hypercorn", "-k", backend, "-b", f"127.0.0.1:{port}", APP]
+    with ServerProcess(args) as server:
+        server.wait_for_line("Running on")
+        assert get(f"http://127.0.0.1:{port}/hello/") == f"hello from {backend}"
+        server.send_signal(signal.SIGTERM)
+        assert server.wait() == 0
+    assert "lifespan: shutdown" in server.lines
+    assert not [line for line in server.lines if "error" in line.lower()], server.lines
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_serve_async_stops_on_its_trigger_and_closes_websockets() -> None:
+    """In-process, on the test's own backend: the trigger starts the same graceful stop."""
+    from tests.serverproject.asgi import application
+
+    ready: list[str] = []
+    listening, stop = anyio.Event(), anyio.Event()
+    records: list[logging.LogRecord] = []
+    logger = logging.getLogger("tests.serving.access")
+    handler = _ListHandler(records)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+    def client(url: str) -> tuple[str, int | None]:
+        body = get(f"{url}/hello/")
+        with connect(f"{ws_url(url)}/ws/echo/?x=1", open_timeout=30) as ws:
+            ws.send("ping")
+            assert ws.recv(timeout=30) == "echo: ping"
+            anyio.from_thread.run_sync(stop.set)
+            with pytest.raises(ConnectionClosedOK):
+                ws.recv(timeout=30)
+            return body, ws.close_code
+
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(
+                functools.partial(
+                    serve_async,
+                    application,
+                    bind=["127.0.0.1:0"],
+                    handle_signals=False,
+                    shutdown_trigger=stop.wait,
+                    access_log=logger,
+                    on_ready=lambda addresses: (ready.extend(addresses), listening.set()),
+                )
+            )
+            await listening.wait()
+            body, code = await anyio.to_thread.run_sync(client, ready[0])
+    finally:
+        logger.removeHandler(handler)
+    assert body.startswith("hello from ")
+    assert code == 1001
+    messages = [record.getMessage() for record in records]
+    assert messages[0].startswith("HTTP GET /hello/ 200 [")
+    assert messages[1].startswith("WebSocket HANDSHAKING /ws/echo/?x=1 [127.0.0.1:")
+    assert messages[2].startswith("WebSocket CONNECT /ws/echo/?x=1 [127.0.0.1:")
+    assert messages[3].startswith("WebSocket DISCONNECT /ws/echo/?x=1 [127.0.0.1:")
+    assert len(messages) == 4
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__()
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def refusing_app(scope: Scope, receive: Receive, send: Send) -> Any:
+    raise AssertionError("never called")
+
+
+def test_an_unknown_backend_is_refused() -> None:
+    with pytest.raises(ValueError, match="backend must be 'asyncio' or 'trio', got 'curio'"):
+        serve(refusing_app, backend="curio")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bind", [[], "127.0.0.1:0"], ids=["empty", "a string"])
+def test_bind_must_be_a_list_of_addresses(bind: Any) -> None:
+    with pytest.raises(ValueError, match="bind must be a non-empty list of addresses"):
+        serve(refusing_app, bind=bind)
+
+
+@pytest.mark.parametrize("bind", ["localhost", ":8000", "127.0.0.1:http"])
+def test_a_bind_address_without_host_and_port_is_refused(bind: str) -> None:
+    with pytest.raises(ValueError, match="bind address must be host:port"):
+        serve(refusing_app, bind=["127.0.0.1:0", bind])
+
+
+def test_a_negative_graceful_timeout_is_refused() -> None:
+    with pytest.raises(ValueError, match="graceful_timeout must be >= 0"):
+        serve(refusing_app, bind=["127.0.0.1:0"], graceful_timeout=-1)
+
+
+def test_an_address_in_use_raises_oserror() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match="in use"):
+            serve(ProtocolTypeRouter({}), bind=[f"127.0.0.1:{port}"])
+
+
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [
+        ("tests.serverproject.asgi", "must be given as module:attribute"),
+        ("tests.no_such_module:application", "cannot load"),
+        ("tests.serverproject.asgi:missing", "cannot load"),
+    ],
+)
+def test_the_command_line_names_a_bad_application(argument: str, message: str) -> None:
+    with ServerProcess(["-m", "channels.serving", argument]) as server:
+        assert server.wait() == 2
+    assert message in server.output
