@@ -37,7 +37,8 @@ def get_default_application() -> ASGIApp:
         its module or attribute cannot be imported.
     """
     try:
-        path, name = settings.ASGI_APPLICATION.rsplit(".", 1)  # type: ignore[misc]
+        setting: Any = settings.ASGI_APPLICATION  # a project may not define it
+        path, name = setting.rsplit(".", 1)
     except (ValueError, AttributeError):
         raise ImproperlyConfigured("Cannot find ASGI_APPLICATION setting.") from None
     try:

@@ -645,12 +645,12 @@ def test_get_default_application() -> None:
 )
 def test_get_default_application_errors(setting: str | None, message: str) -> None:
     if setting is None:
-        # The test settings do not set ASGI_APPLICATION at all.
         from django.conf import settings
 
-        assert not hasattr(settings, "ASGI_APPLICATION")
-        with pytest.raises(ImproperlyConfigured, match=message):
-            get_default_application()
+        with override_settings():
+            del settings.ASGI_APPLICATION
+            with pytest.raises(ImproperlyConfigured, match=message):
+                get_default_application()
         return
     with (
         override_settings(ASGI_APPLICATION=setting),

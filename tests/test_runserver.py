@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 from websockets.exceptions import ConnectionClosedOK
@@ -88,9 +89,10 @@ def test_runserver_restarts_when_a_project_file_changes(tmp_path: Path) -> None:
 
 
 def test_runserver_needs_asgi_application() -> None:
-    # tests.settings sets no ASGI_APPLICATION.
-    with pytest.raises(CommandError, match="You have not set ASGI_APPLICATION"):
-        call_command("runserver", "--noreload")
+    with override_settings():
+        del settings.ASGI_APPLICATION
+        with pytest.raises(CommandError, match="You have not set ASGI_APPLICATION"):
+            call_command("runserver", "--noreload")
 
 
 @pytest.mark.parametrize(
