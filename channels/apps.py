@@ -8,3 +8,6 @@ class ChannelsConfig(AppConfig):
 
     name = "channels"
     verbose_name = "Channels"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the system checks)

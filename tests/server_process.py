@@ -9,13 +9,14 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
 ROOT = Path(__file__).resolve().parent.parent
 # Generous: a safety net so a broken server fails the test instead of hanging it.
-PATIENCE = 30.0
+PATIENCE = 20.0
 
 
 class ServerProcess:
@@ -65,11 +66,19 @@ class ServerProcess:
 
     def wait_for_line(self, needle: str) -> str:
         """The first line from now on that contains ``needle``."""
+        line = self.poll_for_line(needle, PATIENCE)
+        if line is None:
+            raise AssertionError(f"no line with {needle!r}; output: {self.output}")
+        return line
+
+    def poll_for_line(self, needle: str, timeout: float) -> str | None:
+        """Like :meth:`wait_for_line`, but ``None`` if no such line comes in ``timeout``."""
+        deadline = time.monotonic() + timeout
         while True:
             try:
-                line = self._new.get(timeout=PATIENCE)
+                line = self._new.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
-                raise AssertionError(f"no line with {needle!r}; output: {self.output}") from None
+                return None
             if line is None:
                 raise AssertionError(
                     f"server exited ({self.process.wait()}) before printing {needle!r}; "

@@ -68,6 +68,7 @@ def test_runserver_reports_a_port_in_use() -> None:
     assert "Error: That port is already in use." in server.output
 
 
+@pytest.mark.timeout(90)
 def test_runserver_restarts_when_a_project_file_changes(tmp_path: Path) -> None:
     """Django's autoreloader: a changed module restarts the server process."""
     settings_file = tmp_path / "reloaded_settings.py"
@@ -78,10 +79,15 @@ def test_runserver_restarts_when_a_project_file_changes(tmp_path: Path) -> None:
         server.wait_for_line("Watching for file changes")
         first = started_url(server)
         assert get(f"{first}/hello/") == "hello from trio"
-        settings_file.write_text(settings_file.read_text() + "CHANGED = True\n")
-        later = time.time() + 10  # an mtime the reloader cannot miss
-        os.utime(settings_file, (later, later))
-        server.wait_for_line("changed, reloading")
+        # The reloader compares each file's mtime with the one it saw last, so a change
+        # made while it takes its first look goes unseen: keep changing until it reloads.
+        for bump in range(1, 60):
+            later = time.time() + bump
+            os.utime(settings_file, (later, later))
+            if server.poll_for_line("changed, reloading", timeout=0.5) is not None:
+                break
+        else:
+            raise AssertionError(f"the server never reloaded: {server.output}")
         second = started_url(server)
         assert get(f"{second}/hello/") == "hello from trio"
         server.send_signal(signal.SIGTERM)
@@ -114,3 +120,18 @@ def test_runserver_refuses_an_unknown_backend() -> None:
         pytest.raises(CommandError, match="invalid choice: 'curio'"),
     ):
         call_command("runserver", "--noreload", "--backend", "curio")
+
+
+def test_a_check_warns_when_staticfiles_would_shadow_runserver() -> None:
+    from channels.checks import check_runserver_order
+
+    assert check_runserver_order() == []  # the test settings list channels first
+    apps_in_wrong_order = [
+        "django.contrib.contenttypes",
+        "django.contrib.staticfiles",
+        "channels",
+    ]
+    with override_settings(INSTALLED_APPS=apps_in_wrong_order):
+        warnings = check_runserver_order()
+    assert [warning.id for warning in warnings] == ["channels.W001"]
+    assert "Move 'channels' above 'django.contrib.staticfiles'" in str(warnings[0].hint)
