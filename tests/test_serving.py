@@ -153,29 +153,29 @@ def test_an_unknown_backend_is_refused() -> None:
 
 
 @pytest.mark.parametrize("bind", [[], "127.0.0.1:0"], ids=["empty", "a string"])
-def test_bind_must_be_a_list_of_addresses(bind: Any) -> None:
+async def test_bind_must_be_a_list_of_addresses(bind: Any) -> None:
     with pytest.raises(ValueError, match="bind must be a non-empty list of addresses"):
-        serve(refusing_app, bind=bind)
+        await serve_async(refusing_app, bind=bind)
 
 
 @pytest.mark.parametrize("bind", ["localhost", ":8000", "127.0.0.1:http"])
-def test_a_bind_address_without_host_and_port_is_refused(bind: str) -> None:
+async def test_a_bind_address_without_host_and_port_is_refused(bind: str) -> None:
     with pytest.raises(ValueError, match="bind address must be host:port"):
-        serve(refusing_app, bind=["127.0.0.1:0", bind])
+        await serve_async(refusing_app, bind=["127.0.0.1:0", bind])
 
 
-def test_a_negative_graceful_timeout_is_refused() -> None:
+async def test_a_negative_graceful_timeout_is_refused() -> None:
     with pytest.raises(ValueError, match="graceful_timeout must be >= 0"):
-        serve(refusing_app, bind=["127.0.0.1:0"], graceful_timeout=-1)
+        await serve_async(refusing_app, bind=["127.0.0.1:0"], graceful_timeout=-1)
 
 
-def test_an_address_in_use_raises_oserror() -> None:
+async def test_an_address_in_use_raises_oserror() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(OSError, match="in use"):
-            serve(ProtocolTypeRouter({}), bind=[f"127.0.0.1:{port}"])
+            await serve_async(ProtocolTypeRouter({}), bind=[f"127.0.0.1:{port}"])
 
 
 @pytest.mark.parametrize(
