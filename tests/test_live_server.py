@@ -38,6 +38,20 @@ class LiveServerTests:
             ws.send("hi")
             assert ws.recv(timeout=30) == "echo: hi"
 
+    def test_django_views_see_the_test_database(self) -> None:
+        Note.objects.create(text="first")
+        Note.objects.create(text="second")
+        assert get(f"{self.live_server_url}/django/notes/") == "sync view: first, second"
+        # Django's async ORM, on the server's backend (trio included).
+        assert get(f"{self.live_server_url}/django/async-notes/") == (
+            "async view: 2 first, second"
+        )
+
+    def test_static_files_are_served(self) -> None:
+        assert get(f"{self.live_server_url}/static/testapp/live.css") == (
+            "body { color: teal; }\n"
+        )
+
     def test_urls_name_the_host_and_the_same_port(self) -> None:
         assert self.live_server_url.startswith("http://localhost:")
         assert self.live_server_ws_url == "ws" + self.live_server_url.removeprefix("http")

@@ -41,6 +41,9 @@ def test_runserver_serves_http_and_websockets_and_logs_them(
         url = url_in(line)
         assert get(f"{url}/hello/") == f"hello from {backend}"
         server.wait_for_line("HTTP GET /hello/ 200 [")
+        # DEBUG and staticfiles: static files are served, and Django's views too.
+        assert get(f"{url}/static/testapp/live.css") == "body { color: teal; }\n"
+        assert get(f"{url}/django/hello/") == "django says hello"
         with connect(f"{ws_url(url)}/ws/echo/", open_timeout=30) as ws:
             ws.send("hi")
             assert ws.recv(timeout=30) == "echo: hi"

@@ -10,15 +10,12 @@ gracefully.
 from __future__ import annotations
 
 import argparse
-import logging
 from collections.abc import Sequence
 from typing import Any
 
 import django
 from django.conf import settings
 from django.utils.module_loading import import_string
-
-logger = logging.getLogger("channels.testing.live")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -49,16 +46,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _load_wrapper(path: str | None) -> Any:
-    if path is None:
-        return None
-    try:
-        return import_string(path)
-    except ImportError:
-        if path != "channels.staticfiles.StaticFilesWrapper":
-            raise
-        # Until channels.staticfiles is part of this package.
-        logger.warning("channels.staticfiles is not available: not serving static files")
-        return None
+    return None if path is None else import_string(path)
 
 
 if __name__ == "__main__":

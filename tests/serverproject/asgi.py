@@ -7,12 +7,13 @@ import contextlib
 import os
 from collections.abc import AsyncIterator
 
-import django
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.serverproject.settings")
-django.setup()
 
-from django.urls import path  # noqa: E402
+from channels.http import get_asgi_application
+
+django_application = get_asgi_application()
+
+from django.urls import path, re_path  # noqa: E402
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
@@ -29,7 +30,11 @@ async def lifespan() -> AsyncIterator[None]:
 application = ProtocolTypeRouter(
     {
         "http": URLRouter(
-            [path("hello/", HelloConsumer.as_asgi()), path("notes/", NotesConsumer.as_asgi())]
+            [
+                path("hello/", HelloConsumer.as_asgi()),
+                path("notes/", NotesConsumer.as_asgi()),
+                re_path(r"^", django_application),  # everything else: Django's URLconf
+            ]
         ),
         "websocket": URLRouter([path("ws/echo/", EchoConsumer.as_asgi())]),
     },

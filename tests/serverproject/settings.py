@@ -4,4 +4,3 @@ from tests.settings import *  # noqa: F403
 
 DEBUG = True
 ALLOWED_HOSTS = ["localhost", "127.0.0.1"]
-ROOT_URLCONF = "tests.serverproject.urls"

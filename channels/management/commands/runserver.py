@@ -106,14 +106,9 @@ class Command(BaseRunserver):
             and options.get("use_static_handler", True)
             and (settings.DEBUG or options.get("insecure_serving", False))
         ):
-            try:
-                from channels.staticfiles import (  # type: ignore[import-not-found,unused-ignore]
-                    StaticFilesWrapper,
-                )
-            except ModuleNotFoundError:  # pragma: no cover - until channels.staticfiles lands
-                logger.warning("channels.staticfiles is not available: not serving static files")
-                return application
-            return StaticFilesWrapper(application)  # type: ignore[no-any-return,unused-ignore]
+            from channels.staticfiles import StaticFilesWrapper
+
+            return StaticFilesWrapper(application)
         return application
 
     def inner_run(self, *args: Any, **options: Any) -> None:
