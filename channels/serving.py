@@ -72,6 +72,7 @@ def serve(
     :raises ValueError: for an unknown backend, no bind address, an address that is not
         ``host:port``, ``unix:PATH`` or ``fd://N``, or a negative timeout.
     :raises OSError: if an address cannot be bound (in use, not permitted).
+    :raises ImportError: if hypercorn is not installed.
     """
     if backend not in get_args(Backend):
         raise ValueError(f"backend must be 'asyncio' or 'trio', got {backend!r}")
@@ -105,7 +106,13 @@ async def serve_async(
     once ``shutdown_trigger()`` returns, whichever comes first, shutting down gracefully
     either way.
     """
-    from hypercorn.config import Config
+    try:
+        from hypercorn.config import Config
+    except ImportError as exc:
+        raise ImportError(
+            "channels.serving needs hypercorn: install channels-anyio[server] "
+            "(or hypercorn itself)."
+        ) from exc
 
     if isinstance(bind, str) or not bind:
         raise ValueError(f"bind must be a non-empty list of addresses, got {bind!r}")

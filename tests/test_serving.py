@@ -10,6 +10,7 @@ import functools
 import logging
 import signal
 import socket
+import sys
 import urllib.request
 from typing import Any
 
@@ -19,8 +20,8 @@ from websockets.exceptions import ConnectionClosedOK
 from websockets.sync.client import connect
 
 from channels.routing import ProtocolTypeRouter
-from channels.serving import serve, serve_async
-from channels.types import Receive, Scope, Send
+from channels.serving import GracefulShutdown, serve, serve_async
+from channels.types import Message, Receive, Scope, Send
 
 from .server_process import ServerProcess
 
@@ -190,3 +191,104 @@ def test_the_command_line_names_a_bad_application(argument: str, message: str) -
     with ServerProcess(["-m", "channels.serving", argument]) as server:
         assert server.wait() == 2
     assert message in server.output
+
+
+class Sockets:
+    """A server's side of one WebSocket, in memory: what the app sent, what it received."""
+
+    def __init__(self) -> None:
+        self.to_app, self.app_inbox = anyio.create_memory_object_stream[Message](10)
+        self.app_outbox, self.from_app = anyio.create_memory_object_stream[Message](10)
+
+    async def receive(self) -> Message:
+        return await self.app_inbox.receive()
+
+    def __enter__(self) -> Sockets:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for stream in (self.to_app, self.app_inbox, self.app_outbox, self.from_app):
+            stream.close()
+
+    async def send(self, message: Message) -> None:
+        await self.app_outbox.send(message)
+
+
+async def test_a_socket_accepted_after_shutdown_began_is_closed_at_once() -> None:
+    may_accept = anyio.Event()
+    seen: list[Message] = []
+
+    async def slow_acceptor(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(await receive())  # websocket.connect
+        await may_accept.wait()
+        await send({"type": "websocket.accept"})
+        while (message := await receive())["type"] != "websocket.disconnect":
+            seen.append(message)
+        seen.append(message)
+        await send({"type": "websocket.send", "text": "too late"})  # dropped, no error
+
+    graceful = GracefulShutdown(slow_acceptor)
+    with Sockets() as sockets:
+        async with anyio.create_task_group() as group:
+            group.start_soon(graceful, {"type": "websocket"}, sockets.receive, sockets.send)
+            await sockets.to_app.send({"type": "websocket.connect"})
+            graceful.begin()
+            may_accept.set()
+            assert await sockets.from_app.receive() == {"type": "websocket.accept"}
+            assert await sockets.from_app.receive() == {"type": "websocket.close", "code": 1001}
+            # The client answers the close; the server reports it as hypercorn does.
+            await sockets.to_app.send({"type": "websocket.disconnect", "code": 1000})
+        with pytest.raises(anyio.WouldBlock):
+            sockets.from_app.receive_nowait()
+    assert seen == [
+        {"type": "websocket.connect"},
+        {"type": "websocket.disconnect", "code": 1001},
+    ]
+
+
+async def test_a_socket_the_application_closed_itself_is_not_closed_again() -> None:
+    async def closer(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 4000})
+        assert await receive() == {"type": "websocket.disconnect", "code": 4000}
+
+    graceful = GracefulShutdown(closer)
+    with Sockets() as sockets:
+        async with anyio.create_task_group() as group:
+            group.start_soon(graceful, {"type": "websocket"}, sockets.receive, sockets.send)
+            await sockets.to_app.send({"type": "websocket.connect"})
+            assert await sockets.from_app.receive() == {"type": "websocket.accept"}
+            assert await sockets.from_app.receive() == {"type": "websocket.close", "code": 4000}
+            graceful.begin()
+            await sockets.to_app.send({"type": "websocket.disconnect", "code": 4000})
+        with pytest.raises(anyio.WouldBlock):
+            sockets.from_app.receive_nowait()
+
+
+async def test_http_passes_through_the_graceful_wrapper_untouched() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> str:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        return "done"
+
+    graceful = GracefulShutdown(app)
+    graceful.begin()
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    assert await graceful({"type": "http"}, refusing_receive, send) == "done"
+    assert sent == [{"type": "http.response.start", "status": 204, "headers": []}]
+
+
+async def refusing_receive() -> Message:
+    raise AssertionError("not expected to receive")
+
+
+async def test_without_hypercorn_the_error_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "hypercorn.config", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"install channels-anyio\[server\]"):
+        await serve_async(refusing_app, bind=["127.0.0.1:0"])
