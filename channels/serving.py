@@ -26,6 +26,7 @@ Access lines
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import signal
@@ -39,6 +40,7 @@ import anyio.abc
 import sniffio
 
 from .types import ASGIApp, Message, Receive, Scope, Send
+from .utils import unwrap_exception_groups
 
 __all__ = ["Backend", "GracefulShutdown", "serve", "serve_async"]
 
@@ -120,12 +122,10 @@ async def serve_async(
         raise ValueError(f"graceful_timeout must be >= 0, got {graceful_timeout!r}")
 
     config = Config()
-    config.bind = list(bind)
     config.graceful_timeout = graceful_timeout
     config.root_path = root_path
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
-    addresses, config.bind = _listen(config)
 
     if access_log is not None:
         application = AccessLog(application, access_log)
@@ -136,80 +136,98 @@ async def serve_async(
         graceful.begin()
         stop.set()
 
-    async with anyio.create_task_group() as group:
-        if handle_signals:
-            await group.start(_stop_on_signal, begin_shutdown)
-        if shutdown_trigger is not None:
-            group.start_soon(_stop_when, shutdown_trigger, begin_shutdown)
-        if on_ready is not None:
-            on_ready(addresses)
-        # In a task of its own: hypercorn's asyncio server leaves its task with a pending
-        # cancellation request (from its internal TaskGroup), which would turn our own
-        # scope's cancellation into a stray CancelledError if it ran in this task.
-        group.start_soon(_serve_then_cancel, cast(Any, graceful), config, stop.wait, group)
+    sockets, addresses = _listen(config, bind)
+    # hypercorn closes these sockets when it stops; closing them again is harmless, and
+    # covers a failure before it took them over.
+    with contextlib.ExitStack() as owned, unwrap_exception_groups():
+        for sock in sockets:
+            owned.enter_context(sock)
+        async with anyio.create_task_group() as group:
+            if handle_signals:
+                await group.start(_stop_on_signal, begin_shutdown)
+            if shutdown_trigger is not None:
+                group.start_soon(_stop_when, shutdown_trigger, begin_shutdown)
+            if on_ready is not None:
+                on_ready(addresses)
+            await _hypercorn_serve(graceful, config, sockets, stop.wait)
+            group.cancel_scope.cancel()  # the signal watcher and the trigger are done with
 
 
-async def _serve_then_cancel(
-    application: Any,
-    config: Any,
-    shutdown_trigger: Callable[[], Awaitable[None]],
-    group: anyio.abc.TaskGroup,
-) -> None:
-    await _hypercorn_serve(application, config, shutdown_trigger)
-    group.cancel_scope.cancel()  # the signal watcher and trigger are done with too
-
-
-def _listen(config: Any) -> tuple[list[str], list[str]]:
-    """Bind and listen on ``config``'s TCP addresses; return the URLs of all addresses and
-    the binds to give hypercorn (``fd://`` for the sockets made here).
+def _listen(config: Any, bind: Sequence[str]) -> tuple[list[socket.socket], list[str]]:
+    """Listening sockets for ``bind``, and their addresses (``http://host:port`` for TCP).
 
     Listening here, not in hypercorn, is what lets a caller learn a port-0 port before
     the server runs, and connect without a race: the kernel queues connections until
-    hypercorn accepts them. ``unix:`` and ``fd://`` binds are left to hypercorn.
+    hypercorn accepts them. ``unix:`` and ``fd://`` binds are made by hypercorn's code.
     """
-    addresses: list[str] = []
-    binds: list[str] = []
     made: list[socket.socket] = []
     try:
-        for bind in config.bind:
-            if bind.startswith(("unix:", "fd://")):
-                addresses.append(bind)
-                binds.append(bind)
+        config.bind = [address for address in bind if address.startswith(("unix:", "fd://"))]
+        made.extend(config.create_sockets().insecure_sockets)
+        addresses = list(config.bind)
+        for address in bind:
+            if address.startswith(("unix:", "fd://")):
                 continue
-            host, _, port = bind.rpartition(":")
+            host, _, port = address.rpartition(":")
             if not host or not port.isdigit():
-                raise ValueError(f"bind address must be host:port, got {bind!r}")
+                raise ValueError(f"bind address must be host:port, got {address!r}")
             host = host.strip("[]")
             sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
             made.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.bind((host, int(port)))
-            sock.listen(config.backlog)
             name = sock.getsockname()
             shown = f"[{name[0]}]" if sock.family == socket.AF_INET6 else name[0]
             addresses.append(f"http://{shown}:{name[1]}")
+        for sock in made:
+            sock.listen(config.backlog)
     except BaseException:
         for sock in made:
             sock.close()
         raise
-    # hypercorn wraps each descriptor in a socket object of its own, which then owns it.
-    binds.extend(f"fd://{sock.detach()}" for sock in made)
-    return addresses, binds
+    return made, addresses
 
 
 async def _hypercorn_serve(
-    application: Any, config: Any, shutdown_trigger: Callable[[], Awaitable[None]]
+    application: ASGIApp,
+    config: Any,
+    sockets: list[socket.socket],
+    shutdown_trigger: Callable[[], Awaitable[None]],
 ) -> None:
+    """hypercorn's worker for the running event loop, on sockets we made.
+
+    Its public ``serve()`` makes its own sockets; the worker function it calls (and its
+    own command line uses) takes ours.
+    """
+    from hypercorn.config import Sockets
+    from hypercorn.utils import wrap_app
+
+    wrapped = wrap_app(cast(Any, application), config.wsgi_max_body_size, "asgi")
+    given = Sockets(secure_sockets=[], insecure_sockets=sockets, quic_sockets=[])
     # hypercorn ships one implementation per event loop; pick the running one.
     if sniffio.current_async_library() == "trio":
-        from hypercorn.trio import serve as trio_serve
+        from hypercorn.trio.run import worker_serve as trio_worker
 
-        await trio_serve(application, config, shutdown_trigger=shutdown_trigger, mode="asgi")
+        with unwrap_exception_groups():  # its nurseries wrap a startup failure
+            await trio_worker(wrapped, config, sockets=given, shutdown_trigger=shutdown_trigger)
     else:
-        from hypercorn.asyncio import serve as asyncio_serve
+        from hypercorn.asyncio.run import worker_serve as asyncio_worker
 
-        await asyncio_serve(application, config, shutdown_trigger=shutdown_trigger, mode="asgi")
+        # In a task of its own: hypercorn's asyncio worker leaves its task with a pending
+        # cancellation request (from its internal TaskGroup), which would turn a later
+        # cancel scope's cancellation into a stray CancelledError in this task.
+        with unwrap_exception_groups():
+            async with anyio.create_task_group() as group:
+                group.start_soon(
+                    functools.partial(
+                        asyncio_worker,
+                        wrapped,
+                        config,
+                        sockets=given,
+                        shutdown_trigger=shutdown_trigger,
+                    )
+                )
 
 
 async def _stop_on_signal(

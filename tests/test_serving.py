@@ -6,12 +6,14 @@ lines that show when they ran.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import signal
 import socket
 import sys
 import urllib.request
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -292,3 +294,17 @@ async def test_without_hypercorn_the_error_says_what_to_install(
     monkeypatch.setitem(sys.modules, "hypercorn.config", None)  # as if not installed
     with pytest.raises(ImportError, match=r"install channels-anyio\[server\]"):
         await serve_async(refusing_app, bind=["127.0.0.1:0"])
+
+
+async def test_a_failing_lifespan_startup_ends_serve_with_that_error() -> None:
+    from hypercorn.utils import LifespanFailureError
+
+    @contextlib.asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        raise RuntimeError("no database")
+        yield
+
+    application = ProtocolTypeRouter({}, lifespan=lifespan)
+    # Warnings are errors here: a socket left open would fail the test too.
+    with pytest.raises(LifespanFailureError, match="no database"):
+        await serve_async(application, bind=["127.0.0.1:0"], handle_signals=False)
