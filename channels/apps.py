@@ -11,7 +11,7 @@ class ChannelsConfig(AppConfig):
     """
 
     name = "channels"
-    verbose_name = "Channels"
+    verbose_name: str = "Channels"
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
