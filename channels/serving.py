@@ -261,8 +261,8 @@ class GracefulShutdown:
     """
 
     def __init__(self, application: ASGIApp) -> None:
-        self.application = application
-        self.stopping = False
+        self.application: ASGIApp = application
+        self.stopping: bool = False
         self._open: set[_WebSocket] = set()
 
     def begin(self) -> None:
@@ -340,8 +340,8 @@ class AccessLog:
     """
 
     def __init__(self, application: ASGIApp, logger: logging.Logger) -> None:
-        self.application = application
-        self.logger = logger
+        self.application: ASGIApp = application
+        self.logger: logging.Logger = logger
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         if scope["type"] == "http":

@@ -47,7 +47,7 @@ elif apps.is_installed("django.contrib.staticfiles"):
 else:
     BaseRunserver = DjangoRunserver
 
-logger = logging.getLogger("django.channels.server")
+logger: logging.Logger = logging.getLogger("django.channels.server")
 
 _BIND_ERRORS = {
     errno.EACCES: "You don't have permission to access that port.",
