@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import time
+import urllib.error
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,19 @@ def test_runserver_serves_http_and_websockets_and_logs_them(
     assert "echo consumer disconnected with code 1001" in output
     assert "lifespan: shutdown" in output
     assert "Traceback" not in output
+
+
+def test_runserver_nostatic_leaves_static_urls_to_the_application() -> None:
+    args = [*RUNSERVER, "127.0.0.1:0", "--noreload", "--nostatic"]
+    with ServerProcess(args) as server:
+        url = started_url(server)
+        with pytest.raises(urllib.error.HTTPError) as info:
+            get(f"{url}/static/testapp/live.css")
+        info.value.close()
+        assert info.value.code == 404  # Django's URLconf answered, not the static files
+        assert get(f"{url}/django/hello/") == "django says hello"
+        server.send_signal(signal.SIGTERM)
+        assert server.wait() == 0
 
 
 def test_runserver_reports_a_port_in_use() -> None:
