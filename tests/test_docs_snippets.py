@@ -22,7 +22,7 @@ from channels.concurrency import sync_to_async
 from channels.db import database_sync_to_async
 from channels.layers import channel_layers, get_channel_layer
 from channels.routing import URLRouter
-from channels.testing import HttpCommunicator, WebsocketCommunicator
+from channels.testing import ApplicationCommunicator, HttpCommunicator, WebsocketCommunicator
 from channels.worker import Worker
 from docs.snippets import (
     authentication,
@@ -480,3 +480,19 @@ async def test_asgi_snippet_routes_the_email_channel() -> None:
                 await anyio.sleep(0.01)
         group.cancel_scope.cancel()
     assert mail.outbox[0].to == ["grace@example.com"]
+
+
+async def test_lifespan_snippet_ticks_while_the_server_runs() -> None:
+    from docs.snippets import lifespan
+
+    server = ApplicationCommunicator(lifespan.application, {"type": "lifespan"})
+    await server.send_input({"type": "lifespan.startup"})
+    assert await server.receive_output() == {"type": "lifespan.startup.complete"}
+    client = WebsocketCommunicator(lifespan.application, "/clock/")
+    assert (await client.connect())[0]
+    tick = await client.receive_json_from(timeout=5)
+    assert isinstance(tick["time"], float)
+    await client.disconnect()
+    await server.send_input({"type": "lifespan.shutdown"})
+    assert await server.receive_output() == {"type": "lifespan.shutdown.complete"}
+    await server.wait()
