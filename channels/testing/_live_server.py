@@ -1,10 +1,10 @@
 """The server process of :class:`~channels.testing.ChannelsLiveServerTestCase`.
 
 ``python -m channels.testing._live_server --host H --backend B [--static-wrapper PATH]
-[--debug]``: sets Django up from ``DJANGO_SETTINGS_MODULE``, points it at the test
-databases, serves ``ASGI_APPLICATION`` on a free port of ``H`` and prints
-``CHANNELS_LIVE_SERVER_READY <url>`` once it accepts connections. SIGTERM stops it
-gracefully.
+[--debug] --ready-fd N``: sets Django up from ``DJANGO_SETTINGS_MODULE``, points it at the test
+databases, serves ``ASGI_APPLICATION`` on a free port of ``H`` and writes
+``CHANNELS_LIVE_SERVER_READY <url>`` to ``--ready-fd`` once it accepts connections.
+SIGTERM stops it gracefully.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--backend", choices=["asyncio", "trio"], required=True)
     parser.add_argument("--static-wrapper")
     parser.add_argument("--debug", action="store_true")
+    parser.add_argument("--ready-fd", type=int, required=True)
     options = parser.parse_args(argv)
 
     django.setup(set_prefix=False)
@@ -41,8 +42,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         application,
         bind=[f"{options.host}:0"],
         backend=options.backend,
-        on_ready=lambda addresses: print(READY, addresses[0], flush=True),
+        on_ready=lambda addresses: _report_ready(options.ready_fd, f"{READY} {addresses[0]}\n"),
     )
+
+
+def _report_ready(fd: int, line: str) -> None:
+    with open(fd, "w") as pipe:
+        pipe.write(line)
 
 
 def _load_wrapper(path: str | None) -> Any:

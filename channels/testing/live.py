@@ -15,10 +15,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
+import select
 import subprocess
 import sys
-import threading
+import time
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
@@ -155,7 +155,11 @@ class ChannelsLiveServerTestCase(TransactionTestCase):
 
 
 class _ServerProcess:
-    """The live server's process, its output forwarded to this process's stdout."""
+    """The live server's process; it shares this process's stdout and stderr.
+
+    It reports readiness on a pipe of its own, read with a timeout, so nothing here needs
+    a thread to keep its output flowing.
+    """
 
     def __init__(self, arguments: list[str]) -> None:
         names = {
@@ -165,50 +169,55 @@ class _ServerProcess:
         environment.setdefault("DJANGO_SETTINGS_MODULE", str(settings.SETTINGS_MODULE))
         # The server imports the project as this process does.
         environment["PYTHONPATH"] = os.pathsep.join(filter(None, sys.path))
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "channels.testing._live_server", *arguments],
-            env=environment,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self._output: list[str] = []
-        threading.Thread(target=self._forward, daemon=True).start()
-
-    def _forward(self) -> None:
-        assert self.process.stdout is not None
-        with self.process.stdout:
-            for line in self.process.stdout:
-                self._lines.put(line)
-        self._lines.put(None)
+        self._ready, ready_writer = os.pipe()
+        try:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "channels.testing._live_server",
+                    *arguments,
+                    "--ready-fd",
+                    str(ready_writer),
+                ],
+                env=environment,
+                pass_fds=(ready_writer,),
+            )
+        except BaseException:
+            os.close(self._ready)
+            raise
+        finally:
+            os.close(ready_writer)  # the child holds the only copy: EOF when it exits
 
     def wait_until_ready(self) -> int:
         """The port, once the server accepts connections.
 
         :raises RuntimeError: if the server exits or stays silent first.
         """
-        while True:
-            try:
-                line = self._lines.get(timeout=PATIENCE)
-            except queue.Empty:
-                self.kill()
-                raise RuntimeError(
-                    f"The live server did not start within {PATIENCE:.0f}s."
-                ) from None
-            if line is None:
-                code = self.process.wait()
-                raise RuntimeError(
-                    f"The live server exited with status {code} before it was ready:\n"
-                    + "".join(self._output)
-                )
-            if line.startswith(READY):
-                threading.Thread(target=self._drain, daemon=True).start()
-                return int(line.split()[1].rsplit(":", 1)[1])
-            self._output.append(line)
-
-    def _drain(self) -> None:
-        while (line := self._lines.get()) is not None:
-            sys.stdout.write(line)
+        received = b""
+        deadline = time.monotonic() + PATIENCE
+        try:
+            while not received.endswith(b"\n"):
+                remaining = deadline - time.monotonic()
+                readable, _, _ = select.select([self._ready], [], [], max(remaining, 0))
+                if not readable:
+                    self.kill()
+                    raise RuntimeError(f"The live server did not start within {PATIENCE:.0f}s.")
+                chunk = os.read(self._ready, 256)
+                if not chunk:
+                    code = self.process.wait()
+                    raise RuntimeError(
+                        f"The live server exited with status {code} before it was ready "
+                        "(its output is above)."
+                    )
+                received += chunk
+        finally:
+            os.close(self._ready)
+        line = received.decode()
+        if not line.startswith(READY):
+            self.kill()
+            raise RuntimeError(f"The live server reported {line!r} instead of its address.")
+        return int(line.split()[1].rsplit(":", 1)[1])
 
     def stop(self) -> None:
         """SIGTERM, for a graceful stop; SIGKILL if it does not end in time."""
