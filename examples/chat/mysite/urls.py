@@ -1,0 +1,9 @@
+"""The site's URLs: the chat app at /chat/, Django's admin at /admin/."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("chat/", include("chat.urls")),
+    path("admin/", admin.site.urls),
+]
