@@ -20,10 +20,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	cd examples/chat && ../../$(BIN)/python manage.py migrate --noinput
 	cd examples/chat && ../../$(BIN)/hypercorn --worker-class $(BACKEND) \
-		--bind $(HOST):$(PORT) chat_demo.asgi:application
+		--bind $(HOST):$(PORT) mysite.asgi:application
 
+# The package's tests, then the chat example's (its own settings, browser tests included).
 test: $(STAMP)
 	$(BIN)/python -m pytest
+	cd examples/chat && ../../$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -40,4 +42,4 @@ bench:
 	$(PYTHON) benchmarks/run.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) examples/chat/db.sqlite3 benchmarks/.venvs
+	rm -rf $(VENV) examples/chat/db.sqlite3 examples/chat/test_db.sqlite3 benchmarks/.venvs
