@@ -8,6 +8,12 @@ from chat.models import Message
 pytestmark = pytest.mark.django_db
 
 
+def test_the_site_root_leads_to_the_room_list(client: Client) -> None:
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response["Location"] == "/chat/"
+
+
 def test_index_lists_rooms_with_messages_most_recent_first(client: Client) -> None:
     Message.objects.create(room="kitchen", text="tea?")
     Message.objects.create(room="lobby", text="hi")
