@@ -67,9 +67,10 @@ def message_text(text_data: str | None) -> str:
         content = json.loads(text_data) if text_data is not None else None
     except json.JSONDecodeError:
         content = None
-    if not isinstance(content, dict) or not isinstance(content.get("message"), str):
+    message = content.get("message") if isinstance(content, dict) else None
+    if not isinstance(message, str):
         raise ValueError('Send JSON text like {"message": "hello"}.')
-    text = content["message"].strip()
+    text = message.strip()
     if not text:
         raise ValueError("Empty messages are not sent.")
     if len(text) > MAX_MESSAGE_LENGTH:
