@@ -594,3 +594,14 @@ def _anyio_worker_token() -> anyio.lowlevel.EventLoopToken | None:
         return anyio.from_thread.run_sync(anyio.lowlevel.current_token)
     except anyio.NoEventLoopError:
         return None
+
+
+def serves_trio_loop() -> bool:
+    """Whether this thread is running a sync call on behalf of a trio event loop.
+
+    There, asgiref's ``async_to_sync`` finds our stand-in instead of an asyncio loop;
+    :mod:`channels._django_trio` uses this to send such calls through
+    :func:`async_to_sync` instead.
+    """
+    loop = getattr(_AsgirefSyncToAsync.threadlocal, "main_event_loop", None)
+    return loop is _ASGIREF_ON_TRIO and _thread_state.link is not None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextvars
 import math
 import random
+import subprocess
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 
@@ -17,7 +19,6 @@ import sniffio
 from anyio import wait_all_tasks_blocked
 
 from channels.concurrency import SyncToAsync, async_to_sync, sync_to_async
-from channels.exceptions import AsyncBridgeError
 
 
 def current_thread() -> int:
@@ -151,9 +152,9 @@ async def test_thread_sensitive_call_inside_async_to_sync_runs_on_the_waiting_th
     assert inner_thread == outer_thread
 
 
-async def test_asgiref_async_to_sync_in_a_sync_handler(anyio_backend: str) -> None:
-    """Existing code calls asgiref's bridge from sync code: it works on asyncio, and on
-    trio it fails with directions instead of corrupting the loop's state."""
+async def test_asgiref_async_to_sync_in_a_sync_handler() -> None:
+    """Existing code calls asgiref's bridge from sync code: it reaches the loop that made
+    the call, on asyncio and (with Django set up, see channels._django_trio) on trio."""
     loop_thread = current_thread()
 
     async def where() -> int:
@@ -162,11 +163,33 @@ async def test_asgiref_async_to_sync_in_a_sync_handler(anyio_backend: str) -> No
     def call_through_asgiref() -> int:
         return asgiref.sync.async_to_sync(where)()
 
-    if anyio_backend == "asyncio":
-        assert await sync_to_async(call_through_asgiref)() == loop_thread
-    else:
-        with pytest.raises(AsyncBridgeError, match=r"channels\.concurrency\.async_to_sync"):
-            await sync_to_async(call_through_asgiref)()
+    assert await sync_to_async(call_through_asgiref)() == loop_thread
+
+
+def test_asgiref_async_to_sync_under_trio_without_django_is_refused_with_directions() -> None:
+    """Without channels' Django app (nothing installed the routing), asgiref's bridge
+    fails under trio with directions instead of corrupting the loop's state."""
+    script = """
+import asgiref.sync, trio
+from channels.concurrency import sync_to_async
+from channels.exceptions import AsyncBridgeError
+
+async def where():
+    return 1
+
+async def main():
+    try:
+        await sync_to_async(lambda: asgiref.sync.async_to_sync(where)())()
+    except AsyncBridgeError as exc:
+        print("refused:", exc)
+
+trio.run(main)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "refused:" in result.stdout
+    assert "channels.concurrency.async_to_sync" in result.stdout
 
 
 async def test_cancelling_the_caller_waits_for_the_sync_call_then_cancels() -> None:

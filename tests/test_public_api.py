@@ -62,6 +62,8 @@ PUBLIC = {
     "channels.concurrency": ["sync_to_async", "async_to_sync", "SyncToAsync"],
     "channels.types": ["Scope", "Message", "Receive", "Send", "ASGIApp", "ChannelLayer"],
     "channels.apps": ["ChannelsConfig"],
+    "channels.http": ["ASGIHandler", "get_asgi_application"],
+    "channels.staticfiles": ["StaticFilesWrapper"],
 }
 
 

@@ -1,0 +1,472 @@
+"""channels.http: Django's request cycle on asyncio and trio, through the communicators."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.signals import request_finished, request_started
+from django.db import connection, connections
+
+from channels.concurrency import run_sync
+from channels.db import database_sync_to_async
+from channels.http import ASGIHandler, get_asgi_application
+from channels.testing import ApplicationCommunicator, HttpCommunicator
+
+from . import httpviews
+from .harness import feed_and_run
+from .testapp.models import Note
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _urls(settings: Any) -> None:
+    settings.ROOT_URLCONF = "tests.httpviews"
+    settings.ALLOWED_HOSTS = ["testserver", "localhost"]
+    settings.MIDDLEWARE = []
+    httpviews.events.clear()
+    httpviews.opened_files.clear()
+
+
+@pytest.fixture
+def signals_seen() -> Any:
+    """Request signals as received: (name, sender, thread id)."""
+    seen: list[tuple[str, Any, int]] = []
+
+    def started(sender: Any, **kwargs: Any) -> None:
+        seen.append(("started", sender, threading.get_ident()))
+
+    def finished(sender: Any, **kwargs: Any) -> None:
+        seen.append(("finished", sender, threading.get_ident()))
+
+    request_started.connect(started)
+    request_finished.connect(finished)
+    yield seen
+    request_started.disconnect(started)
+    request_finished.disconnect(finished)
+
+
+async def worker_thread() -> int:
+    """The thread-sensitive worker's id: where sync views and the ORM run."""
+    return await run_sync(threading.get_ident)
+
+
+async def get(path: str, **kwargs: Any) -> dict[str, Any]:
+    """The response, once the handler has finished (closed it) too."""
+    return await respond(HttpCommunicator(ASGIHandler(), "GET", path, **kwargs))
+
+
+async def respond(communicator: HttpCommunicator) -> dict[str, Any]:
+    response = await communicator.get_response()
+    await communicator.wait()
+    return response
+
+
+def headers_of(response: dict[str, Any]) -> dict[bytes, bytes]:
+    return {name.lower(): value for name, value in response["headers"]}
+
+
+def multipart(fields: dict[str, str], files: dict[str, bytes]) -> tuple[bytes, bytes]:
+    boundary = "channelsboundary"
+    lines: list[bytes] = []
+    for name, value in fields.items():
+        lines += [
+            f"--{boundary}".encode(),
+            f'Content-Disposition: form-data; name="{name}"'.encode(),
+            b"",
+            value.encode(),
+        ]
+    for name, content in files.items():
+        lines += [
+            f"--{boundary}".encode(),
+            f'Content-Disposition: form-data; name="{name}"; filename="{name}.bin"'.encode(),
+            b"Content-Type: application/octet-stream",
+            b"",
+            content,
+        ]
+    lines += [f"--{boundary}--".encode(), b""]
+    return b"\r\n".join(lines), f"multipart/form-data; boundary={boundary}".encode()
+
+
+# -- views -------------------------------------------------------------------------------
+
+
+async def test_sync_view_runs_in_the_thread_sensitive_worker(signals_seen: Any) -> None:
+    response = await get("/sync/")
+    assert response["status"] == 200
+    assert json.loads(response["body"]) == {"notes": 1, "method": "GET"}
+    assert headers_of(response)[b"content-type"] == b"application/json"
+    worker = await worker_thread()
+    assert httpviews.events == [("sync_view", worker)]
+    assert worker != threading.get_ident()
+    # Both request signals, from the handler, in the worker (where the ORM connection is).
+    assert signals_seen == [("started", ASGIHandler, worker), ("finished", ASGIHandler, worker)]
+
+
+@pytest.mark.parametrize(("max_age", "closed"), [(0, True), (None, False)])
+async def test_stale_connections_are_closed_after_the_request_as_django_does(
+    settings: Any, max_age: int | None, closed: bool
+) -> None:
+    for database in settings.DATABASES.values():
+        database["CONN_MAX_AGE"] = max_age
+    await run_sync(lambda: [c.close() for c in connections.all(initialized_only=True)])
+    # Not through a communicator: it closes the connections an application opened itself.
+    output = await feed_and_run(
+        ASGIHandler(),
+        {"type": "http", "method": "GET", "path": "/sync/", "headers": []},
+        {"type": "http.request"},
+    )
+    assert output[0]["status"] == 200
+    assert await run_sync(lambda: connection.connection is None) is closed
+    await run_sync(lambda: connection.close())
+
+
+async def test_async_view_uses_the_async_orm_on_the_loop() -> None:
+    response = await get("/async/?text=hello")
+    assert response["status"] == 200
+    assert json.loads(response["body"]) == {"notes": 1, "text": "hello"}
+    assert httpviews.events == [("async_view", threading.get_ident())]
+    assert await database_sync_to_async(Note.objects.count)() == 1
+
+
+async def test_get_asgi_application_builds_a_handler() -> None:
+    application = get_asgi_application()
+    assert isinstance(application, ASGIHandler)
+    response = await respond(HttpCommunicator(application, "GET", "/async/"))
+    assert response["status"] == 200
+
+
+async def test_middleware_of_both_kinds_wraps_the_view(settings: Any) -> None:
+    settings.MIDDLEWARE = [
+        "tests.httpviews.AsyncTagMiddleware",
+        "tests.httpviews.SyncTagMiddleware",
+    ]
+    response = await get("/tagged/")
+    assert response["body"] == b"async,sync"
+    headers = headers_of(response)
+    assert headers[b"x-sync-middleware"] == b"yes"
+    assert headers[b"x-async-middleware"] == b"true"
+    assert httpviews.events == [("sync_middleware", await worker_thread())]
+
+
+async def test_unknown_path_is_404_and_a_crash_is_500(caplog: Any) -> None:
+    assert (await get("/nowhere/"))["status"] == 404
+    crashed = await get("/crash/")
+    assert crashed["status"] == 500
+    assert any("the view crashed" in str(record.exc_info) for record in caplog.records)
+
+
+async def test_sessions_and_auth_through_django_async_api(settings: Any) -> None:
+    settings.MIDDLEWARE = [
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+    ]
+    await database_sync_to_async(get_user_model().objects.create_user)("ada", password="x")
+    response = await get("/login/?username=ada")
+    assert json.loads(response["body"]) == {"before": False, "user": "ada"}
+    cookie = next(value for name, value in response["headers"] if name == b"Set-Cookie")
+    session = cookie.split(b";")[0].strip()
+    again = await get("/whoami/", headers=[(b"cookie", session)])
+    assert json.loads(again["body"]) == {"user": "ada", "visits": 1}
+
+
+# -- streaming ---------------------------------------------------------------------------
+
+
+async def test_sync_streaming_response_streams_part_by_part() -> None:
+    response = await get("/stream/sync/?count=3")
+    assert response["body"] == b"part 0\npart 1\npart 2\n"
+    worker = await worker_thread()
+    assert httpviews.events == [
+        ("sync_part", 0, worker),
+        ("sync_part", 1, worker),
+        ("sync_part", 2, worker),
+        "sync_stream_closed",
+    ]
+
+
+async def test_sync_streaming_sends_each_part_as_it_comes() -> None:
+    communicator = ApplicationCommunicator(
+        ASGIHandler(),
+        {"type": "http", "method": "GET", "path": "/stream/sync/", "query_string": b"count=2"},
+    )
+    await communicator.send_input({"type": "http.request"})
+    assert (await communicator.receive_output())["type"] == "http.response.start"
+    body = [await communicator.receive_output() for _ in range(3)]
+    assert [message.get("body", b"") for message in body] == [b"part 0\n", b"part 1\n", b""]
+    assert [message.get("more_body", False) for message in body] == [True, True, False]
+    await communicator.wait()
+
+
+async def test_async_streaming_response() -> None:
+    response = await get("/stream/async/?count=2")
+    assert response["body"] == b"part 0\npart 1\n"
+    assert httpviews.events == [("async_part", 0), ("async_part", 1), "async_stream_closed"]
+
+
+async def test_file_response_is_chunked_and_the_file_closed(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 1024  # 256 KiB: four 64 KiB chunks
+    target = tmp_path / "blob.bin"
+    target.write_bytes(data)
+    communicator = ApplicationCommunicator(
+        ASGIHandler(),
+        {
+            "type": "http",
+            "method": "GET",
+            "path": "/file/",
+            "query_string": f"path={target}".encode(),
+        },
+    )
+    await communicator.send_input({"type": "http.request"})
+    start = await communicator.receive_output()
+    assert start["status"] == 200
+    assert dict(start["headers"])[b"Content-Length"] == str(len(data)).encode()
+    chunks = []
+    while True:
+        message = await communicator.receive_output()
+        if not message.get("more_body", False):
+            break
+        chunks.append(message["body"])
+    assert b"".join(chunks) == data
+    assert max(len(chunk) for chunk in chunks) == ASGIHandler.chunk_size
+    await communicator.wait()
+    assert [handle.closed for handle in httpviews.opened_files] == [True]
+
+
+@pytest.mark.parametrize(
+    ("path", "closed"),
+    [
+        ("/stream/endless/", "endless_stream_closed"),
+        ("/stream/endless-sync/", "endless_sync_stream_closed"),
+    ],
+    ids=["async-iterator", "sync-iterator"],
+)
+async def test_disconnect_stops_a_stream_and_finishes_the_request(
+    signals_seen: Any, path: str, closed: str
+) -> None:
+    communicator = ApplicationCommunicator(
+        ASGIHandler(), {"type": "http", "method": "GET", "path": path}
+    )
+    await communicator.send_input({"type": "http.request"})
+    assert (await communicator.receive_output())["type"] == "http.response.start"
+    assert (await communicator.receive_output())["body"] == b"tick\n"
+    await communicator.send_input({"type": "http.disconnect"})
+    await communicator.wait(timeout=5)
+    assert closed in httpviews.events
+    assert [name for name, _, _ in signals_seen] == ["started", "finished"]
+
+
+async def test_disconnect_during_an_async_view_cancels_it(signals_seen: Any) -> None:
+    started = anyio.Event()
+
+    async def slow(request: Any) -> Any:
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            httpviews.events.append("slow_view_cancelled")
+
+    from django.urls import path
+
+    httpviews.urlpatterns.append(path("slow/", slow))
+    try:
+        from django.urls import clear_url_caches
+
+        clear_url_caches()
+        communicator = ApplicationCommunicator(
+            ASGIHandler(), {"type": "http", "method": "GET", "path": "/slow/"}
+        )
+        await communicator.send_input({"type": "http.request"})
+        await started.wait()
+        await communicator.send_input({"type": "http.disconnect"})
+        await communicator.wait(timeout=5)
+    finally:
+        httpviews.urlpatterns.pop()
+        clear_url_caches()
+    assert httpviews.events == ["slow_view_cancelled"]
+    assert [name for name, _, _ in signals_seen] == ["started", "finished"]
+
+
+async def test_disconnect_before_the_body_ends_runs_nothing(signals_seen: Any) -> None:
+    communicator = ApplicationCommunicator(
+        ASGIHandler(), {"type": "http", "method": "POST", "path": "/sync/"}
+    )
+    await communicator.send_input({"type": "http.request", "body": b"x", "more_body": True})
+    await communicator.send_input({"type": "http.disconnect"})
+    await communicator.wait()
+    assert httpviews.events == []
+    assert signals_seen == []
+
+
+# -- request bodies ----------------------------------------------------------------------
+
+
+async def test_body_in_many_messages_spools_to_disk_past_the_memory_limit(settings: Any) -> None:
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 1000
+    communicator = ApplicationCommunicator(
+        ASGIHandler(), {"type": "http", "method": "POST", "path": "/echo/"}
+    )
+    for _ in range(3):
+        await communicator.send_input(
+            {"type": "http.request", "body": b"a" * 600, "more_body": True}
+        )
+    await communicator.send_input({"type": "http.request", "body": b"a" * 600})
+    await communicator.receive_output()
+    body = await communicator.receive_output()
+    assert json.loads(body["body"]) == {"length": 2400, "spooled": True}
+
+    small = await respond(HttpCommunicator(ASGIHandler(), "POST", "/echo/", body=b"b" * 10))
+    assert json.loads(small["body"]) == {"length": 10, "spooled": False}
+
+
+async def test_large_file_upload_reaches_the_view_as_a_temporary_file(settings: Any) -> None:
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 1000
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2000  # file parts do not count (Django's rule)
+    body, content_type = multipart({"title": "big"}, {"upload": b"0123456789" * 1000})
+    response = await HttpCommunicator(
+        ASGIHandler(),
+        "POST",
+        "/upload/",
+        body=body,
+        headers=[(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
+    ).get_response()
+    assert response["status"] == 200
+    assert json.loads(response["body"]) == {
+        "files": {"upload": {"size": 10000, "class": "TemporaryUploadedFile", "head": "01234567"}},
+        "fields": {"title": "big"},
+        "spooled": True,
+    }
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "counted"])
+async def test_body_over_data_upload_limit_is_413_without_running_the_view(
+    settings: Any, signals_seen: Any, declared: bool
+) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    headers = [(b"content-length", b"1500")] if declared else []
+    communicator = ApplicationCommunicator(
+        ASGIHandler(), {"type": "http", "method": "POST", "path": "/sync/", "headers": headers}
+    )
+    await communicator.send_input({"type": "http.request", "body": b"x" * 750, "more_body": True})
+    await communicator.send_input({"type": "http.request", "body": b"x" * 750})
+    start = await communicator.receive_output()
+    assert start["status"] == 413
+    assert (await communicator.receive_output())["body"] == b"Request body too large"
+    await communicator.wait()
+    assert httpviews.events == []
+    assert [name for name, _, _ in signals_seen] == ["started", "finished"]
+
+
+async def test_body_at_the_data_upload_limit_is_served(settings: Any) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = await respond(HttpCommunicator(ASGIHandler(), "POST", "/echo/", body=b"x" * 1000))
+    assert json.loads(response["body"])["length"] == 1000
+
+
+async def test_no_data_upload_limit_means_no_413(settings: Any) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = None
+    response = await respond(HttpCommunicator(ASGIHandler(), "POST", "/echo/", body=b"x" * 5000))
+    assert json.loads(response["body"])["length"] == 5000
+
+
+async def test_oversized_multipart_fields_are_refused_by_django_with_400(settings: Any) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    body, content_type = multipart({"essay": "words " * 500}, {})
+    response = await HttpCommunicator(
+        ASGIHandler(),
+        "POST",
+        "/upload/",
+        body=body,
+        headers=[(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
+    ).get_response()
+    assert response["status"] == 400
+
+
+# -- script prefix -----------------------------------------------------------------------
+
+
+async def test_root_path_is_the_script_prefix() -> None:
+    communicator = HttpCommunicator(ASGIHandler(), "GET", "/prefix/where/")
+    communicator.scope["root_path"] = "/prefix"
+    response = json.loads((await respond(communicator))["body"])
+    assert response == {
+        "path": "/prefix/where/",
+        "path_info": "/where/",
+        "script_name": "/prefix",
+        "reversed": "/prefix/where/",
+    }
+
+
+async def test_force_script_name_wins_over_root_path(settings: Any) -> None:
+    settings.FORCE_SCRIPT_NAME = "/forced"
+    communicator = HttpCommunicator(ASGIHandler(), "GET", "/forced/where/")
+    communicator.scope["root_path"] = "/ignored"
+    response = json.loads((await respond(communicator))["body"])
+    assert response["script_name"] == "/forced"
+    assert response["path_info"] == "/where/"
+    assert response["reversed"] == "/forced/where/"
+
+
+# -- bad input ---------------------------------------------------------------------------
+
+
+async def test_a_websocket_scope_is_refused_with_directions() -> None:
+    with pytest.raises(
+        ValueError, match=r"'http' connections only, not 'websocket'.*ProtocolTypeRouter"
+    ):
+        await ASGIHandler()({"type": "websocket", "path": "/"}, _never, _discard)
+
+
+async def test_a_scope_without_method_is_refused() -> None:
+    with pytest.raises(ValueError, match="needs a str 'method', got None"):
+        await ASGIHandler()({"type": "http", "path": "/"}, _never, _discard)
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        ({"type": "websocket.receive", "text": "hi"}, "got 'websocket.receive'"),
+        ({"type": "http.request", "body": "text"}, "must be bytes, got 'text'"),
+    ],
+    ids=["wrong-type", "str-body"],
+)
+async def test_bad_request_messages_are_refused(message: dict[str, Any], error: str) -> None:
+    communicator = ApplicationCommunicator(
+        ASGIHandler(), {"type": "http", "method": "GET", "path": "/sync/"}
+    )
+    await communicator.send_input(message)
+    with pytest.raises(ValueError, match=error):
+        await communicator.wait()
+
+
+async def test_a_message_after_the_body_other_than_disconnect_is_refused() -> None:
+    communicator = ApplicationCommunicator(
+        ASGIHandler(), {"type": "http", "method": "GET", "path": "/stream/endless/"}
+    )
+    await communicator.send_input({"type": "http.request"})
+    await communicator.receive_output()
+    await communicator.send_input({"type": "http.request", "body": b"more"})
+    with pytest.raises(ValueError, match=r"Expected 'http\.disconnect' after the request body"):
+        await communicator.wait()
+    assert "endless_stream_closed" in httpviews.events
+
+
+async def _never() -> dict[str, Any]:
+    raise AssertionError("the handler should not receive")
+
+
+async def _discard(message: dict[str, Any]) -> None:
+    raise AssertionError("the handler should not send")
+
+
+def test_sync_tests_can_still_use_the_orm() -> None:
+    # The guard only looks at threads running an event loop.
+    assert connection.vendor == "sqlite"
+    Note.objects.create(text="plain")
+    assert Note.objects.count() == 1
