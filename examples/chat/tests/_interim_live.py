@@ -17,14 +17,17 @@ import asyncio, os, sys
 os.environ["DJANGO_SETTINGS_MODULE"] = "mysite.settings"
 from django.conf import settings
 settings.DATABASES["default"]["NAME"] = sys.argv[1]
-import django.core.asgi
-sys.modules["channels.http"] = django.core.asgi
-from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from mysite.asgi import application
 config = Config()
 config.bind = [f"localhost:{sys.argv[2]}"]
-asyncio.run(serve(application, config))
+if sys.argv[3] == "trio":
+    import trio
+    from hypercorn.trio import serve
+    trio.run(serve, application, config)
+else:
+    from hypercorn.asyncio import serve
+    asyncio.run(serve(application, config))
 """
 
 
@@ -46,6 +49,7 @@ class ChannelsLiveServerTestCase(TransactionTestCase):
                 SERVER,
                 str(connections["default"].settings_dict["NAME"]),
                 str(cls._port),
+                cls.server_backend,
             ],
             cwd=Path(__file__).resolve().parent.parent,
             env={**os.environ, "PYTHONPATH": "."},

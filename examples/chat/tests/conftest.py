@@ -1,14 +1,4 @@
-import sys
-
 import pytest
-
-# INTERIM, removed when channels.http lands on main: Django's own handler stands in.
-try:
-    import channels.http  # noqa: F401
-except ImportError:
-    import django.core.asgi
-
-    sys.modules["channels.http"] = django.core.asgi
 
 
 @pytest.fixture(params=["asyncio", "trio"])
