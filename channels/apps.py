@@ -11,7 +11,7 @@ class ChannelsConfig(AppConfig):
     """
 
     name = "channels"
-    verbose_name = "Channels"
+    verbose_name: str = "Channels"
 
     def ready(self) -> None:
         from ._django_trio import install

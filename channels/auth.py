@@ -107,7 +107,7 @@ def _verified(session: Any, user: Any) -> Any:
 
 
 @database_sync_to_async
-def login(scope: Scope, user: Any, backend: str | None = None) -> None:
+def login(scope: Scope, user: AbstractBaseUser | None, backend: str | None = None) -> None:
     """Log ``user`` in on this connection's session and set ``scope["user"]``.
 
     The session gets a new key (or, when it belonged to another user, is emptied first),

@@ -7,12 +7,14 @@ backend-neutral.
 Where sync code runs
     ``thread_sensitive=True`` (the default, and what Django's ORM needs) runs the call on
     one process-wide worker thread, asgiref's, so every thread-sensitive call, ours and
-    Django's own, sees the same thread-local database connection. Two exceptions keep
-    Django's rules: while a thread-sensitive (or loop-less) sync thread is blocked in
-    :func:`async_to_sync`, thread-sensitive calls made by the coroutine it waits for run
-    *on that thread*, ours and asgiref's alike (anywhere else would deadlock, and a Django
-    ``TestCase`` transaction lives there); and under asgiref's own ``async_to_sync``
-    (Django's async test methods) they go where asgiref sends them.
+    Django's own, sees the same thread-local database connection. Three exceptions keep
+    Django's rules: inside a :func:`thread_sensitive_context` block (one per HTTP
+    request), they run on that block's own thread; while a thread-sensitive (or loop-less)
+    sync thread is blocked in :func:`async_to_sync`, thread-sensitive calls made by the
+    coroutine it waits for run *on that thread*, ours and asgiref's alike (anywhere else
+    would deadlock, and a Django ``TestCase`` transaction lives there); and under
+    asgiref's own ``async_to_sync`` (Django's async test methods) they go where asgiref
+    sends them.
     ``thread_sensitive=False`` runs the call in an anyio worker thread. Context variables,
     asgiref ``Local`` data included, travel with every call in both directions.
 
@@ -45,9 +47,9 @@ import os
 import queue
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
+from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, cast, overload
 
 import anyio
 import anyio.from_thread
@@ -57,17 +59,26 @@ import sniffio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from asgiref.sync import AsyncToSync as _AsgirefAsyncToSync
 from asgiref.sync import SyncToAsync as _AsgirefSyncToAsync
+from asgiref.sync import ThreadSensitiveContext as _AsgirefThreadSensitiveContext
 from asgiref.sync import _restore_context as _asgiref_restore_context  # see _adopt
 from asgiref.sync import markcoroutinefunction
 
 from .exceptions import AsyncBridgeError
 
-__all__ = ["SyncToAsync", "async_to_sync", "run_sync", "sync_to_async"]
+__all__ = [
+    "SyncToAsync",
+    "async_to_sync",
+    "run_sync",
+    "sync_to_async",
+    "thread_sensitive_context",
+]
 
-logger = logging.getLogger("channels.concurrency")
+logger: logging.Logger = logging.getLogger("channels.concurrency")
 
 _P = ParamSpec("_P")
+_Q = ParamSpec("_Q")
 _R = TypeVar("_R")
+_S = TypeVar("_S")
 
 
 # -- outcomes and messages passed between a thread and the task awaiting it -----------------
@@ -424,7 +435,7 @@ async def run_sync(
         if thread_sensitive:
             outer = _outer_thread.get()
             if outer is None or not outer.inbox.submit(call.run):
-                _AsgirefSyncToAsync.single_thread_executor.submit(call.run)
+                _thread_sensitive_executor().submit(call.run)
             done = await _serve(receiver, thread_sensitive=True)
         else:
             async with anyio.create_task_group() as group:
@@ -439,6 +450,81 @@ async def _run_in_worker_thread(call: _Call) -> None:
     # waiting for a call that never runs.
     with anyio.CancelScope(shield=True):
         await anyio.to_thread.run_sync(call.run)
+
+
+# -- per-request threads -------------------------------------------------------------------
+
+
+class _ThreadPool:
+    """Single-thread executors lent to :func:`thread_sensitive_context` blocks.
+
+    A returned thread keeps its thread-local database connection, so the next block that
+    borrows it reuses the connection as ``CONN_MAX_AGE`` intends (Django's ASGI handler
+    starts a fresh thread per request, which leaves every persistent connection behind).
+    The most recently returned thread is lent first, so the hot ones stay hot; past
+    ``keep_idle`` idle threads, returned ones are retired.
+    """
+
+    def __init__(self, keep_idle: int) -> None:
+        self.keep_idle = keep_idle
+        self._idle: list[Executor] = []
+        self._lock = threading.Lock()
+
+    def lend(self) -> Executor:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="channels-sensitive")
+
+    def give_back(self, executor: Executor) -> None:
+        with self._lock:
+            if len(self._idle) < self.keep_idle:
+                self._idle.append(executor)
+                return
+        executor.shutdown(wait=False)  # idle already: its thread exits at once
+
+
+_request_threads = _ThreadPool(keep_idle=32)
+
+
+def _thread_sensitive_executor() -> Executor:
+    """Where a thread-sensitive call goes when no blocked sync thread is waiting for it."""
+    context = _AsgirefSyncToAsync.thread_sensitive_context.get(None)
+    if context is None:
+        return _AsgirefSyncToAsync.single_thread_executor
+    executors = _AsgirefSyncToAsync.context_to_thread_executor
+    executor = executors.get(context)
+    if executor is None:
+        executor = executors[context] = _request_threads.lend()
+    return executor
+
+
+@contextlib.contextmanager
+def thread_sensitive_context() -> Iterator[None]:
+    """Give the thread-sensitive calls made inside the block a thread of their own.
+
+    Without it, every thread-sensitive call in the process shares one worker thread, so one
+    slow sync view would hold up every other. :class:`channels.http.ASGIHandler` opens one
+    per request, as Django's handler does with asgiref's ``ThreadSensitiveContext``, and
+    asgiref's own ``sync_to_async`` honours it too. Unlike Django's, the thread is borrowed
+    from a pool (only when the block first needs it) and returned at the end, with its
+    database connection. Nested blocks share the outermost block's thread.
+
+    Calls still running when the block ends keep their thread until they return; the
+    block is meant to contain them, as a request contains its view.
+    """
+    if _AsgirefSyncToAsync.thread_sensitive_context.get(None) is not None:
+        yield
+        return
+    marker = _AsgirefThreadSensitiveContext()
+    token = _AsgirefSyncToAsync.thread_sensitive_context.set(marker)
+    try:
+        yield
+    finally:
+        _AsgirefSyncToAsync.thread_sensitive_context.reset(token)
+        executor = _AsgirefSyncToAsync.context_to_thread_executor.pop(marker, None)
+        if executor is not None:
+            _request_threads.give_back(executor)
 
 
 # -- sync_to_async --------------------------------------------------------------------------
@@ -468,7 +554,16 @@ class SyncToAsync(Generic[_P, _R]):
             self.call_in_thread, *args, thread_sensitive=self.thread_sensitive, **kwargs
         )
 
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> Self: ...
+
+    @overload
+    def __get__(
+        self: SyncToAsync[Concatenate[_S, _Q], _R], instance: _S, owner: type | None = None
+    ) -> Callable[_Q, Coroutine[Any, Any, _R]]: ...
+
     def __get__(self, instance: object, owner: type | None = None) -> Any:
+        """As a method decorator: the instance's method, awaitable, without ``self``."""
         if instance is None:
             return self
         bound: Any = functools.partial(self.__call__, instance)  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from asgiref.sync import markcoroutinefunction
 
@@ -27,7 +27,7 @@ from .concurrency import async_to_sync
 from .db import aclose_old_connections, database_sync_to_async
 from .exceptions import StopConsumer
 from .layers import get_channel_layer
-from .types import Message, Receive, Scope, Send
+from .types import ChannelLayer, Message, Receive, Scope, Send
 from .utils import await_many_dispatch
 
 __all__ = ["AsyncConsumer", "SyncConsumer", "get_handler_name"]
@@ -67,14 +67,17 @@ class AsyncConsumer:
     channel_layer_alias: ClassVar[str] = DEFAULT_CHANNEL_LAYER
 
     scope: Scope
-    channel_layer: Any
+    channel_layer: ChannelLayer
     channel_name: str
     channel_receive: Callable[[], Awaitable[Message]]
     base_send: Callable[[Message], Any]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope = scope
-        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        # Annotated without None, like typeshed's stubs for upstream Channels: handlers
+        # that use the layer run only where one is configured, and should not have to
+        # narrow it on every call. It is None at run time when there is none.
+        self.channel_layer = cast(ChannelLayer, get_channel_layer(self.channel_layer_alias))
         sources: list[Callable[[], Awaitable[Message]]] = [receive]
         if self.channel_layer is not None:
             self.channel_name = await self.channel_layer.new_channel()

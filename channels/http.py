@@ -8,10 +8,14 @@ Put it in the ``"http"`` slot of the project's router::
     })
 
 It serves the project's URLconf through Django's own handler machinery (middleware loaded
-in async mode, so sync and async middleware and views mix as under Django's handler). Sync
-views, sync middleware and every ``request_started``/``request_finished`` receiver run on
-the thread-sensitive worker thread of :mod:`channels.concurrency`, where Django's async ORM
-runs its queries too; async views run on the event loop. Closing stale database
+in async mode, so sync and async middleware and views mix as under Django's handler). Each
+request gets a thread of its own for its thread-sensitive work
+(:func:`~channels.concurrency.thread_sensitive_context`): sync views, sync middleware,
+every ``request_started``/``request_finished`` receiver and the queries of Django's async
+ORM run there, so one slow sync view does not hold up the others; async views run on the
+event loop. The thread comes from a pool and goes back, with its database connection, when
+the request ends (Django's handler starts a new thread per request, which makes
+``CONN_MAX_AGE`` useless). Closing stale database
 connections happens where Django does it, in those signals' receivers, on that thread.
 
 What differs from ``django.core.handlers.asgi.ASGIHandler``, besides running on trio:
@@ -62,13 +66,13 @@ from django.urls import set_script_prefix
 from django.utils.log import log_response
 
 from ._django_trio import install as install_trio_support
-from .concurrency import run_sync
+from .concurrency import run_sync, thread_sensitive_context
 from .types import Receive, Scope, Send
 from .utils import unwrap_exception_groups
 
 __all__ = ["ASGIHandler", "get_asgi_application"]
 
-logger = logging.getLogger("django.request")
+logger: logging.Logger = logging.getLogger("django.request")
 
 _END = object()
 
@@ -120,11 +124,12 @@ class ASGIHandler(base.BaseHandler):
         if body is None:
             return  # the client left before the request was complete
         exchange = _Exchange(body)
-        try:
-            await self._handle(exchange, scope, receive, send)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._finish(exchange)
+        with thread_sensitive_context():
+            try:
+                await self._handle(exchange, scope, receive, send)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._finish(exchange)
 
     async def _handle(
         self, exchange: _Exchange, scope: Scope, receive: Receive, send: Send

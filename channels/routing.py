@@ -26,7 +26,7 @@ __all__ = [
     "get_default_application",
 ]
 
-logger = logging.getLogger("channels.routing")
+logger: logging.Logger = logging.getLogger("channels.routing")
 
 
 def get_default_application() -> ASGIApp:

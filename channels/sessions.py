@@ -31,7 +31,7 @@ import datetime
 import time
 from dataclasses import dataclass
 from importlib import import_module
-from typing import Any
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase, UpdateError
@@ -200,15 +200,19 @@ class InstanceSessionWrapper:
     """
 
     #: Messages that save the session even unchanged, with SESSION_SAVE_EVERY_REQUEST.
-    save_message_types = ["http.response.start", "websocket.accept"]
+    save_message_types: ClassVar[list[str]] = ["http.response.start", "websocket.accept"]
 
     #: Messages that can carry the session cookie to the client.
-    cookie_response_message_types = ["http.response.start", "websocket.accept"]
+    cookie_response_message_types: ClassVar[list[str]] = [
+        "http.response.start",
+        "websocket.accept",
+    ]
 
     def __init__(self, scope: Scope, send: Send) -> None:
         self.cookie_name: str = settings.SESSION_COOKIE_NAME
         self.session_store: type[SessionBase] = import_module(settings.SESSION_ENGINE).SessionStore
-        self.scope = dict(scope)
+        self.scope: dict[str, Any] = dict(scope)
+        self.activated: bool
         if "session" in self.scope:
             self.activated = False
         else:

@@ -9,7 +9,7 @@ the staticfiles finders on every request.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import ParseResult, urlparse
 
 from django.contrib.staticfiles.handlers import StaticFilesHandlerMixin
 
@@ -23,7 +23,7 @@ class _StaticFilesHandler(StaticFilesHandlerMixin, ASGIHandler):
     """Our handler with Django's static file lookup in place of the URLconf."""
 
     def __init__(self) -> None:
-        self.base_url = urlparse(self.get_base_url())
+        self.base_url: ParseResult = urlparse(self.get_base_url())
         super().__init__()
 
     def load_middleware(self, is_async: bool = False) -> None:
@@ -42,7 +42,7 @@ class StaticFilesWrapper:
 
     def __init__(self, application: ASGIApp) -> None:
         self.application = application
-        self.handler = _StaticFilesHandler()
+        self.handler: _StaticFilesHandler = _StaticFilesHandler()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         if scope["type"] == "http" and self._is_static(scope):

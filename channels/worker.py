@@ -17,18 +17,17 @@ import logging
 import math
 import signal
 from collections.abc import Iterable
-from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .types import ASGIApp, Message
+from .types import ASGIApp, ChannelLayer, Message
 from .utils import unwrap_exception_groups
 
 __all__ = ["Worker"]
 
-logger = logging.getLogger("django.channels.worker")
+logger: logging.Logger = logging.getLogger("django.channels.worker")
 
 
 class _ChannelFeed:
@@ -54,14 +53,14 @@ class Worker:
         self,
         application: ASGIApp,
         channels: Iterable[str],
-        channel_layer: Any,
+        channel_layer: ChannelLayer | None,
         max_applications: int = 1000,
     ) -> None:
         if channel_layer is None:
             raise ValueError("Channel layer is not valid")
         self.application = application
-        self.channels = list(channels)
-        self.channel_layer = channel_layer
+        self.channels: list[str] = list(channels)
+        self.channel_layer: ChannelLayer = channel_layer
         self.max_applications = max_applications
 
     def run(self, backend: str = "asyncio") -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 from django.contrib.auth import alogin, get_user_model
+from django.db import connection
 from django.http import (
     FileResponse,
     HttpRequest,
@@ -24,12 +25,34 @@ from .testapp.models import Note
 # What views and iterators saw, for the tests to check; reset by the tests' fixture.
 events: list[Any] = []
 opened_files: list[Any] = []
+meeting = threading.Barrier(2)
 
 
 def sync_view(request: HttpRequest) -> HttpResponse:
     events.append(("sync_view", threading.get_ident()))
     Note.objects.create(text="from a sync view")
     return JsonResponse({"notes": Note.objects.count(), "method": request.method})
+
+
+def rendezvous(request: HttpRequest) -> HttpResponse:
+    """Waits (at most a few seconds) for a second request to the same view to arrive."""
+    try:
+        meeting.wait(timeout=5)
+        met = True
+    except threading.BrokenBarrierError:
+        meeting.reset()
+        met = False
+    events.append(("rendezvous", request.GET["name"], threading.get_ident()))
+    return JsonResponse({"met": met})
+
+
+def connection_view(request: HttpRequest) -> HttpResponse:
+    """Reports the database connection its query used (kept, so ``is`` compares)."""
+    Note.objects.count()
+    events.append(("connection", threading.get_ident(), connection.connection))
+    if "close" in request.GET:
+        connection.close()
+    return HttpResponse("ok")
 
 
 async def async_view(request: HttpRequest) -> HttpResponse:
@@ -155,6 +178,8 @@ def tagged(request: HttpRequest) -> HttpResponse:
 
 urlpatterns = [
     path("sync/", sync_view),
+    path("rendezvous/", rendezvous),
+    path("connection/", connection_view),
     path("async/", async_view),
     path("stream/sync/", sync_stream),
     path("stream/async/", async_stream),

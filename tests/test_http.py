@@ -11,7 +11,7 @@ import anyio
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.signals import request_finished, request_started
-from django.db import connection, connections
+from django.db import connection
 
 from channels.concurrency import run_sync
 from channels.db import database_sync_to_async
@@ -19,7 +19,6 @@ from channels.http import ASGIHandler, get_asgi_application
 from channels.testing import ApplicationCommunicator, HttpCommunicator
 
 from . import httpviews
-from .harness import feed_and_run
 from .testapp.models import Note
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -52,8 +51,8 @@ def signals_seen() -> Any:
     request_finished.disconnect(finished)
 
 
-async def worker_thread() -> int:
-    """The thread-sensitive worker's id: where sync views and the ORM run."""
+async def shared_worker_thread() -> int:
+    """The process-wide thread-sensitive worker: what a request must *not* tie up."""
     return await run_sync(threading.get_ident)
 
 
@@ -97,34 +96,51 @@ def multipart(fields: dict[str, str], files: dict[str, bytes]) -> tuple[bytes, b
 # -- views -------------------------------------------------------------------------------
 
 
-async def test_sync_view_runs_in_the_thread_sensitive_worker(signals_seen: Any) -> None:
+async def test_sync_view_runs_in_a_thread_of_its_request(signals_seen: Any) -> None:
     response = await get("/sync/")
     assert response["status"] == 200
     assert json.loads(response["body"]) == {"notes": 1, "method": "GET"}
     assert headers_of(response)[b"content-type"] == b"application/json"
-    worker = await worker_thread()
-    assert httpviews.events == [("sync_view", worker)]
-    assert worker != threading.get_ident()
-    # Both request signals, from the handler, in the worker (where the ORM connection is).
-    assert signals_seen == [("started", ASGIHandler, worker), ("finished", ASGIHandler, worker)]
+    [(name, view_thread)] = httpviews.events
+    assert name == "sync_view"
+    assert view_thread not in (threading.get_ident(), await shared_worker_thread())
+    # Both request signals, from the handler, in the request's thread (where the view's
+    # database connection is, for close_old_connections).
+    assert signals_seen == [
+        ("started", ASGIHandler, view_thread),
+        ("finished", ASGIHandler, view_thread),
+    ]
 
 
-@pytest.mark.parametrize(("max_age", "closed"), [(0, True), (None, False)])
-async def test_stale_connections_are_closed_after_the_request_as_django_does(
-    settings: Any, max_age: int | None, closed: bool
+async def test_slow_sync_views_do_not_hold_each_other_up() -> None:
+    # Each view waits for the other to arrive: one shared thread would run them one after
+    # the other, and the first would give up waiting.
+    async with anyio.create_task_group() as group:
+        results: list[dict[str, Any]] = []
+
+        async def fetch(name: str) -> None:
+            results.append(await get(f"/rendezvous/?name={name}"))
+
+        group.start_soon(fetch, "a")
+        group.start_soon(fetch, "b")
+    assert sorted(json.loads(r["body"])["met"] for r in results) == [True, True]
+    threads = {event[2] for event in httpviews.events}
+    assert len(threads) == 2
+
+
+@pytest.mark.parametrize(("max_age", "reused"), [(0, False), (None, True)])
+async def test_request_threads_keep_their_connection_as_conn_max_age_says(
+    settings: Any, monkeypatch: pytest.MonkeyPatch, max_age: int | None, reused: bool
 ) -> None:
     for database in settings.DATABASES.values():
-        database["CONN_MAX_AGE"] = max_age
-    await run_sync(lambda: [c.close() for c in connections.all(initialized_only=True)])
-    # Not through a communicator: it closes the connections an application opened itself.
-    output = await feed_and_run(
-        ASGIHandler(),
-        {"type": "http", "method": "GET", "path": "/sync/", "headers": []},
-        {"type": "http.request"},
-    )
-    assert output[0]["status"] == 200
-    assert await run_sync(lambda: connection.connection is None) is closed
-    await run_sync(lambda: connection.close())
+        monkeypatch.setitem(database, "CONN_MAX_AGE", max_age)  # a nested dict: restore it
+    assert (await get("/connection/"))["status"] == 200
+    # The last request closes what it used: the pooled thread outlives this test.
+    assert (await get("/connection/?close"))["status"] == 200
+    (_, first_thread, first), (_, second_thread, second) = httpviews.events
+    # Threads go back to a pool: the second request borrows the one the first returned.
+    assert first_thread == second_thread
+    assert (first is second) is reused
 
 
 async def test_async_view_uses_the_async_orm_on_the_loop() -> None:
@@ -152,7 +168,9 @@ async def test_middleware_of_both_kinds_wraps_the_view(settings: Any) -> None:
     headers = headers_of(response)
     assert headers[b"x-sync-middleware"] == b"yes"
     assert headers[b"x-async-middleware"] == b"true"
-    assert httpviews.events == [("sync_middleware", await worker_thread())]
+    [(name, thread)] = httpviews.events
+    assert name == "sync_middleware"
+    assert thread not in (threading.get_ident(), await shared_worker_thread())
 
 
 async def test_unknown_path_is_404_and_a_crash_is_500(caplog: Any) -> None:
@@ -182,7 +200,8 @@ async def test_sessions_and_auth_through_django_async_api(settings: Any) -> None
 async def test_sync_streaming_response_streams_part_by_part() -> None:
     response = await get("/stream/sync/?count=3")
     assert response["body"] == b"part 0\npart 1\npart 2\n"
-    worker = await worker_thread()
+    worker = httpviews.events[0][2]
+    assert worker not in (threading.get_ident(), await shared_worker_thread())
     assert httpviews.events == [
         ("sync_part", 0, worker),
         ("sync_part", 1, worker),

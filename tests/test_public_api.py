@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,7 @@ PUBLIC = {
     "channels.middleware": ["BaseMiddleware"],
     "channels.concurrency": ["sync_to_async", "async_to_sync", "SyncToAsync"],
     "channels.types": ["Scope", "Message", "Receive", "Send", "ASGIApp", "ChannelLayer"],
+    "channels.testing.http": ["HttpCommunicator", "HttpResponse"],
     "channels.apps": ["ChannelsConfig"],
     "channels.http": ["ASGIHandler", "get_asgi_application"],
     "channels.staticfiles": ["StaticFilesWrapper"],
@@ -104,3 +106,32 @@ def test_the_in_memory_layer_satisfies_the_layer_protocol() -> None:
     layer: ChannelLayer = InMemoryChannelLayer()  # mypy checks the same claim statically
     assert isinstance(layer, ChannelLayer)
     assert {"groups", "flush"} <= set(layer.extensions)
+
+
+def test_every_shipped_layer_satisfies_the_layer_protocol_at_run_time() -> None:
+    from channels.layers import BaseChannelLayer
+    from channels.layers.redis import RedisChannelLayer, RedisPubSubChannelLayer
+    from channels.types import ChannelLayer
+
+    for layer in (BaseChannelLayer(), RedisChannelLayer(), RedisPubSubChannelLayer()):
+        assert isinstance(layer, ChannelLayer), type(layer).__name__
+    assert not isinstance(object(), ChannelLayer)
+
+
+def test_the_typing_examples_are_harmless_to_import() -> None:
+    """tests/typecheck/ is for the type checkers (make typecheck) and is not collected; its
+    modules only define things, so importing them runs nothing."""
+    typing_dir = Path(__file__).parent / "typecheck"
+    names = sorted(path.stem for path in typing_dir.glob("*.py") if path.stem != "__init__")
+    assert "third_party_layer" in names
+    for name in names:
+        assert not name.startswith("test_"), f"pytest would collect tests/typecheck/{name}.py"
+        importlib.import_module(f"tests.typecheck.{name}")
+
+
+def test_no_test_directory_shadows_a_standard_module() -> None:
+    """Scripts run from tests/ (the Redis process tests) have it first on sys.path: a
+    ``tests/typing/`` package, say, would replace the standard ``typing`` for them."""
+    here = Path(__file__).parent
+    shadowing = [p.name for p in here.iterdir() if p.stem in sys.stdlib_module_names]
+    assert not shadowing

@@ -28,7 +28,7 @@ from ..exceptions import (
     InvalidChannelLayerError,
     StopConsumer,
 )
-from ..types import Message, Receive, Scope, Send
+from ..types import ChannelLayer, Message, Receive, Scope, Send
 
 __all__ = [
     "AsyncJsonWebsocketConsumer",
@@ -80,9 +80,13 @@ class _GroupMembership:
     """Joins and leaves a consumer's ``groups``, and leaves them if it ends abruptly."""
 
     groups: list[str] | None = None
-    channel_layer: Any
+    channel_layer: ChannelLayer
     channel_name: str
     _joined: list[str]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if self.groups is None:
+            self.groups = []
 
     async def _join_groups(self) -> None:
         self._joined = []
@@ -118,10 +122,6 @@ class _GroupMembership:
 
 class WebsocketConsumer(_GroupMembership, SyncConsumer):
     """A WebSocket consumer whose methods are synchronous, run in the worker thread."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if self.groups is None:
-            self.groups = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._run_leaving_groups(super().__call__(scope, receive, send))
@@ -207,10 +207,6 @@ class JsonWebsocketConsumer(WebsocketConsumer):
 
 class AsyncWebsocketConsumer(_GroupMembership, AsyncConsumer):
     """A WebSocket consumer whose methods are coroutines, run on the event loop."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if self.groups is None:
-            self.groups = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._run_leaving_groups(super().__call__(scope, receive, send))

@@ -36,7 +36,7 @@ class BaseChannelLayer:
         "containing only ASCII alphanumerics, hyphens, underscores, or periods."
     )
 
-    extensions: ClassVar[list[str]] = []
+    extensions: list[str] = []
 
     def __init__(
         self,
@@ -46,7 +46,9 @@ class BaseChannelLayer:
     ) -> None:
         self.expiry = expiry
         self.capacity = capacity
-        self.channel_capacity = self.compile_capacities(channel_capacity or {})
+        self.channel_capacity: list[tuple[re.Pattern[str], int]] = self.compile_capacities(
+            channel_capacity or {}
+        )
 
     # -- capacities --------------------------------------------------------------------
 

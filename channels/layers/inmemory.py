@@ -42,7 +42,7 @@ from .base import BaseChannelLayer, CapacityPattern
 
 __all__ = ["InMemoryChannelLayer"]
 
-logger = logging.getLogger("channels.layers")
+logger: logging.Logger = logging.getLogger("channels.layers")
 
 _MIN_COMPACTION = 16384
 
@@ -139,7 +139,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
     ``close()`` has nothing to release.
     """
 
-    extensions = ["groups", "flush"]
+    extensions: list[str] = ["groups", "flush"]
 
     def __init__(
         self,

@@ -10,7 +10,7 @@ from django.utils.module_loading import import_string
 
 from .. import DEFAULT_CHANNEL_LAYER
 from ..exceptions import InvalidChannelLayerError
-from .base import BaseChannelLayer
+from ..types import ChannelLayer
 
 __all__ = ["ChannelLayerManager", "channel_layers", "get_channel_layer"]
 
@@ -23,7 +23,7 @@ class ChannelLayerManager:
     """
 
     def __init__(self) -> None:
-        self.backends: dict[str, Any] = {}
+        self.backends: dict[str, ChannelLayer] = {}
         setting_changed.connect(self._reset_backends)
 
     def _reset_backends(self, setting: str, **kwargs: Any) -> None:
@@ -35,11 +35,11 @@ class ChannelLayerManager:
         configs: dict[str, Any] = getattr(settings, "CHANNEL_LAYERS", {})
         return configs
 
-    def make_backend(self, name: str) -> BaseChannelLayer:
+    def make_backend(self, name: str) -> ChannelLayer:
         """Build a fresh layer from the alias's ``CONFIG``."""
         return self._make_backend(name, self.configs[name].get("CONFIG", {}))
 
-    def make_test_backend(self, name: str) -> BaseChannelLayer:
+    def make_test_backend(self, name: str) -> ChannelLayer:
         """Build a fresh layer from the alias's ``TEST_CONFIG``."""
         try:
             config = self.configs[name]["TEST_CONFIG"]
@@ -47,7 +47,7 @@ class ChannelLayerManager:
             raise InvalidChannelLayerError(f"No TEST_CONFIG specified for {name}") from None
         return self._make_backend(name, config)
 
-    def _make_backend(self, name: str, config: dict[str, Any]) -> BaseChannelLayer:
+    def _make_backend(self, name: str, config: dict[str, Any]) -> ChannelLayer:
         if "ROUTING" in self.configs[name]:
             raise InvalidChannelLayerError(
                 f"ROUTING key found for {name} - this is no longer needed in Channels 2."
@@ -64,7 +64,7 @@ class ChannelLayerManager:
             ) from exc
         return backend_class(**config)  # type: ignore[no-any-return]
 
-    def __getitem__(self, key: str) -> Any:
+    def __getitem__(self, key: str) -> ChannelLayer:
         if key not in self.backends:
             self.backends[key] = self.make_backend(key)
         return self.backends[key]
@@ -72,7 +72,7 @@ class ChannelLayerManager:
     def __contains__(self, key: object) -> bool:
         return key in self.configs
 
-    def set(self, key: str, layer: Any) -> Any:
+    def set(self, key: str, layer: ChannelLayer) -> ChannelLayer | None:
         """Point ``key`` at ``layer`` (handy in tests) and return the layer it replaced."""
         old = self.backends.get(key)
         self.backends[key] = layer
@@ -86,10 +86,10 @@ class ChannelLayerManager:
                 await close()
 
 
-channel_layers = ChannelLayerManager()
+channel_layers: ChannelLayerManager = ChannelLayerManager()
 
 
-def get_channel_layer(alias: str = DEFAULT_CHANNEL_LAYER) -> Any:
+def get_channel_layer(alias: str = DEFAULT_CHANNEL_LAYER) -> ChannelLayer | None:
     """The layer configured as ``alias``, or ``None`` when there is no such alias."""
     try:
         return channel_layers[alias]

@@ -72,7 +72,7 @@ class OriginValidator:
 
     def __init__(self, application: ASGIApp, allowed_origins: Iterable[str]) -> None:
         self.application = application
-        self.allowed_origins = list(allowed_origins)
+        self.allowed_origins: list[str] = list(allowed_origins)
         for pattern in self.allowed_origins:
             if not isinstance(pattern, str):
                 raise ValueError(f"Allowed origins must be strings, got {pattern!r}")

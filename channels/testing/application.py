@@ -74,14 +74,14 @@ class _Run:
     def __init__(self, application: ASGIApp, scope: Scope) -> None:
         self.application = application
         self.scope = scope
-        self.inputs = _Mailbox()
-        self.outputs = _Mailbox()
-        self.cancel_scope = anyio.CancelScope()
-        self.finished = anyio.Event()
+        self.inputs: _Mailbox = _Mailbox()
+        self.outputs: _Mailbox = _Mailbox()
+        self.cancel_scope: anyio.CancelScope = anyio.CancelScope()
+        self.finished: anyio.Event = anyio.Event()
         self.result: Any = None
         self.error: Exception | None = None
-        self.cancelled = False
-        self.token = anyio.lowlevel.current_token()
+        self.cancelled: bool = False
+        self.token: anyio.lowlevel.EventLoopToken = anyio.lowlevel.current_token()
 
     async def run(self) -> None:
         keep_connections.set(True)

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NotRequired, TypedDict, cast
 from urllib.parse import unquote, urlparse
 
 from ..types import ASGIApp
 from .application import ApplicationCommunicator
 
-__all__ = ["HttpCommunicator"]
+__all__ = ["HttpCommunicator", "HttpResponse"]
+
+
+class HttpResponse(TypedDict):
+    """What :meth:`HttpCommunicator.get_response` returns: the response start's fields,
+    and the body parts joined."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    #: Present when the application announced trailers in its response start.
+    trailers: NotRequired[bool]
 
 
 class HttpCommunicator(ApplicationCommunicator):
@@ -40,10 +51,11 @@ class HttpCommunicator(ApplicationCommunicator):
         }
         super().__init__(application, scope)
         self.body = body
-        self.sent_request = False
+        self.sent_request: bool = False
 
-    async def get_response(self, timeout: float = 1) -> dict[str, Any]:
-        """The response as ``{"status": ..., "headers": [...], "body": b"..."}``.
+    async def get_response(self, timeout: float = 1) -> HttpResponse:
+        """The response as ``{"status": ..., "headers": [...], "body": b"..."}``, plus any
+        other keys of the application's ``http.response.start``.
 
         ``timeout`` applies to each message of the response.
         """
@@ -53,7 +65,7 @@ class HttpCommunicator(ApplicationCommunicator):
         start = await self.receive_output(timeout)
         if start["type"] != "http.response.start":
             raise AssertionError(f"Expected 'http.response.start', got {start['type']!r}")
-        response = {key: value for key, value in start.items() if key != "type"}
+        response: dict[str, Any] = {key: value for key, value in start.items() if key != "type"}
         response.setdefault("headers", [])
         body = []
         while True:
@@ -64,4 +76,6 @@ class HttpCommunicator(ApplicationCommunicator):
             if not chunk.get("more_body", False):
                 break
         response["body"] = b"".join(body)
-        return response
+        # Every key of the start message is passed on, as upstream does; ASGI requires
+        # the ones HttpResponse names.
+        return cast(HttpResponse, response)

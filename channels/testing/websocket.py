@@ -42,7 +42,7 @@ class WebsocketCommunicator(ApplicationCommunicator):
         super().__init__(application, scope)
         self.response_headers: list[tuple[bytes, bytes]] | None = None
 
-    async def connect(self, timeout: float = 1) -> tuple[bool, Any]:
+    async def connect(self, timeout: float = 1) -> tuple[bool, str | int | None]:
         """Open the connection.
 
         Returns ``(True, subprotocol)`` if the application accepted, ``(False, close_code)``

@@ -28,7 +28,7 @@ from .hosts import Host
 
 __all__ = ["CONNECTION_ERRORS", "Command", "Connection", "ConnectionLost", "Pool"]
 
-logger = logging.getLogger("channels.layers.redis")
+logger: logging.Logger = logging.getLogger("channels.layers.redis")
 
 Arg = bytes | str | int | float
 Command = Sequence[Arg]
@@ -88,9 +88,9 @@ class Connection:
         else:
             self.stream = transport
         self.host = host
-        self.parser = Parser()
+        self.parser: Parser = Parser()
         self.client_id = 0
-        self.broken = False
+        self.broken: bool = False
 
     async def send(self, commands: Sequence[Command]) -> None:
         """Write ``commands``.
@@ -301,7 +301,7 @@ class Pool:
         self.host = host
         self.max_idle = max_idle
         self.idle: list[Connection] = []
-        self.closed = False
+        self.closed: bool = False
 
     async def acquire(self) -> Connection:
         if self.closed:

@@ -54,7 +54,7 @@ from .wire import Serializer
 
 __all__ = ["RedisChannelLayer"]
 
-logger = logging.getLogger("channels.layers.redis")
+logger: logging.Logger = logging.getLogger("channels.layers.redis")
 
 Item = tuple[bytes, float, int]  # a popped member, its score, and its shard
 
@@ -146,12 +146,12 @@ class RedisChannelLayer(BaseChannelLayer):
     ``reconnect_timeout`` seconds before raising :class:`ConnectionError`.
     """
 
-    extensions = ["groups", "flush"]
+    extensions: list[str] = ["groups", "flush"]
 
     #: Seconds a blocking pop waits on the server before asking again.
     brpop_timeout = 5
     #: Seconds a send, group call or flush keeps retrying while Redis is unreachable.
-    reconnect_timeout = 10.0
+    reconnect_timeout: float = 10.0
     #: Most messages one read of the process-local key takes (Redis 7+: BZMPOP).
     local_batch = 64
 
@@ -176,14 +176,14 @@ class RedisChannelLayer(BaseChannelLayer):
         self.prefix = prefix
         self.group_expiry = group_expiry
         self.hosts: list[Host] = parse_hosts(hosts)
-        self.ring_size = len(self.hosts)
+        self.ring_size: int = len(self.hosts)
         self._serializer = Serializer(
             serializer_format,
             symmetric_encryption_keys,
             random_prefix_length=random_prefix_length,
             ttl=expiry + 10,
         )
-        self.client_prefix = uuid.uuid4().hex
+        self.client_prefix: str = uuid.uuid4().hex
         self._send_index = itertools.cycle(range(self.ring_size))
         self._last_score = 0.0
         self._routes: dict[str, tuple[str, int | None]] = {}

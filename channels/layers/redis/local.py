@@ -33,7 +33,7 @@ from ...types import Message
 
 __all__ = ["Mailboxes", "PerLoop"]
 
-logger = logging.getLogger("channels.layers.redis")
+logger: logging.Logger = logging.getLogger("channels.layers.redis")
 
 S = TypeVar("S")
 
@@ -162,7 +162,7 @@ class Readers:
 
     def __init__(self, mailboxes: Mailboxes) -> None:
         self.mailboxes = mailboxes
-        self.reading = False
+        self.reading: bool = False
         self.waiters: dict[str, list[anyio.Event]] = {}
         self._without_yield = 0
 

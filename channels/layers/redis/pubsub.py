@@ -39,7 +39,7 @@ from .wire import Serializer
 
 __all__ = ["RedisPubSubChannelLayer"]
 
-logger = logging.getLogger("channels.layers.redis")
+logger: logging.Logger = logging.getLogger("channels.layers.redis")
 
 
 @dataclass(eq=False)
@@ -109,7 +109,7 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
     ``on_reconnect`` are accepted for compatibility; as in channels_redis, unused.
     """
 
-    extensions = ["groups", "flush"]
+    extensions: list[str] = ["groups", "flush"]
 
     def __init__(
         self,
@@ -132,7 +132,7 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         self.on_disconnect = on_disconnect
         self.on_reconnect = on_reconnect
         self.hosts: list[Host] = parse_hosts(hosts)
-        self.ring_size = len(self.hosts)
+        self.ring_size: int = len(self.hosts)
         self._serializer = Serializer(serializer_format, symmetric_encryption_keys)
         self._loops: PerLoop[_LoopState] = PerLoop(self._new_loop_state, _LoopState.aclose)
 

@@ -49,7 +49,7 @@ class Serializer:
         self.format = serializer_format
         self.random_prefix_length = random_prefix_length
         self.ttl = ttl
-        self.crypter = _multi_fernet(symmetric_encryption_keys)
+        self.crypter: MultiFernet | None = _multi_fernet(symmetric_encryption_keys)
 
     def dumps(self, message: Message) -> bytes:
         """The bytes for ``message``.

@@ -13,7 +13,7 @@ from channels.layers import get_channel_layer
 from channels.routing import get_default_application
 from channels.worker import Worker
 
-logger = logging.getLogger("django.channels.worker")
+logger: logging.Logger = logging.getLogger("django.channels.worker")
 
 
 class Command(BaseCommand):
@@ -38,7 +38,7 @@ class Command(BaseCommand):
         parser.add_argument("channels", nargs="+", help="Channels to listen on.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        self.verbosity = options.get("verbosity", 1)
+        self.verbosity: int = options.get("verbosity", 1)
         channel_layer = get_channel_layer(options["layer"])
         if channel_layer is None:
             raise CommandError(
