@@ -14,6 +14,7 @@ class ChannelsConfig(AppConfig):
     verbose_name: str = "Channels"
 
     def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the system checks)
         from ._django_trio import install
 
         install()

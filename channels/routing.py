@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, cast
 
 from django.conf import settings
@@ -36,7 +37,8 @@ def get_default_application() -> ASGIApp:
         its module or attribute cannot be imported.
     """
     try:
-        path, name = settings.ASGI_APPLICATION.rsplit(".", 1)  # type: ignore[misc]
+        setting: Any = settings.ASGI_APPLICATION  # a project may not define it
+        path, name = setting.rsplit(".", 1)
     except (ValueError, AttributeError):
         raise ImproperlyConfigured("Cannot find ASGI_APPLICATION setting.") from None
     try:
@@ -55,39 +57,96 @@ def get_default_application() -> ASGIApp:
 class ProtocolTypeRouter:
     """Routes on ``scope["type"]``: ``http``, ``websocket``, ``channel``, ...
 
-    A ``lifespan`` scope with no application of its own is answered here: startup is
-    acknowledged, and shutdown closes every channel layer before it is acknowledged, so
-    servers such as hypercorn neither log an error nor leave layer connections open.
+    A ``lifespan`` scope with no application of its own is answered here, so servers
+    such as hypercorn log no lifespan error. ``lifespan``, if given, is called with no
+    arguments at ``lifespan.startup`` and must return an async context manager: it is
+    entered before startup is acknowledged and exited at ``lifespan.shutdown``, in the
+    same task, so it may hold a task group whose tasks run for the life of the server.
+    After it exits, every channel layer is closed, then shutdown is acknowledged. An
+    exception on entry is answered with ``lifespan.startup.failed`` (the server then
+    refuses to start); one on exit, or from closing a layer, with
+    ``lifespan.shutdown.failed``.
 
-    :raises ValueError: for a scope type with no application.
+    :raises ValueError: for a scope type with no application, or if ``lifespan`` is given
+        along with a ``"lifespan"`` application in the mapping.
     """
 
-    def __init__(self, application_mapping: Mapping[str, ASGIApp]) -> None:
+    def __init__(
+        self,
+        application_mapping: Mapping[str, ASGIApp],
+        *,
+        lifespan: Callable[[], AbstractAsyncContextManager[object]] | None = None,
+    ) -> None:
+        if lifespan is not None and "lifespan" in application_mapping:
+            raise ValueError(
+                "ProtocolTypeRouter got both a 'lifespan' application and a lifespan= "
+                "hook; give only one of them."
+            )
+        if lifespan is not None and not callable(lifespan):
+            raise TypeError(
+                "lifespan= must be a callable returning an async context manager, "
+                f"got {lifespan!r}"
+            )
         self.application_mapping = application_mapping
+        self.lifespan = lifespan
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         application = self.application_mapping.get(scope["type"])
         if application is not None:
             return await application(scope, receive, send)
         if scope["type"] == "lifespan":
-            return await _serve_lifespan(receive, send)
+            return await _serve_lifespan(receive, send, self.lifespan)
         raise ValueError(f"No application configured for scope type {scope['type']!r}")
 
 
-async def _serve_lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
+async def _serve_lifespan(
+    receive: Receive,
+    send: Send,
+    hook: Callable[[], AbstractAsyncContextManager[object]] | None,
+) -> None:
+    await _expect(receive, "lifespan.startup")
+    started = shutdown_received = False
+    failure: Exception | None = None
+    try:
+        async with hook() if hook is not None else nullcontext():
             await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            try:
-                await channel_layers.close_all()
-            except Exception as exc:
-                logger.exception("Closing channel layers at shutdown failed")
-                await send({"type": "lifespan.shutdown.failed", "message": str(exc)})
-            else:
-                await send({"type": "lifespan.shutdown.complete"})
+            started = True
+            await _expect(receive, "lifespan.shutdown")
+            shutdown_received = True
+    except Exception as exc:
+        if not started:
+            logger.exception("Lifespan startup hook failed")
+            await send({"type": "lifespan.startup.failed", "message": _describe(exc)})
             return
+        # Raised on exit, or by a task the hook started while the server ran: either
+        # way the layers still get closed, and the server hears of it at shutdown.
+        logger.exception("Lifespan shutdown hook failed")
+        failure = exc
+    if not shutdown_received:
+        await _expect(receive, "lifespan.shutdown")
+    try:
+        await channel_layers.close_all()
+    except Exception as exc:
+        logger.exception("Closing channel layers at shutdown failed")
+        failure = failure or exc
+    if failure is not None:
+        await send({"type": "lifespan.shutdown.failed", "message": _describe(failure)})
+    else:
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+async def _expect(receive: Receive, message_type: str) -> None:
+    message = await receive()
+    if message["type"] != message_type:
+        raise ValueError(f"Expected a {message_type!r} message, got {message['type']!r}")
+
+
+def _describe(exc: BaseException) -> str:
+    """One line naming the error; a task group's errors are named one by one, since the
+    group's own message says nothing about what went wrong."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(inner) for inner in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class URLRouter:

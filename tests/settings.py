@@ -10,7 +10,13 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "channels",
     "tests.testapp",
+    # After channels, whose runserver must win (tests/test_runserver.py).
+    "django.contrib.staticfiles",
 ]
+STATIC_URL = "static/"
+# What the live-server tests serve (their server process loads these settings).
+ASGI_APPLICATION = "tests.serverproject.asgi.application"
+ROOT_URLCONF = "tests.serverproject.urls"
 # A file, not ":memory:": worker threads then share the test database through their own
 # connections, and closing a connection really closes it (tests observe that).
 DATABASES = {

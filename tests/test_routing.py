@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -19,6 +21,8 @@ from channels.routing import (
     get_default_application,
 )
 from channels.types import Message, Receive, Scope, Send
+
+from .harness import feed_and_run
 
 
 class RecordingApp:
@@ -241,6 +245,134 @@ async def test_explicit_lifespan_app_is_used() -> None:
     assert results == ["custom lifespan"]
     assert len(calls) == 1
     assert calls[0]["type"] == "lifespan"
+
+
+async def test_lifespan_hook_runs_around_the_server_and_before_layers_close() -> None:
+    events: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        events.append("enter")
+        async with anyio.create_task_group() as group:
+            # A task that lives as long as the server: the hook may own a task group.
+            group.start_soon(anyio.sleep_forever)
+            yield
+            group.cancel_scope.cancel()
+        events.append(f"exit, layer closed: {bool(layer.closed)}")
+
+    with override_settings(
+        CHANNEL_LAYERS={"default": {"BACKEND": "tests.test_routing.ClosingLayer"}}
+    ):
+        layer = get_channel_layer()
+        router = ProtocolTypeRouter({"http": RecordingApp()}, lifespan=lifespan)
+        replies, results = await run_lifespan(router, "lifespan.startup", "lifespan.shutdown")
+    assert replies == [
+        {"type": "lifespan.startup.complete"},
+        {"type": "lifespan.shutdown.complete"},
+    ]
+    assert events == ["enter", "exit, layer closed: False"]
+    assert layer.closed == [""]
+    assert results == [None]
+
+
+async def test_lifespan_hook_failing_at_startup_is_reported() -> None:
+    @contextlib.asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        raise RuntimeError("no database")
+        yield
+
+    replies, results = await run_lifespan(
+        ProtocolTypeRouter({}, lifespan=lifespan), "lifespan.startup"
+    )
+    assert replies == [{"type": "lifespan.startup.failed", "message": "RuntimeError: no database"}]
+    assert results == [None]
+
+
+async def test_lifespan_hook_failing_at_shutdown_still_closes_layers() -> None:
+    @contextlib.asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        yield
+        raise RuntimeError("flush failed")
+
+    with override_settings(
+        CHANNEL_LAYERS={"default": {"BACKEND": "tests.test_routing.ClosingLayer"}}
+    ):
+        layer = get_channel_layer()
+        replies, _ = await run_lifespan(
+            ProtocolTypeRouter({}, lifespan=lifespan), "lifespan.startup", "lifespan.shutdown"
+        )
+    assert replies[0] == {"type": "lifespan.startup.complete"}
+    assert replies[1] == {
+        "type": "lifespan.shutdown.failed",
+        "message": "RuntimeError: flush failed",
+    }
+    assert layer.closed == [""]
+
+
+async def test_lifespan_hook_task_crashing_is_reported_at_shutdown() -> None:
+    go, crashed = anyio.Event(), anyio.Event()
+
+    async def crash() -> None:
+        await go.wait()
+        crashed.set()
+        raise RuntimeError("background job died")
+
+    @contextlib.asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        async with anyio.create_task_group() as group:
+            group.start_soon(crash)
+            yield
+
+    to_app, app_receive = anyio.create_memory_object_stream[Message](10)
+    app_send, from_app = anyio.create_memory_object_stream[Message](10)
+    router = ProtocolTypeRouter({}, lifespan=lifespan)
+    scope = {"type": "lifespan", "asgi": {"version": "3.0"}}
+    async with to_app, app_receive, app_send, from_app, anyio.create_task_group() as tg:
+        tg.start_soon(router, scope, app_receive.receive, app_send.send)
+        await to_app.send({"type": "lifespan.startup"})
+        assert await from_app.receive() == {"type": "lifespan.startup.complete"}
+        go.set()
+        await crashed.wait()
+        # The crash is held until the server asks for shutdown, which still happens.
+        await to_app.send({"type": "lifespan.shutdown"})
+        reply = await from_app.receive()
+    assert reply["type"] == "lifespan.shutdown.failed"
+    assert "background job died" in reply["message"]
+
+
+async def test_lifespan_hook_crashing_before_startup_completes_fails_startup() -> None:
+    @contextlib.asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        async with anyio.create_task_group() as group:
+            group.start_soon(_crash_now)
+            await anyio.sleep_forever()  # the crash cancels this
+            yield
+
+    replies, _ = await run_lifespan(ProtocolTypeRouter({}, lifespan=lifespan), "lifespan.startup")
+    assert replies == [
+        {"type": "lifespan.startup.failed", "message": "RuntimeError: background job died"}
+    ]
+
+
+async def _crash_now() -> None:
+    raise RuntimeError("background job died")
+
+
+def test_lifespan_hook_and_lifespan_application_are_exclusive() -> None:
+    with pytest.raises(ValueError, match="only one"):
+        ProtocolTypeRouter({"lifespan": RecordingApp()}, lifespan=contextlib.nullcontext)  # type: ignore[arg-type]
+
+
+def test_lifespan_hook_must_be_callable() -> None:
+    with pytest.raises(TypeError, match="callable returning an async context manager"):
+        ProtocolTypeRouter({}, lifespan=contextlib.nullcontext())  # type: ignore[arg-type]
+
+
+async def test_lifespan_messages_out_of_order_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"Expected a 'lifespan\.startup' message"):
+        await feed_and_run(
+            ProtocolTypeRouter({}), {"type": "lifespan"}, {"type": "lifespan.shutdown"}
+        )
 
 
 # -- URLRouter ------------------------------------------------------------------------
@@ -513,12 +645,12 @@ def test_get_default_application() -> None:
 )
 def test_get_default_application_errors(setting: str | None, message: str) -> None:
     if setting is None:
-        # The test settings do not set ASGI_APPLICATION at all.
         from django.conf import settings
 
-        assert not hasattr(settings, "ASGI_APPLICATION")
-        with pytest.raises(ImproperlyConfigured, match=message):
-            get_default_application()
+        with override_settings():
+            del settings.ASGI_APPLICATION
+            with pytest.raises(ImproperlyConfigured, match=message):
+                get_default_application()
         return
     with (
         override_settings(ASGI_APPLICATION=setting),

@@ -1,0 +1,1 @@
+"""A project served by real hypercorn processes: serving, runserver and live-server tests."""

@@ -1,0 +1,310 @@
+"""channels.serving: hypercorn processes on asyncio and trio, stopped by real signals.
+
+The served project is tests/serverproject: its lifespan hook and its echo consumer print
+lines that show when they ran.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import signal
+import socket
+import sys
+import urllib.request
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+from websockets.exceptions import ConnectionClosedOK
+from websockets.sync.client import connect
+
+from channels.routing import ProtocolTypeRouter
+from channels.serving import GracefulShutdown, serve, serve_async
+from channels.types import Message, Receive, Scope, Send
+
+from .server_process import ServerProcess
+
+BACKENDS = ["asyncio", "trio"]
+APP = "tests.serverproject.asgi:application"
+
+
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.read().decode()  # type: ignore[no-any-return]
+
+
+def ws_url(http_url: str) -> str:
+    return "ws" + http_url.removeprefix("http")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_stop_signal_closes_websockets_with_1001_and_exits_0(
+    backend: str, signum: signal.Signals
+) -> None:
+    args = ["-m", "channels.serving", APP, "--bind", "127.0.0.1:0", "--backend", backend]
+    with ServerProcess(args) as server:
+        url = server.wait_for_line("Listening on").split()[-1]
+        assert get(f"{url}/hello/") == f"hello from {backend}"
+        with connect(f"{ws_url(url)}/ws/echo/", open_timeout=30) as ws:
+            ws.send("hi")
+            assert ws.recv(timeout=30) == "echo: hi"
+            server.send_signal(signum)
+            with pytest.raises(ConnectionClosedOK):
+                ws.recv(timeout=30)
+            assert ws.close_code == 1001
+        assert server.wait() == 0
+    lines = server.lines
+    # The consumer heard the close (with the code the client got) before the lifespan
+    # shutdown ran; the lifespan hook ran once at each end; hypercorn logged no error.
+    assert lines.index("echo consumer disconnected with code 1001") < lines.index(
+        "lifespan: shutdown"
+    )
+    assert lines.count("lifespan: startup") == lines.count("lifespan: shutdown") == 1
+    assert not [line for line in lines if "Traceback" in line or "ERROR" in line], lines
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_plain_hypercorn_runs_the_lifespan_hook_without_errors(backend: str) -> None:
+    """``hypercorn -k BACKEND`` with ProtocolTypeRouter: lifespan is answered, the hook
+    runs at both ends, and a stop signal ends the process with status 0."""
+    port = free_port()
+    args = ["-m", "hypercorn", "-k", backend, "-b", f"127.0.0.1:{port}", APP]
+    with ServerProcess(args) as server:
+        server.wait_for_line("Running on")
+        assert get(f"http://127.0.0.1:{port}/hello/") == f"hello from {backend}"
+        server.send_signal(signal.SIGTERM)
+        assert server.wait() == 0
+    assert "lifespan: shutdown" in server.lines
+    assert not [line for line in server.lines if "error" in line.lower()], server.lines
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_serve_async_stops_on_its_trigger_and_closes_websockets() -> None:
+    """In-process, on the test's own backend: the trigger starts the same graceful stop."""
+    from tests.serverproject.asgi import application
+
+    ready: list[str] = []
+    listening, stop = anyio.Event(), anyio.Event()
+    records: list[logging.LogRecord] = []
+    logger = logging.getLogger("tests.serving.access")
+    handler = _ListHandler(records)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+    def client(url: str) -> tuple[str, int | None]:
+        body = get(f"{url}/hello/")
+        with connect(f"{ws_url(url)}/ws/echo/?x=1", open_timeout=30) as ws:
+            ws.send("ping")
+            assert ws.recv(timeout=30) == "echo: ping"
+            anyio.from_thread.run_sync(stop.set)
+            with pytest.raises(ConnectionClosedOK):
+                ws.recv(timeout=30)
+            return body, ws.close_code
+
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(
+                functools.partial(
+                    serve_async,
+                    application,
+                    bind=["127.0.0.1:0"],
+                    handle_signals=False,
+                    shutdown_trigger=stop.wait,
+                    access_log=logger,
+                    on_ready=lambda addresses: (ready.extend(addresses), listening.set()),
+                )
+            )
+            await listening.wait()
+            body, code = await anyio.to_thread.run_sync(client, ready[0])
+    finally:
+        logger.removeHandler(handler)
+    assert body.startswith("hello from ")
+    assert code == 1001
+    messages = [record.getMessage() for record in records]
+    assert messages[0].startswith("HTTP GET /hello/ 200 [")
+    assert messages[1].startswith("WebSocket HANDSHAKING /ws/echo/?x=1 [127.0.0.1:")
+    assert messages[2].startswith("WebSocket CONNECT /ws/echo/?x=1 [127.0.0.1:")
+    assert messages[3].startswith("WebSocket DISCONNECT /ws/echo/?x=1 [127.0.0.1:")
+    assert len(messages) == 4
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__()
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def refusing_app(scope: Scope, receive: Receive, send: Send) -> Any:
+    raise AssertionError("never called")
+
+
+def test_an_unknown_backend_is_refused() -> None:
+    with pytest.raises(ValueError, match="backend must be 'asyncio' or 'trio', got 'curio'"):
+        serve(refusing_app, backend="curio")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bind", [[], "127.0.0.1:0"], ids=["empty", "a string"])
+async def test_bind_must_be_a_list_of_addresses(bind: Any) -> None:
+    with pytest.raises(ValueError, match="bind must be a non-empty list of addresses"):
+        await serve_async(refusing_app, bind=bind)
+
+
+@pytest.mark.parametrize("bind", ["localhost", ":8000", "127.0.0.1:http"])
+async def test_a_bind_address_without_host_and_port_is_refused(bind: str) -> None:
+    with pytest.raises(ValueError, match="bind address must be host:port"):
+        await serve_async(refusing_app, bind=["127.0.0.1:0", bind])
+
+
+async def test_a_negative_graceful_timeout_is_refused() -> None:
+    with pytest.raises(ValueError, match="graceful_timeout must be >= 0"):
+        await serve_async(refusing_app, bind=["127.0.0.1:0"], graceful_timeout=-1)
+
+
+async def test_an_address_in_use_raises_oserror() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match="in use"):
+            await serve_async(ProtocolTypeRouter({}), bind=[f"127.0.0.1:{port}"])
+
+
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [
+        ("tests.serverproject.asgi", "must be given as module:attribute"),
+        ("tests.no_such_module:application", "cannot load"),
+        ("tests.serverproject.asgi:missing", "cannot load"),
+    ],
+)
+def test_the_command_line_names_a_bad_application(argument: str, message: str) -> None:
+    with ServerProcess(["-m", "channels.serving", argument]) as server:
+        assert server.wait() == 2
+    assert message in server.output
+
+
+class Sockets:
+    """A server's side of one WebSocket, in memory: what the app sent, what it received."""
+
+    def __init__(self) -> None:
+        self.to_app, self.app_inbox = anyio.create_memory_object_stream[Message](10)
+        self.app_outbox, self.from_app = anyio.create_memory_object_stream[Message](10)
+
+    async def receive(self) -> Message:
+        return await self.app_inbox.receive()
+
+    def __enter__(self) -> Sockets:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for stream in (self.to_app, self.app_inbox, self.app_outbox, self.from_app):
+            stream.close()
+
+    async def send(self, message: Message) -> None:
+        await self.app_outbox.send(message)
+
+
+async def test_a_socket_accepted_after_shutdown_began_is_closed_at_once() -> None:
+    may_accept = anyio.Event()
+    seen: list[Message] = []
+
+    async def slow_acceptor(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(await receive())  # websocket.connect
+        await may_accept.wait()
+        await send({"type": "websocket.accept"})
+        while (message := await receive())["type"] != "websocket.disconnect":
+            seen.append(message)
+        seen.append(message)
+        await send({"type": "websocket.send", "text": "too late"})  # dropped, no error
+
+    graceful = GracefulShutdown(slow_acceptor)
+    with Sockets() as sockets:
+        async with anyio.create_task_group() as group:
+            group.start_soon(graceful, {"type": "websocket"}, sockets.receive, sockets.send)
+            await sockets.to_app.send({"type": "websocket.connect"})
+            graceful.begin()
+            may_accept.set()
+            assert await sockets.from_app.receive() == {"type": "websocket.accept"}
+            assert await sockets.from_app.receive() == {"type": "websocket.close", "code": 1001}
+            # The client answers the close; the server reports it as hypercorn does.
+            await sockets.to_app.send({"type": "websocket.disconnect", "code": 1000})
+        with pytest.raises(anyio.WouldBlock):
+            sockets.from_app.receive_nowait()
+    assert seen == [
+        {"type": "websocket.connect"},
+        {"type": "websocket.disconnect", "code": 1001},
+    ]
+
+
+async def test_a_socket_the_application_closed_itself_is_not_closed_again() -> None:
+    async def closer(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 4000})
+        assert await receive() == {"type": "websocket.disconnect", "code": 4000}
+
+    graceful = GracefulShutdown(closer)
+    with Sockets() as sockets:
+        async with anyio.create_task_group() as group:
+            group.start_soon(graceful, {"type": "websocket"}, sockets.receive, sockets.send)
+            await sockets.to_app.send({"type": "websocket.connect"})
+            assert await sockets.from_app.receive() == {"type": "websocket.accept"}
+            assert await sockets.from_app.receive() == {"type": "websocket.close", "code": 4000}
+            graceful.begin()
+            await sockets.to_app.send({"type": "websocket.disconnect", "code": 4000})
+        with pytest.raises(anyio.WouldBlock):
+            sockets.from_app.receive_nowait()
+
+
+async def test_http_passes_through_the_graceful_wrapper_untouched() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> str:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        return "done"
+
+    graceful = GracefulShutdown(app)
+    graceful.begin()
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    assert await graceful({"type": "http"}, refusing_receive, send) == "done"
+    assert sent == [{"type": "http.response.start", "status": 204, "headers": []}]
+
+
+async def refusing_receive() -> Message:
+    raise AssertionError("not expected to receive")
+
+
+async def test_without_hypercorn_the_error_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "hypercorn.config", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"install channels-anyio\[server\]"):
+        await serve_async(refusing_app, bind=["127.0.0.1:0"])
+
+
+async def test_a_failing_lifespan_startup_ends_serve_with_that_error() -> None:
+    from hypercorn.utils import LifespanFailureError
+
+    @contextlib.asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        raise RuntimeError("no database")
+        yield
+
+    application = ProtocolTypeRouter({}, lifespan=lifespan)
+    # Warnings are errors here: a socket left open would fail the test too.
+    with pytest.raises(LifespanFailureError, match="no database"):
+        await serve_async(application, bind=["127.0.0.1:0"], handle_signals=False)
