@@ -10,17 +10,13 @@ import unittest
 from pathlib import Path
 from typing import Any
 
+from channels.testing import ChannelsLiveServerTestCase
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.wait import WebDriverWait
-
-try:
-    from channels.testing import ChannelsLiveServerTestCase
-except ImportError:  # INTERIM until the live server lands on main
-    from _interim_live import ChannelsLiveServerTestCase
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
