@@ -27,11 +27,12 @@ WAIT_SECONDS = 20
 
 def start_chromium(profile: str) -> WebDriver:
     """Headless Chromium with a fresh profile, driven by the system's chromedriver (so
-    Selenium never tries to download one), and with nothing reaching the network."""
+    Selenium never tries to download one), with its own background traffic (updates,
+    sync, QUIC) turned off."""
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         raise RuntimeError(
-            f"CHANNELS_REQUIRE_BROWSER is set but {CHROMIUM} or {CHROMEDRIVER} is missing: "
-            "apt-get install chromium chromium-driver"
+            f"The browser tests need {CHROMIUM} and {CHROMEDRIVER}; one is missing "
+            "(apt-get install chromium chromium-driver)"
         )
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
