@@ -19,24 +19,27 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	cd examples/chat && ../../$(BIN)/python manage.py migrate --noinput
-	cd examples/chat && ../../$(BIN)/hypercorn --worker-class $(BACKEND) \
-		--bind $(HOST):$(PORT) chat_demo.asgi:application
+	cd examples/chat && ../../$(BIN)/python manage.py runserver $(HOST):$(PORT) \
+		--backend $(BACKEND)
 
+# The package's tests, then the chat example's (its own settings, browser tests included).
 test: $(STAMP)
 	$(BIN)/python -m pytest
+	cd examples/chat && ../../$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 # mypy --strict on channels/ and tests/typecheck/ (downstream-style code pinning what the API
-# gives users); pyright (strict) on tests/typecheck/ too, as a pyright user's project sees it;
+# gives users), and on the chat example with its own settings; pyright (strict) on tests/typecheck/ too, as a pyright user's project sees it;
 # then pyright's completeness check of the public API, which fails below 100%.
 # PYTHONPATH: pyright cannot follow the editable install's import hook (it would verify
 # typeshed's stubs for upstream Channels instead); PATH: it asks `python` for the
 # environment's import paths, which must be this venv's.
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	cd examples/chat && ../../$(BIN)/mypy
 	$(BIN)/basedpyright
 	PATH="$(CURDIR)/$(BIN):$$PATH" PYTHONPATH="$(CURDIR)" \
 		$(BIN)/basedpyright --verifytypes channels --ignoreexternal
@@ -53,4 +56,4 @@ bench:
 	$(PYTHON) benchmarks/run.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) examples/chat/db.sqlite3 benchmarks/.venvs
+	rm -rf $(VENV) examples/chat/db.sqlite3 examples/chat/test_db.sqlite3 benchmarks/.venvs
