@@ -72,8 +72,12 @@ def test_included_files_and_markers_exist() -> None:
             source = (page.parent / target).resolve()
             assert source.is_file(), f"{page}: {target} does not exist"
             text = source.read_text()
-            for marker in re.findall(r":(?:start-after|end-before): (.*)", options):
+            markers = re.findall(r":(?:start-after|end-before|start-at|end-at): (.*)", options)
+            for marker in markers:
                 assert marker.strip().strip('"') in text, f"{page}: {marker!r} not in {target}"
+            for name in re.findall(r":pyobject: (.*)", options):
+                last = name.strip().rsplit(".", 1)[-1]
+                assert re.search(rf"(def|class) {last}\b", text), f"{page}: no {name} in {target}"
     assert found > 20
 
 
