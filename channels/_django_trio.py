@@ -16,10 +16,11 @@ The ``SynchronousOnlyOperation`` guard
     helpers (``session.aget``, ``aget_user``, ``alogin``), its middleware adapters and
     user code all call asgiref's ``SyncToAsync``, which needs an asyncio loop. Under trio
     (and only there) a call is routed to :func:`channels.concurrency.run_sync`, keeping
-    ``thread_sensitive``: thread-sensitive calls run on the same single worker thread that
-    asgiref uses on asyncio, so the ORM sees one connection per process on both backends.
-    An ``executor=`` given to asgiref is not used under trio (the call runs in an anyio
-    worker thread), and ``ThreadSensitiveContext`` does not pick a thread there.
+    ``thread_sensitive``: thread-sensitive calls go where ours go (the request's own
+    thread inside :func:`channels.concurrency.thread_sensitive_context`, else the single
+    worker thread asgiref uses on asyncio), so the ORM sees the same connection as the
+    rest of the request on both backends. An ``executor=`` given to asgiref is not used
+    under trio (the call runs in an anyio worker thread).
 
 ``asgiref.sync.async_to_sync``
     Django adapts a sync middleware that wraps async code with asgiref's ``async_to_sync``,
