@@ -46,7 +46,15 @@ import math
 import os
 import queue
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+)
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, cast, overload
@@ -64,10 +72,12 @@ from asgiref.sync import _restore_context as _asgiref_restore_context  # see _ad
 from asgiref.sync import markcoroutinefunction
 
 from .exceptions import AsyncBridgeError
+from .utils import unwrap_exception_groups
 
 __all__ = [
     "SyncToAsync",
     "async_to_sync",
+    "iterate_in_thread",
     "run_sync",
     "sync_to_async",
     "thread_sensitive_context",
@@ -598,6 +608,91 @@ def sync_to_async(
     if func is None:
         return functools.partial(SyncToAsync, thread_sensitive=thread_sensitive)
     return SyncToAsync(func, thread_sensitive=thread_sensitive)
+
+
+# -- iterating a sync iterator from async code ----------------------------------------------
+
+
+@dataclass(eq=False, slots=True)
+class _Producer(Generic[_R]):
+    """A sync iterator run to its end in one thread call, its items posted to the loop.
+
+    A round trip to a thread per item (what ``run_sync(next, ...)`` costs) dominates when
+    items are small; here the thread posts each item without waiting for the loop, and a
+    semaphore bounds how far it may run ahead.
+    """
+
+    items: Iterable[_R]
+    token: anyio.lowlevel.EventLoopToken
+    inbox: MemoryObjectSendStream[_R]
+    space: threading.Semaphore
+    stopping: threading.Event
+
+    def run(self) -> None:
+        for item in self.items:
+            self.space.acquire()
+            if self.stopping.is_set():
+                return
+            self.token.backend_class.run_sync_soon(
+                self.inbox.send_nowait, (item,), self.token.native_token
+            )
+
+
+@contextlib.asynccontextmanager
+async def iterate_in_thread(
+    items: Iterable[_R], *, buffer: int = 16, thread_sensitive: bool = True
+) -> AsyncIterator[AsyncIterator[_R]]:
+    """Iterate ``items`` in a thread (see the module docstring for which), from async code.
+
+    ``async with iterate_in_thread(rows) as parts: async for part in parts: ...``. The
+    whole iteration is one sync call: the thread runs up to ``buffer`` items ahead of the
+    consumer, and posts each without waiting for the loop, which makes small items far
+    cheaper than a trip to the thread apiece. An exception raised by the iterator is
+    raised by ``async for`` once the items before it are consumed. Leaving the block early
+    (a ``break``, a cancellation) tells the thread to stop after the item it is producing,
+    and the block waits for that, since a sync call cannot be interrupted: nothing
+    outlives it. The iterator is not closed here; its owner closes it.
+
+    Inside the block, do not wait for a thread-sensitive call: with ``thread_sensitive``
+    the thread it needs is the one producing the items.
+
+    :raises ValueError: if ``buffer`` is less than 1.
+    """
+    if buffer < 1:
+        raise ValueError(f"buffer must be at least 1, got {buffer}")
+    sender, receiver = anyio.create_memory_object_stream[_R](math.inf)
+    space = threading.Semaphore(buffer)
+    stopping = threading.Event()
+    producer = _Producer(items, anyio.lowlevel.current_token(), sender, space, stopping)
+    failure: list[Exception] = []
+
+    async def produce() -> None:
+        with sender:  # closed after the failure is noted: the consumer then sees both
+            try:
+                await run_sync(producer.run, thread_sensitive=thread_sensitive)
+            except Exception as exc:
+                failure.append(exc)
+
+    async def consume() -> AsyncGenerator[_R]:
+        async for item in receiver:
+            space.release()
+            yield item
+        if failure:
+            raise failure.pop()
+
+    with receiver, unwrap_exception_groups():
+        async with anyio.create_task_group() as group:
+            group.start_soon(produce)
+            consumer = consume()
+            try:
+                yield consumer
+            finally:
+                stopping.set()
+                space.release()  # wakes a producer waiting for room, so it sees the stop
+                with anyio.CancelScope(shield=True):
+                    await consumer.aclose()
+    if failure:
+        raise failure.pop()
 
 
 # -- async_to_sync --------------------------------------------------------------------------

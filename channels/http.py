@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import AsyncGenerator, Iterable, Iterator
+from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import IO, Any, cast
@@ -66,7 +66,7 @@ from django.urls import set_script_prefix
 from django.utils.log import log_response
 
 from ._django_trio import install as install_trio_support
-from .concurrency import run_sync, thread_sensitive_context
+from .concurrency import iterate_in_thread, run_sync, thread_sensitive_context
 from .types import Receive, Scope, Send
 from .utils import unwrap_exception_groups
 
@@ -282,18 +282,16 @@ class ASGIHandler(base.BaseHandler):
 async def _stream(response: HttpResponseBase) -> AsyncGenerator[bytes]:
     """The parts of a streaming response; its iterator is closed however this ends.
 
-    A sync iterator is advanced in the thread-sensitive worker, one part per trip (it may
-    query the database); ``response.close()`` closes it there afterwards. An async iterator
+    A sync iterator is run in the request's thread (it may query the database), a few parts
+    ahead of the client; ``response.close()`` closes it there afterwards. An async iterator
     is advanced here and closed here.
     """
     streaming: Any = response
     if not streaming.is_async:
-        parts: Iterator[bytes] = streaming.streaming_content
-        while True:
-            part = await run_sync(next, parts, _END)
-            if part is _END:
-                return
-            yield part
+        async with iterate_in_thread(streaming.streaming_content) as parts:
+            async for part in parts:
+                yield part
+        return
     # Django's own async wrapper would close only itself, not the iterator it wraps.
     source = streaming._iterator
     try:

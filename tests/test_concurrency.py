@@ -18,7 +18,13 @@ import pytest
 import sniffio
 from anyio import wait_all_tasks_blocked
 
-from channels.concurrency import SyncToAsync, async_to_sync, sync_to_async
+from channels.concurrency import (
+    SyncToAsync,
+    async_to_sync,
+    iterate_in_thread,
+    run_sync,
+    sync_to_async,
+)
 
 
 def current_thread() -> int:
@@ -390,3 +396,83 @@ async def test_random_nesting_never_deadlocks_even_when_cancelled(seed: int) -> 
     for n, depth in enumerate(depths):
         if deadlines[n] == math.inf:
             assert results[n] == depth
+
+
+# -- iterate_in_thread ------------------------------------------------------------------
+
+
+class Numbers:
+    """A sync iterator that records where and how far it ran."""
+
+    def __init__(self, limit: float = math.inf, fail_at: int | None = None) -> None:
+        self.limit = limit
+        self.fail_at = fail_at
+        self.produced = 0
+        self.threads: set[int] = set()
+        self.running = False
+
+    def __iter__(self) -> Numbers:
+        return self
+
+    def __next__(self) -> int:
+        self.running = True
+        try:
+            self.threads.add(threading.get_ident())
+            if self.produced >= self.limit:
+                raise StopIteration
+            if self.produced == self.fail_at:
+                raise LookupError(f"no item {self.produced}")
+            self.produced += 1
+            return self.produced - 1
+        finally:
+            self.running = False
+
+
+async def test_iterate_in_thread_yields_every_item_in_order_from_the_worker_thread() -> None:
+    numbers = Numbers(limit=100)
+    async with iterate_in_thread(numbers, buffer=4) as items:
+        received = [item async for item in items]
+    assert received == list(range(100))
+    assert numbers.threads == {await run_sync(threading.get_ident)}
+    assert threading.get_ident() not in numbers.threads
+
+
+async def test_iterate_in_thread_raises_the_iterators_error_after_the_items_before_it() -> None:
+    received: list[int] = []
+
+    async def consume() -> None:
+        async with iterate_in_thread(Numbers(fail_at=5)) as items:
+            async for item in items:
+                received.append(item)
+
+    with pytest.raises(LookupError, match="no item 5"):
+        await consume()
+    assert received == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("leave", ["break", "cancel"])
+async def test_leaving_iterate_in_thread_early_stops_the_thread_before_the_block_ends(
+    leave: str,
+) -> None:
+    numbers = Numbers()  # endless: only the stop ends it
+    with anyio.CancelScope() as scope:
+        async with iterate_in_thread(numbers, buffer=3) as items:
+            async for item in items:
+                if item == 10:
+                    if leave == "break":
+                        break
+                    scope.cancel()
+                    await anyio.lowlevel.checkpoint()
+    assert not scope.cancelled_caught or leave == "cancel"
+    # The thread had stopped by the time the block ended, at most a buffer's worth ahead.
+    assert not numbers.running
+    stopped_at = numbers.produced
+    assert 11 <= stopped_at <= 11 + 3 + 1
+    await anyio.sleep(0.01)
+    assert numbers.produced == stopped_at
+
+
+async def test_iterate_in_thread_refuses_an_empty_buffer() -> None:
+    with pytest.raises(ValueError, match="buffer must be at least 1, got 0"):
+        async with iterate_in_thread(Numbers(limit=1), buffer=0):
+            pass
