@@ -3,7 +3,8 @@
 ``channels_app`` is an echo ``AsyncWebsocketConsumer`` as a Channels user writes it, behind
 ``ProtocolTypeRouter``, with the in-memory layer configured (so each connection also gets a
 layer channel and its listener, as in a real project). ``bare_app`` is the same echo as a
-plain ASGI callable: the ceiling a server reaches without Channels.
+plain ASGI callable: the ceiling a server reaches without Channels (it also answers the
+HTTP cases' sync view, the ceiling without Django).
 
 For plain HTTP, the same few Django views (this module is also the URLconf) are served by
 ``django_http_app``, Django's own ``get_asgi_application()`` (what upstream Channels
@@ -14,7 +15,9 @@ numbers are the handlers' and the views', equal on both sides.
 
 from __future__ import annotations
 
+import json
 from typing import Any
+from urllib.parse import parse_qs
 
 from django.conf import settings
 
@@ -31,7 +34,6 @@ import django  # noqa: E402
 
 django.setup()
 
-import json  # noqa: E402
 import time  # noqa: E402
 from collections.abc import AsyncIterator, Iterator  # noqa: E402
 
@@ -104,6 +106,15 @@ async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["type"] == "http":  # the sync view's answer, without Django
+        n = int(parse_qs(scope["query_string"].decode())["n"][0])
+        while (await receive()).get("more_body"):
+            pass
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        body = json.dumps({"view": "sync", "n": n}).encode()
+        await send({"type": "http.response.body", "body": body})
+        return
     if scope["type"] != "websocket":
         return
     while True:

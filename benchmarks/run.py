@@ -237,6 +237,21 @@ CASES = [
         {**HTTP_QUICK, "view": "sync-stream", "parts": 5},
         HTTP,
     ),
+    Case(
+        "http-bare",
+        "bare ASGI app (no Django) answering as the sync view, reference",
+        "django-http",
+        {
+            "server": "hypercorn",
+            "app": "bare_app",
+            "view": "sync",
+            "connections": 20,
+            "requests": 100,
+        },
+        {**HTTP_QUICK, "app": "bare_app", "view": "sync"},
+        HTTP,
+        (OURS_ASYNCIO, OURS_TRIO),
+    ),
 ]
 
 
@@ -491,7 +506,7 @@ def markdown_table(rows: list[list[str]]) -> str:
 
 
 def notes(outcomes: dict[tuple[str, str], Outcome]) -> list[str]:
-    """Comparisons the table's columns do not show: Channels' echo against a bare app."""
+    """Comparisons the table's columns do not show: Channels against a bare app."""
     found = []
     for backend in ("asyncio", "trio"):
         channels = outcomes.get(("ws-hypercorn", f"ours-{backend}"))
@@ -502,6 +517,16 @@ def notes(outcomes: dict[tuple[str, str], Outcome]) -> list[str]:
             found.append(
                 f"echo consumer on hypercorn-{backend} reaches {a / b:.0%} of the bare ASGI"
                 " echo app's round trips/s"
+            )
+    for backend in ("asyncio", "trio"):
+        django = outcomes.get(("http-sync", f"ours-{backend}"))
+        bare = outcomes.get(("http-bare", f"ours-{backend}"))
+        if django and bare and django.runs and bare.runs:
+            a = statistics.median(r["metrics"]["requests_per_s"] for r in django.runs)
+            b = statistics.median(r["metrics"]["requests_per_s"] for r in bare.runs)
+            found.append(
+                f"the Django sync view through channels.http on hypercorn-{backend} reaches"
+                f" {a / b:.0%} of the bare ASGI app's requests/s"
             )
     return found
 

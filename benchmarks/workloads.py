@@ -439,7 +439,7 @@ def django_http(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["side"] == "ours":
         require("channels.http")
     params = spec["params"]
-    with serving(spec, HTTP_APPS[spec["side"]]) as (port, server):
+    with serving(spec, params.get("app") or HTTP_APPS[spec["side"]]) as (port, server):
         import anyio
 
         metrics: dict[str, Any] = anyio.run(http_client, port, params, backend="asyncio")
