@@ -3,12 +3,21 @@
 ``channels_app`` is an echo ``AsyncWebsocketConsumer`` as a Channels user writes it, behind
 ``ProtocolTypeRouter``, with the in-memory layer configured (so each connection also gets a
 layer channel and its listener, as in a real project). ``bare_app`` is the same echo as a
-plain ASGI callable: the ceiling a server reaches without Channels.
+plain ASGI callable: the ceiling a server reaches without Channels (it also answers the
+HTTP cases' sync view, the ceiling without Django).
+
+For plain HTTP, the same few Django views (this module is also the URLconf) are served by
+``django_http_app``, Django's own ``get_asgi_application()`` (what upstream Channels
+projects put in their router's ``"http"`` slot), and by ``channels_http_app``, this
+package's ``channels.http.get_asgi_application()``. No middleware and no database: the
+numbers are the handlers' and the views', equal on both sides.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
+from urllib.parse import parse_qs
 
 from django.conf import settings
 
@@ -17,11 +26,75 @@ settings.configure(
     ALLOWED_HOSTS=["*"],
     CHANNEL_LAYERS={"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}},
     LOGGING_CONFIG=None,
+    ROOT_URLCONF="e2e_app",
+    MIDDLEWARE=[],
 )
 
 import django  # noqa: E402
 
 django.setup()
+
+import time  # noqa: E402
+from collections.abc import AsyncIterator, Iterator  # noqa: E402
+
+from django.core.asgi import get_asgi_application as django_asgi_application  # noqa: E402
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse  # noqa: E402
+from django.urls import path  # noqa: E402
+
+#: How long the slow sync view blocks its thread, as a slow query would.
+SLOW_VIEW_S = 0.005
+
+
+def answer(view: str, request: HttpRequest) -> bytes:
+    """A small JSON body that names the view and echoes the request's ``n``, so the
+    client can tell a right answer from a wrong one."""
+    return json.dumps({"view": view, "n": int(request.GET["n"])}).encode()
+
+
+def sync_view(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(answer("sync", request), content_type="application/json")
+
+
+async def async_view(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(answer("async", request), content_type="application/json")
+
+
+def sync_slow_view(request: HttpRequest) -> HttpResponse:
+    time.sleep(SLOW_VIEW_S)
+    return HttpResponse(answer("sync-slow", request), content_type="application/json")
+
+
+def stream_view(request: HttpRequest) -> StreamingHttpResponse:
+    """``parts`` chunks from an async generator: what an async view streams."""
+    n, parts = int(request.GET["n"]), int(request.GET["parts"])
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for index in range(parts):
+            yield f"{n}:{index};".encode()
+
+    return StreamingHttpResponse(chunks(), content_type="text/plain")
+
+
+def sync_stream_view(request: HttpRequest) -> StreamingHttpResponse:
+    """The same chunks from a sync generator (a CSV export, a file)."""
+    n, parts = int(request.GET["n"]), int(request.GET["parts"])
+
+    def chunks() -> Iterator[bytes]:
+        for index in range(parts):
+            yield f"{n}:{index};".encode()
+
+    return StreamingHttpResponse(chunks(), content_type="text/plain")
+
+
+urlpatterns = [
+    path("sync", sync_view),
+    path("async", async_view),
+    path("sync-slow", sync_slow_view),
+    path("stream", stream_view),
+    path("sync-stream", sync_stream_view),
+]
+
+django_http_app = django_asgi_application()
 
 
 async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -33,6 +106,15 @@ async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["type"] == "http":  # the sync view's answer, without Django
+        n = int(parse_qs(scope["query_string"].decode())["n"][0])
+        while (await receive()).get("more_body"):
+            pass
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        body = json.dumps({"view": "sync", "n": n}).encode()
+        await send({"type": "http.response.body", "body": body})
+        return
     if scope["type"] != "websocket":
         return
     while True:
@@ -62,3 +144,10 @@ else:
             await self.send(text_data=text_data, bytes_data=bytes_data)
 
     channels_app = ProtocolTypeRouter({"websocket": EchoConsumer.as_asgi()})
+
+try:
+    from channels.http import get_asgi_application as channels_asgi_application
+except ImportError:  # upstream Channels 4 has no HTTP handler of its own
+    pass
+else:
+    channels_http_app = channels_asgi_application()

@@ -80,6 +80,12 @@ ECHO = (
     Metric("p99_ms", "p99 latency (ms)", higher_is_better=False),
     Metric("churn_per_s", "connect+echo+close/s"),
 )
+HTTP = (
+    Metric("requests_per_s", "requests/s"),
+    Metric("p50_ms", "p50 latency (ms)", higher_is_better=False),
+    Metric("p99_ms", "p99 latency (ms)", higher_is_better=False),
+)
+HTTP_QUICK = {"server": "hypercorn", "connections": 4, "requests": 10}
 ECHO_LOAD = {"connections": 50, "round_trips": 200, "churn": 500, "churn_concurrency": 10}
 ECHO_QUICK = {"connections": 10, "round_trips": 20, "churn": 20, "churn_concurrency": 5}
 
@@ -175,6 +181,75 @@ CASES = [
         {"server": "hypercorn", "app": "bare_app", **ECHO_LOAD},
         {"server": "hypercorn", "app": "bare_app", **ECHO_QUICK},
         ECHO,
+        (OURS_ASYNCIO, OURS_TRIO),
+    ),
+    # Django views over HTTP/1.1 keep-alive on hypercorn: upstream Channels projects serve
+    # plain HTTP with Django's own handler, this package with channels.http.
+    Case(
+        "http-sync",
+        "Django sync view (JSON) on hypercorn, 20 conns x 100",
+        "django-http",
+        {"server": "hypercorn", "view": "sync", "connections": 20, "requests": 100},
+        {**HTTP_QUICK, "view": "sync"},
+        HTTP,
+    ),
+    Case(
+        "http-async",
+        "Django async view (JSON) on hypercorn, 20 conns x 100",
+        "django-http",
+        {"server": "hypercorn", "view": "async", "connections": 20, "requests": 100},
+        {**HTTP_QUICK, "view": "async"},
+        HTTP,
+    ),
+    Case(
+        "http-sync-slow",
+        "Django sync view blocking 5 ms on hypercorn, 20 conns x 25",
+        "django-http",
+        {"server": "hypercorn", "view": "sync-slow", "connections": 20, "requests": 25},
+        {**HTTP_QUICK, "view": "sync-slow"},
+        HTTP,
+    ),
+    Case(
+        "http-stream",
+        "Django async streaming view, 50 parts, on hypercorn, 20 conns x 50",
+        "django-http",
+        {
+            "server": "hypercorn",
+            "view": "stream",
+            "parts": 50,
+            "connections": 20,
+            "requests": 50,
+        },
+        {**HTTP_QUICK, "view": "stream", "parts": 5},
+        HTTP,
+    ),
+    Case(
+        "http-sync-stream",
+        "Django sync streaming view, 50 parts, on hypercorn, 20 conns x 50",
+        "django-http",
+        {
+            "server": "hypercorn",
+            "view": "sync-stream",
+            "parts": 50,
+            "connections": 20,
+            "requests": 50,
+        },
+        {**HTTP_QUICK, "view": "sync-stream", "parts": 5},
+        HTTP,
+    ),
+    Case(
+        "http-bare",
+        "bare ASGI app (no Django) answering as the sync view, reference",
+        "django-http",
+        {
+            "server": "hypercorn",
+            "app": "bare_app",
+            "view": "sync",
+            "connections": 20,
+            "requests": 100,
+        },
+        {**HTTP_QUICK, "app": "bare_app", "view": "sync"},
+        HTTP,
         (OURS_ASYNCIO, OURS_TRIO),
     ),
 ]
@@ -431,7 +506,7 @@ def markdown_table(rows: list[list[str]]) -> str:
 
 
 def notes(outcomes: dict[tuple[str, str], Outcome]) -> list[str]:
-    """Comparisons the table's columns do not show: Channels' echo against a bare app."""
+    """Comparisons the table's columns do not show: Channels against a bare app."""
     found = []
     for backend in ("asyncio", "trio"):
         channels = outcomes.get(("ws-hypercorn", f"ours-{backend}"))
@@ -442,6 +517,16 @@ def notes(outcomes: dict[tuple[str, str], Outcome]) -> list[str]:
             found.append(
                 f"echo consumer on hypercorn-{backend} reaches {a / b:.0%} of the bare ASGI"
                 " echo app's round trips/s"
+            )
+    for backend in ("asyncio", "trio"):
+        django = outcomes.get(("http-sync", f"ours-{backend}"))
+        bare = outcomes.get(("http-bare", f"ours-{backend}"))
+        if django and bare and django.runs and bare.runs:
+            a = statistics.median(r["metrics"]["requests_per_s"] for r in django.runs)
+            b = statistics.median(r["metrics"]["requests_per_s"] for r in bare.runs)
+            found.append(
+                f"the Django sync view through channels.http on hypercorn-{backend} reaches"
+                f" {a / b:.0%} of the bare ASGI app's requests/s"
             )
     return found
 

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -315,21 +315,13 @@ def tree_peak_rss_kib(pid: int) -> int:
     return peak
 
 
-def websocket_echo(spec: dict[str, Any]) -> dict[str, Any]:
-    params = spec["params"]
-    app = params["app"]
-    needed = ["websockets", "daphne" if params["server"] == "daphne" else "hypercorn"]
-    if app == "channels_app":
-        needed.append("channels.generic.websocket")
-    for module in needed:
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise Unavailable(f"cannot import {module}: {exc}") from None
+@contextlib.contextmanager
+def serving(spec: dict[str, Any], app: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """``e2e_app:<app>`` served by the case's server in a subprocess, once it listens."""
     port = free_port()
     command = [sys.executable] + [
         part.format(backend=spec["backend"], port=port, app=app)
-        for part in SERVER_COMMANDS[params["server"]]
+        for part in SERVER_COMMANDS[spec["params"]["server"]]
     ]
     with tempfile.TemporaryFile("w+") as log:
         server = subprocess.Popen(command, cwd=HERE, stdout=log, stderr=subprocess.STDOUT)
@@ -346,13 +338,7 @@ def websocket_echo(spec: dict[str, Any]) -> dict[str, Any]:
                     if time.monotonic() > deadline:
                         raise RuntimeError("server did not start within 30 s") from None
                     time.sleep(0.05)
-            import anyio
-
-            metrics: dict[str, Any] = anyio.run(
-                echo_client, f"ws://127.0.0.1:{port}/", params, backend="asyncio"
-            )
-            metrics["server_peak_rss_kib"] = tree_peak_rss_kib(server.pid)
-            return metrics
+            yield port, server
         finally:
             server.terminate()
             try:
@@ -360,6 +346,31 @@ def websocket_echo(spec: dict[str, Any]) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
+
+
+def require(*modules: str) -> None:
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise Unavailable(f"cannot import {module}: {exc}") from None
+
+
+def websocket_echo(spec: dict[str, Any]) -> dict[str, Any]:
+    params = spec["params"]
+    app = params["app"]
+    needed = ["websockets", "daphne" if params["server"] == "daphne" else "hypercorn"]
+    if app == "channels_app":
+        needed.append("channels.generic.websocket")
+    require(*needed)
+    with serving(spec, app) as (port, server):
+        import anyio
+
+        metrics: dict[str, Any] = anyio.run(
+            echo_client, f"ws://127.0.0.1:{port}/", params, backend="asyncio"
+        )
+        metrics["server_peak_rss_kib"] = tree_peak_rss_kib(server.pid)
+        return metrics
 
 
 async def echo_client(url: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -417,6 +428,120 @@ async def echo_client(url: str, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# -- end to end: Django views over HTTP/1.1 -------------------------------------------------
+
+# The Django handler each side's users serve plain HTTP with (``e2e_app``'s names).
+HTTP_APPS = {"ours": "channels_http_app", "upstream": "django_http_app"}
+
+
+def django_http(spec: dict[str, Any]) -> dict[str, Any]:
+    require("hypercorn", "anyio")
+    if spec["side"] == "ours":
+        require("channels.http")
+    params = spec["params"]
+    with serving(spec, params.get("app") or HTTP_APPS[spec["side"]]) as (port, server):
+        import anyio
+
+        metrics: dict[str, Any] = anyio.run(http_client, port, params, backend="asyncio")
+        metrics["server_peak_rss_kib"] = tree_peak_rss_kib(server.pid)
+        return metrics
+
+
+def expected_body(view: str, n: int, parts: int) -> bytes:
+    """What ``e2e_app``'s view answers to ``?n=<n>``."""
+    if view.endswith("stream"):
+        return "".join(f"{n}:{index};" for index in range(parts)).encode()
+    return json.dumps({"view": view, "n": n}).encode()
+
+
+async def http_client(port: int, params: dict[str, Any]) -> dict[str, Any]:
+    """``connections`` keep-alive HTTP/1.1 clients, each making ``requests`` GETs of
+    ``/<view>`` back to back once all are connected and warmed up by one untimed request;
+    every response's status and body are checked.
+
+    A wrong answer raises (the run fails) rather than being counted.
+    """
+    import anyio
+    from anyio.streams.buffered import BufferedByteReceiveStream
+
+    view, parts = params["view"], params.get("parts", 0)
+    connections = params["connections"]
+    latencies: list[float] = []
+    served = [0]
+    connected = [0]
+    go = anyio.Event()
+
+    async def get(stream: Any, reader: Any, n: int) -> None:
+        target = f"/{view}?n={n}&parts={parts}"
+        await stream.send(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        status, headers, body = await read_response(reader)
+        if status != 200:
+            raise RuntimeError(f"GET {target}: status {status}: {body[:500]!r}")
+        if body != expected_body(view, n, parts):
+            raise RuntimeError(f"GET {target}: wrong body {body[:500]!r}")
+        if headers.get("connection", "").lower() == "close":
+            raise RuntimeError(f"GET {target}: the server closed the connection")
+
+    async def client(index: int) -> None:
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            reader = BufferedByteReceiveStream(stream)
+            # Untimed: the connection and the first request (lazy imports, URL resolver,
+            # thread start-up) are not what this measures.
+            await get(stream, reader, -1 - index)
+            connected[0] += 1
+            if connected[0] == connections:
+                go.set()
+            await go.wait()
+            for request in range(params["requests"]):
+                sent = time.perf_counter()
+                await get(stream, reader, index * params["requests"] + request)
+                latencies.append(time.perf_counter() - sent)
+                served[0] += 1
+
+    async with anyio.create_task_group() as group:
+        for index in range(connections):
+            group.start_soon(client, index)
+        await go.wait()
+        started = time.perf_counter()
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "requests_per_s": len(latencies) / elapsed,
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        "requests": served[0],
+        "elapsed_s": elapsed,
+    }
+
+
+async def read_response(reader: Any) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response: status, headers (lower-cased names) and the whole body,
+    framed by ``Content-Length`` or chunked."""
+    head = (await reader.receive_until(b"\r\n\r\n", 65536)).decode("latin-1")
+    status_line, *lines = head.split("\r\n")
+    version, status, *_ = status_line.split(" ", 2)
+    if version != "HTTP/1.1":
+        raise RuntimeError(f"unexpected status line {status_line!r}")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if "content-length" in headers:
+        return int(status), headers, await reader.receive_exactly(int(headers["content-length"]))
+    if headers.get("transfer-encoding", "").lower() != "chunked":
+        raise RuntimeError(f"response has no framing: {headers}")
+    body = bytearray()
+    while True:
+        size = int((await reader.receive_until(b"\r\n", 1024)).split(b";")[0], 16)
+        if size == 0:
+            while await reader.receive_until(b"\r\n", 65536):  # trailers, then a blank line
+                pass
+            return int(status), headers, bytes(body)
+        body += await reader.receive_exactly(size)
+        if await reader.receive_exactly(2) != b"\r\n":
+            raise RuntimeError("chunk not followed by CRLF")
+
+
 # -- entry point ----------------------------------------------------------------------------
 
 WORKLOADS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -429,6 +554,7 @@ WORKLOADS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "redis-pubsub-p2p": layer_workload("redis-pubsub", {}, point_to_point),
     "redis-pubsub-fanout": layer_workload("redis-pubsub", {}, fan_out),
     "ws-echo": websocket_echo,
+    "django-http": django_http,
 }
 
 

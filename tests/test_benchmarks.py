@@ -1,13 +1,16 @@
 """The benchmark workloads (``benchmarks/workloads.py``) run correctly on this package.
 
 ``make bench`` is not part of CI; this keeps its workload code honest there, at sizes that
-take milliseconds. Speed is not asserted: only that every message arrives, in order.
+take milliseconds. Speed is not asserted: only that every message arrives, in order, and
+that every HTTP response is checked (a wrong one fails the run).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -67,3 +70,73 @@ async def test_many_channels_reads_back_every_message(workloads: ModuleType) -> 
     result = await workloads.many_channels(InMemoryChannelLayer(), channels=50, per_channel=10)
     assert result["out_of_order"] == 0
     assert result["receive_msgs_per_s"] > 0
+
+
+# -- Django over HTTP: the harness's load generator against real hypercorn servers ----------
+
+VIEWS = ["sync", "async", "sync-slow", "stream", "sync-stream"]
+
+
+@pytest.fixture(scope="module")
+def http_servers(workloads: ModuleType) -> Iterator[dict[str, int]]:
+    """``channels.http`` on hypercorn-asyncio and hypercorn-trio, and the bare ASGI app."""
+    servers = {
+        "asyncio": ("asyncio", "channels_http_app"),
+        "trio": ("trio", "channels_http_app"),
+        "bare": ("asyncio", "bare_app"),
+    }
+    with contextlib.ExitStack() as stack:
+        ports = {}
+        for name, (backend, app) in servers.items():
+            spec = {"backend": backend, "params": {"server": "hypercorn"}}
+            ports[name], _ = stack.enter_context(workloads.serving(spec, app))
+        yield ports
+
+
+@pytest.mark.parametrize("view", VIEWS)
+async def test_http_client_gets_every_answer_right(
+    workloads: ModuleType, http_servers: dict[str, int], anyio_backend: str, view: str
+) -> None:
+    # The server runs on the test's backend, and so does the client.
+    params = {"view": view, "parts": 3, "connections": 3, "requests": 4}
+    result = await workloads.http_client(http_servers[anyio_backend], params)
+    assert result["requests"] == 12
+    assert 0 < result["p50_ms"] <= result["p99_ms"]
+
+
+def messages(group: BaseException) -> list[str]:
+    if isinstance(group, BaseExceptionGroup):
+        return [text for exc in group.exceptions for text in messages(exc)]
+    return [str(group)]
+
+
+async def test_http_client_fails_on_an_error_status(
+    workloads: ModuleType, http_servers: dict[str, int], anyio_backend: str
+) -> None:
+    params = {"view": "missing", "connections": 2, "requests": 2}
+    with pytest.raises(BaseExceptionGroup) as caught:
+        await workloads.http_client(http_servers[anyio_backend], params)
+    assert any("status 404" in text for text in messages(caught.value))
+
+
+async def test_http_client_fails_on_a_wrong_body(
+    workloads: ModuleType, http_servers: dict[str, int]
+) -> None:
+    # The bare app answers every request as the sync view does; asked for the async view,
+    # its answer is wrong and must fail the run rather than be counted.
+    params = {"view": "async", "connections": 2, "requests": 2}
+    with pytest.raises(BaseExceptionGroup) as caught:
+        await workloads.http_client(http_servers["bare"], params)
+    assert any("wrong body" in text for text in messages(caught.value))
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_django_http_workload_counts_every_request(workloads: ModuleType, backend: str) -> None:
+    spec = {
+        "side": "ours",
+        "backend": backend,
+        "params": {"server": "hypercorn", "view": "sync-slow", "connections": 4, "requests": 3},
+    }
+    result = workloads.django_http(spec)
+    assert result["requests"] == 12
+    assert result["server_peak_rss_kib"] > 0
