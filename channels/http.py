@@ -31,9 +31,10 @@ Request body size
     when the view reads ``request.POST``, which answers 400 as Django does. Django's handler
     reads any body whole and leaves the check to whoever touches ``request.body``.
 Sync streaming
-    A ``StreamingHttpResponse`` over a sync iterator (``FileResponse`` included) is streamed
-    one part at a time, each fetched in the thread-sensitive worker; Django's handler reads
-    such an iterator to its end before sending anything.
+    A ``StreamingHttpResponse`` over a sync iterator (``FileResponse`` included) is
+    streamed: the iterator runs in the request's thread, at most 256 KiB ahead of the
+    client, and the parts made since the last send go out in one message. Django's handler
+    reads such an iterator to its end, in memory, before sending anything.
 Client disconnect
     The response and a listener for ``http.disconnect`` run in one task group; whichever
     finishes first cancels the other. A disconnect therefore stops a running async view or
@@ -282,15 +283,20 @@ class ASGIHandler(base.BaseHandler):
 async def _stream(response: HttpResponseBase) -> AsyncGenerator[bytes]:
     """The parts of a streaming response; its iterator is closed however this ends.
 
-    A sync iterator is run in the request's thread (it may query the database), a few parts
-    ahead of the client; ``response.close()`` closes it there afterwards. An async iterator
-    is advanced here and closed here.
+    A sync iterator is run in the request's thread (it may query the database), up to
+    256 KiB ahead of the client; the parts it made since the last send go out together,
+    so many small parts (CSV rows, say) cost a few large sends, while a part that is slow
+    to come is sent as soon as it exists. ``response.close()`` closes it there afterwards.
+    An async iterator is advanced here and closed here.
     """
     streaming: Any = response
     if not streaming.is_async:
-        async with iterate_in_thread(streaming.streaming_content) as parts:
-            async for part in parts:
-                yield part
+        ahead = 4 * ASGIHandler.chunk_size
+        async with iterate_in_thread(
+            streaming.streaming_content, limit=ahead, weight=_part_weight
+        ) as batches:
+            async for batch in batches:
+                yield b"".join(batch)
         return
     # Django's own async wrapper would close only itself, not the iterator it wraps.
     source = streaming._iterator
@@ -302,6 +308,10 @@ async def _stream(response: HttpResponseBase) -> AsyncGenerator[bytes]:
         if aclose is not None:
             with anyio.CancelScope(shield=True):
                 await aclose()
+
+
+def _part_weight(part: bytes) -> int:
+    return max(len(part), 1)  # empty parts count too, or an endless stream of them never waits
 
 
 def _check_scope(scope: Scope) -> None:

@@ -26,6 +26,7 @@ from .testapp.models import Note
 events: list[Any] = []
 opened_files: list[Any] = []
 meeting = threading.Barrier(2)
+gate = threading.Event()
 
 
 def sync_view(request: HttpRequest) -> HttpResponse:
@@ -99,6 +100,18 @@ async def endless_stream(request: HttpRequest) -> StreamingHttpResponse:
                 await anyio.sleep(0.01)
         finally:
             events.append("endless_stream_closed")
+
+    return StreamingHttpResponse(parts())
+
+
+def gated_stream(request: HttpRequest) -> StreamingHttpResponse:
+    """Two parts, the second only once the test opens ``gate``."""
+
+    def parts() -> Iterator[bytes]:
+        yield b"part 0\n"
+        if not gate.wait(timeout=10):
+            raise TimeoutError("the test never opened the gate")
+        yield b"part 1\n"
 
     return StreamingHttpResponse(parts())
 
@@ -185,6 +198,7 @@ urlpatterns = [
     path("stream/async/", async_stream),
     path("stream/endless/", endless_stream),
     path("stream/endless-sync/", endless_sync_stream),
+    path("stream/gated/", gated_stream),
     path("file/", file_view),
     path("upload/", upload),
     path("echo/", echo_body),

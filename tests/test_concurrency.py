@@ -429,21 +429,35 @@ class Numbers:
 
 
 async def test_iterate_in_thread_yields_every_item_in_order_from_the_worker_thread() -> None:
-    numbers = Numbers(limit=100)
-    async with iterate_in_thread(numbers, buffer=4) as items:
-        received = [item async for item in items]
-    assert received == list(range(100))
+    numbers = Numbers(limit=1000)
+    async with iterate_in_thread(numbers, limit=4) as batches:
+        sizes = []
+        received: list[int] = []
+        async for batch in batches:
+            sizes.append(len(batch))
+            received += batch
+    assert received == list(range(1000))
+    assert max(sizes) <= 4  # the thread never ran further ahead than the limit
     assert numbers.threads == {await run_sync(threading.get_ident)}
     assert threading.get_ident() not in numbers.threads
+
+
+async def test_iterate_in_thread_weighs_items_as_told() -> None:
+    words = ["a", "bb", "cccc", "dddddddd"] * 50
+    async with iterate_in_thread(words, limit=8, weight=len) as batches:
+        received = [batch async for batch in batches]
+    assert [word for batch in received for word in batch] == words
+    # A batch holds what the thread made before it had to wait: under 8 letters, plus one.
+    assert all(sum(map(len, batch[:-1])) < 8 for batch in received)
 
 
 async def test_iterate_in_thread_raises_the_iterators_error_after_the_items_before_it() -> None:
     received: list[int] = []
 
     async def consume() -> None:
-        async with iterate_in_thread(Numbers(fail_at=5)) as items:
-            async for item in items:
-                received.append(item)
+        async with iterate_in_thread(Numbers(fail_at=5)) as batches:
+            async for batch in batches:
+                received.extend(batch)
 
     with pytest.raises(LookupError, match="no item 5"):
         await consume()
@@ -456,23 +470,23 @@ async def test_leaving_iterate_in_thread_early_stops_the_thread_before_the_block
 ) -> None:
     numbers = Numbers()  # endless: only the stop ends it
     with anyio.CancelScope() as scope:
-        async with iterate_in_thread(numbers, buffer=3) as items:
-            async for item in items:
-                if item == 10:
+        async with iterate_in_thread(numbers, limit=3) as batches:
+            async for batch in batches:
+                if batch[-1] >= 10:
                     if leave == "break":
                         break
                     scope.cancel()
                     await anyio.lowlevel.checkpoint()
-    assert not scope.cancelled_caught or leave == "cancel"
-    # The thread had stopped by the time the block ended, at most a buffer's worth ahead.
+    assert scope.cancelled_caught is (leave == "cancel")
+    # The thread had stopped by the time the block ended, at most a limit's worth ahead.
     assert not numbers.running
     stopped_at = numbers.produced
-    assert 11 <= stopped_at <= 11 + 3 + 1
+    assert 11 <= stopped_at <= 13 + 3 + 1
     await anyio.sleep(0.01)
     assert numbers.produced == stopped_at
 
 
-async def test_iterate_in_thread_refuses_an_empty_buffer() -> None:
-    with pytest.raises(ValueError, match="buffer must be at least 1, got 0"):
-        async with iterate_in_thread(Numbers(limit=1), buffer=0):
+async def test_iterate_in_thread_refuses_a_limit_below_one() -> None:
+    with pytest.raises(ValueError, match="limit must be at least 1, got 0"):
+        async with iterate_in_thread(Numbers(limit=1), limit=0):
             pass
