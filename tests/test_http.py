@@ -71,6 +71,17 @@ def headers_of(response: dict[str, Any]) -> dict[bytes, bytes]:
     return {name.lower(): value for name, value in response["headers"]}
 
 
+async def upload(body: bytes, content_type: bytes) -> dict[str, Any]:
+    """POST ``body`` to the upload view, its length declared."""
+    return await HttpCommunicator(
+        ASGIHandler(),
+        "POST",
+        "/upload/",
+        body=body,
+        headers=[(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
+    ).get_response()
+
+
 def multipart(fields: dict[str, str], files: dict[str, bytes]) -> tuple[bytes, bytes]:
     boundary = "channelsboundary"
     lines: list[bytes] = []
@@ -369,14 +380,7 @@ async def test_body_in_many_messages_spools_to_disk_past_the_memory_limit(settin
 async def test_large_file_upload_reaches_the_view_as_a_temporary_file(settings: Any) -> None:
     settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 1000
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2000  # file parts do not count (Django's rule)
-    body, content_type = multipart({"title": "big"}, {"upload": b"0123456789" * 1000})
-    response = await HttpCommunicator(
-        ASGIHandler(),
-        "POST",
-        "/upload/",
-        body=body,
-        headers=[(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
-    ).get_response()
+    response = await upload(*multipart({"title": "big"}, {"upload": b"0123456789" * 1000}))
     assert response["status"] == 200
     assert json.loads(response["body"]) == {
         "files": {"upload": {"size": 10000, "class": "TemporaryUploadedFile", "head": "01234567"}},
@@ -418,14 +422,7 @@ async def test_no_data_upload_limit_means_no_413(settings: Any) -> None:
 
 async def test_oversized_multipart_fields_are_refused_by_django_with_400(settings: Any) -> None:
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
-    body, content_type = multipart({"essay": "words " * 500}, {})
-    response = await HttpCommunicator(
-        ASGIHandler(),
-        "POST",
-        "/upload/",
-        body=body,
-        headers=[(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
-    ).get_response()
+    response = await upload(*multipart({"essay": "words " * 500}, {}))
     assert response["status"] == 400
 
 
