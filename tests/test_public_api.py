@@ -24,6 +24,9 @@ PUBLIC = {
         "channel_layers",
         "BaseChannelLayer",
         "InMemoryChannelLayer",
+        # Not documented, but upstream's module imports them and projects import them here.
+        "ChannelFull",
+        "InvalidChannelLayerError",
     ],
     "channels.db": ["database_sync_to_async", "aclose_old_connections"],
     "channels.exceptions": [

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from .. import DEFAULT_CHANNEL_LAYER as DEFAULT_CHANNEL_LAYER
+
+# Upstream's channels.layers module imports these two, and projects import them from there.
+from ..exceptions import ChannelFull as ChannelFull
+from ..exceptions import InvalidChannelLayerError as InvalidChannelLayerError
 from .base import BaseChannelLayer as BaseChannelLayer
 from .inmemory import InMemoryChannelLayer as InMemoryChannelLayer
 from .manager import ChannelLayerManager as ChannelLayerManager
@@ -12,8 +16,10 @@ from .manager import get_channel_layer as get_channel_layer
 __all__ = [
     "DEFAULT_CHANNEL_LAYER",
     "BaseChannelLayer",
+    "ChannelFull",
     "ChannelLayerManager",
     "InMemoryChannelLayer",
+    "InvalidChannelLayerError",
     "channel_layers",
     "get_channel_layer",
 ]
