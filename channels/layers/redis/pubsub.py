@@ -33,9 +33,10 @@ from ...utils import unwrap_exception_groups
 from ..base import BaseChannelLayer, CapacityPattern
 from ..inmemory import copy_message
 from .connection import CONNECTION_ERRORS, Connection, Pool, connect
+from .errors import InvalidPrefixError
 from .hosts import Host, consistent_hash, parse_hosts
 from .local import Mailboxes, PerLoop, Readers
-from .wire import Serializer
+from .serializers import MessageSerializer, as_message, registry
 
 __all__ = ["RedisPubSubChannelLayer"]
 
@@ -110,6 +111,7 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
     """
 
     extensions: list[str] = ["groups", "flush"]
+    _drop_logger = logger
 
     def __init__(
         self,
@@ -126,18 +128,20 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
     ) -> None:
         super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
         if not isinstance(prefix, str):
-            raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
+            raise InvalidPrefixError(f"prefix must be a str, got {type(prefix).__name__}")
         self.prefix = prefix
         self.group_expiry = group_expiry
         self.on_disconnect = on_disconnect
         self.on_reconnect = on_reconnect
         self.hosts: list[Host] = parse_hosts(hosts)
         self.ring_size: int = len(self.hosts)
-        self._serializer = Serializer(serializer_format, symmetric_encryption_keys)
+        self._serializer: MessageSerializer = registry.get_serializer(
+            serializer_format, symmetric_encryption_keys=symmetric_encryption_keys
+        )
         self._loops: PerLoop[_LoopState] = PerLoop(self._new_loop_state, _LoopState.aclose)
 
     def _new_loop_state(self) -> _LoopState:
-        mailboxes = Mailboxes(self.expiry, self.get_capacity)
+        mailboxes = Mailboxes(self.expiry, self.get_capacity, self.record_buffer_drop)
         return _LoopState(
             pools=[Pool(host) for host in self.hosts],
             subscribers=[_Subscriber(host) for host in self.hosts],
@@ -150,10 +154,15 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         return f"<{type(self).__name__} prefix={self.prefix!r} hosts=[{hosts}]>"
 
     def serialize(self, message: Message) -> bytes:
-        return self._serializer.dumps(message)
+        """The bytes published for ``message`` (by the ``serializer_format``'s class)."""
+        return self._serializer.serialize(message)
 
     def deserialize(self, data: bytes) -> Message:
-        return self._serializer.loads(data)
+        """The message in published bytes.
+
+        :raises ValueError: if they hold no message (or, encrypted, cannot be decrypted).
+        """
+        return as_message(self._serializer.deserialize(data))
 
     def _shard(self, name: str) -> int:
         return consistent_hash(name, self.ring_size)
@@ -368,4 +377,9 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
 
     async def close(self) -> None:
         """Close this event loop's connections and forget its subscriptions."""
+        await self._loops.aclose_current()
+
+    async def close_pools(self) -> None:
+        """The same as :meth:`close`, under the core layer's channels_redis name, so code
+        written for either layer can call it."""
         await self._loops.aclose_current()
