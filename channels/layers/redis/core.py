@@ -51,6 +51,7 @@ from .connection import CONNECTION_ERRORS, Command, Connection, Pool
 from .errors import ForeignChannelError, InvalidPrefixError
 from .hosts import Host, consistent_hash, parse_hosts
 from .local import Mailboxes, PerLoop, Readers
+from .memberships import Memberships
 from .serializers import MessageSerializer, as_message, registry
 
 __all__ = ["RedisChannelLayer"]
@@ -198,9 +199,16 @@ class RedisChannelLayer(BaseChannelLayer):
         self._routes: dict[str, tuple[str, int | None]] = {}
         self._mailboxes = Mailboxes(expiry, self.get_capacity, self.record_buffer_drop)
         self._loops: PerLoop[_LoopState] = PerLoop(self._new_loop_state, _LoopState.aclose)
+        self._memberships = Memberships(live_for=expiry)
+        # Per shard, the run id of the server last seen there (None: not connected yet).
+        self._run_ids: list[str | None] = [None] * self.ring_size
 
     def _new_loop_state(self) -> _LoopState:
-        return _LoopState([Pool(host) for host in self.hosts], self._mailboxes)
+        pools = [
+            Pool(host, on_connect=functools.partial(self._on_connect, shard))
+            for shard, host in enumerate(self.hosts)
+        ]
+        return _LoopState(pools, self._mailboxes)
 
     def __repr__(self) -> str:
         hosts = ", ".join(host.describe() for host in self.hosts)
@@ -331,6 +339,13 @@ class RedisChannelLayer(BaseChannelLayer):
             made by another layer instance.
         """
         self.require_valid_channel_name(channel)
+        self._memberships.receive_started(channel)
+        try:
+            return await self._receive(channel)
+        finally:
+            self._memberships.receive_ended(channel)
+
+    async def _receive(self, channel: str) -> Message:
         if "!" in channel:
             if not self.non_local_name(channel).endswith(f".{self.client_prefix}!"):
                 raise ForeignChannelError(
@@ -537,15 +552,18 @@ class RedisChannelLayer(BaseChannelLayer):
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
         key = self._group_key(group)
+        joined = time.time()
         await self._check(
             self.consistent_hash(group),
-            [("ZADD", key, time.time(), channel), ("EXPIRE", key, self.group_expiry)],
+            [("ZADD", key, joined, channel), ("EXPIRE", key, self.group_expiry)],
         )
+        self._memberships.added(group, channel, joined)
 
     async def group_discard(self, group: str, channel: str) -> None:
         """Remove ``channel`` from ``group``; nothing happens if it is not a member."""
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
+        self._memberships.discarded(group, channel)
         await self._check(self.consistent_hash(group), [("ZREM", self._group_key(group), channel)])
 
     async def group_send(self, group: str, message: Message) -> None:
@@ -599,6 +617,55 @@ class RedisChannelLayer(BaseChannelLayer):
                             tasks.start_soon(deliver, shard, targets)
         finally:
             self.record_group_send_skips(group, skipped, len(members))
+
+    async def _on_connect(self, shard: int, connection: Connection) -> None:
+        """Before a new connection is used: if a new server answers on ``shard`` (its run id
+        changed: a restart, or a failover), put back the memberships it lost.
+
+        Runs in whichever task opened the connection, so the work has an owner and is one
+        round trip: usually an idle consumer's pending ``receive``, whose blocking pop
+        notices the old server go away and reconnects (with backoff, at most a second apart)
+        until the new one answers, so memberships are back about a second after Redis is.
+        If it fails or is cancelled the connection is closed and the next one tries again.
+        """
+        known = self._run_ids[shard]
+        if connection.run_id is None or connection.run_id == known:
+            return
+        if known is not None:
+            await self._restore_memberships(shard, connection)
+        self._run_ids[shard] = connection.run_id
+
+    async def _restore_memberships(self, shard: int, connection: Connection) -> None:
+        expired_before = time.time() - self.group_expiry
+        by_group: dict[str, list[Any]] = defaultdict(list)
+        for group, channel, joined in list(self._memberships.live()):
+            if joined > expired_before and self.consistent_hash(group) == shard:
+                by_group[group] += [joined, channel]
+        commands: list[Command] = []
+        for group, pairs in by_group.items():
+            key = self._group_key(group)
+            commands += [("ZADD", key, *pairs), ("EXPIRE", key, self.group_expiry)]
+        if commands:
+            errors = [
+                reply
+                for reply in await connection.execute(commands)
+                if isinstance(reply, Exception)
+            ]
+            if errors:  # say so, but let the caller go on: its own command may still work
+                logger.error(
+                    "Redis at %s refused to re-add group memberships: %s",
+                    self.hosts[shard].describe(),
+                    errors[0],
+                )
+                return
+        logger.warning(
+            "Redis at %s is a new server (it restarted or failed over): re-added %d group "
+            "membership(s) of this process's live channels, in %d group(s); group messages "
+            "sent while it was away were lost",
+            self.hosts[shard].describe(),
+            sum(len(pairs) // 2 for pairs in by_group.values()),
+            len(by_group),
+        )
 
     async def _check(self, shard: int, commands: Sequence[Command]) -> list[Any]:
         replies = await self._execute(shard, commands)
