@@ -222,13 +222,13 @@ class BaseChannelLayer:
         since = self._due_warning(drops, f"group {group}", len(skipped))
         if since:
             self._drop_logger.warning(
-                "group_send to group %r skipped %d full channel(s) in the last %g s (%d "
-                "dropped by this layer in all); the consumers of these channels are not "
-                "keeping up: %s",
+                "group_send to group %r skipped %d full channel(s) since the last warning "
+                "about it (%d dropped by this layer in all; at most one warning per group "
+                "every %g s); the consumers of these channels are not keeping up: %s",
                 group,
                 since,
-                self.drop_warning_interval,
                 drops.dropped,
+                self.drop_warning_interval,
                 names,
             )
 
@@ -240,12 +240,12 @@ class BaseChannelLayer:
         since = self._due_warning(drops, "local buffers", 1)
         if since:
             self._drop_logger.warning(
-                "Dropped %d message(s) from full local channel buffers in the last %g s (%d "
-                "dropped by this layer in all), the last from %r; its consumer is not "
-                "keeping up",
+                "Dropped %d message(s) from full local channel buffers since the last "
+                "warning about them (%d dropped by this layer in all; at most one warning "
+                "every %g s), the last from %r: its consumer is not keeping up",
                 since,
-                self.drop_warning_interval,
                 drops.dropped,
+                self.drop_warning_interval,
                 channel,
             )
 
