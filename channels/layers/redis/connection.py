@@ -241,6 +241,11 @@ async def connect(host: Host, *, sentinel: bool = False) -> Connection:
         if isinstance(exc, CONNECTION_ERRORS):
             raise ConnectionLost(f"Lost Redis at {host.describe()} while logging in") from exc
         raise
+    if not sentinel:
+        # A server that refuses INFO (some managed services rename it) still serves; it
+        # only cannot tell us when it restarted.
+        info = replies.pop(-2)
+        connection.run_id = None if isinstance(info, RedisError) else _run_id(info)
     for reply in replies:
         if isinstance(reply, RedisError):
             with anyio.CancelScope(shield=True):
@@ -248,14 +253,19 @@ async def connect(host: Host, *, sentinel: bool = False) -> Connection:
             raise reply
     if not sentinel:
         connection.client_id = int(replies[-1])
-        connection.run_id = _run_id(replies[-2])
     return connection
 
 
-def _run_id(info: Any) -> str | None:
-    for line in bytes(info).splitlines():
+def _run_id(info: object) -> str | None:
+    """The ``run_id`` line of an ``INFO server`` reply."""
+    if isinstance(info, str):
+        info = info.encode()
+    if not isinstance(info, bytes):
+        return None
+    for line in info.splitlines():
         if line.startswith(b"run_id:"):
-            return line[7:].strip().decode("ascii", "replace")
+            run_id: bytes = line[7:].strip()
+            return run_id.decode("ascii", "replace")
     return None
 
 
