@@ -3,16 +3,55 @@
 from __future__ import annotations
 
 import fnmatch
+import logging
 import re
+import time
 import warnings
-from collections.abc import Mapping
-from typing import ClassVar
+from collections.abc import Mapping, Sequence
+from typing import ClassVar, NamedTuple
 
 from ..types import Message
 
-__all__ = ["BaseChannelLayer"]
+__all__ = ["BaseChannelLayer", "InvalidMessageError", "LayerStats", "ReservedKeyError"]
 
 CapacityPattern = str | re.Pattern[str]
+
+
+class InvalidMessageError(TypeError, AssertionError):
+    """A message that is not a dict.
+
+    A :exc:`TypeError`; also an :exc:`AssertionError` because upstream checks it with
+    ``assert``, and code written against upstream may expect that.
+    """
+
+
+class ReservedKeyError(ValueError, AssertionError):
+    """A message that already holds the layers' reserved key ``__asgi_channel__``.
+
+    A :exc:`ValueError`; also an :exc:`AssertionError`, as upstream asserts it.
+    """
+
+
+class LayerStats(NamedTuple):
+    """What a layer counted since it was made (:meth:`BaseChannelLayer.stats`).
+
+    Counters only grow, so a metrics exporter can publish them as they are.
+    """
+
+    #: Messages dropped because a channel was full: every delivery a ``group_send``
+    #: skipped, and (Redis layers) every message pushed out of a full process-local buffer.
+    dropped: int
+    #: Of ``dropped``, the deliveries ``group_send`` skipped (one per skipped member).
+    group_send_skipped: int
+
+
+class _Drops:
+    """The drop counters of one layer, and when each group was last warned about."""
+
+    def __init__(self) -> None:
+        self.dropped = 0
+        self.group_send_skipped = 0
+        self.warned: dict[str, tuple[float, int]] = {}  # key -> (last warning, since then)
 
 
 class BaseChannelLayer:
@@ -37,6 +76,11 @@ class BaseChannelLayer:
     )
 
     extensions: list[str] = []
+
+    #: At most one WARNING per group (and one about local buffers) per this many seconds
+    #: when messages are dropped; every drop is still logged at INFO and counted.
+    drop_warning_interval: float = 60.0
+    _drop_logger: ClassVar[logging.Logger] = logging.getLogger("channels.layers")
 
     def __init__(
         self,
@@ -131,13 +175,96 @@ class BaseChannelLayer:
 
     @staticmethod
     def require_valid_message(message: object) -> None:
-        """Raise :class:`TypeError` unless ``message`` is a dict a layer may carry."""
+        """Raise unless ``message`` is a dict a layer may carry.
+
+        :raises InvalidMessageError: (a :exc:`TypeError`) if it is not a dict.
+        :raises ReservedKeyError: (a :exc:`ValueError`) if it holds ``__asgi_channel__``.
+        """
         if not isinstance(message, dict):
-            raise TypeError(f"Channel layer messages must be dicts, got {type(message).__name__}")
+            raise InvalidMessageError(
+                f"Channel layer messages must be dicts, got {type(message).__name__}"
+            )
         if "__asgi_channel__" in message:
-            raise ValueError(
+            raise ReservedKeyError(
                 "Channel layer messages must not contain the reserved key '__asgi_channel__'"
             )
+
+    # -- drops ---------------------------------------------------------------------------
+
+    def stats(self) -> LayerStats:
+        """This layer's counters since it was made: what it dropped because channels were
+        full (see :class:`LayerStats`)."""
+        drops = self._drops()
+        return LayerStats(dropped=drops.dropped, group_send_skipped=drops.group_send_skipped)
+
+    def _drops(self) -> _Drops:
+        # Made on first use: third-party subclasses need not call our __init__.
+        drops: _Drops | None = self.__dict__.get("_drop_counts")
+        if drops is None:
+            drops = self.__dict__["_drop_counts"] = _Drops()
+        return drops
+
+    def record_group_send_skips(self, group: str, skipped: Sequence[str], members: int) -> None:
+        """Count and log the members of ``group`` a ``group_send`` skipped (channels full).
+
+        Logs upstream's INFO line every time, and a WARNING at most once per group per
+        :attr:`drop_warning_interval`, saying how many were skipped since the last one.
+        """
+        if not skipped:
+            return
+        drops = self._drops()
+        drops.dropped += len(skipped)
+        drops.group_send_skipped += len(skipped)
+        names = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        self._drop_logger.info(
+            "%s of %s channels over capacity in group %s: %s", len(skipped), members, group, names
+        )
+        since = self._due_warning(drops, f"group {group}", len(skipped))
+        if since:
+            self._drop_logger.warning(
+                "group_send to group %r skipped %d full channel(s) since the last warning "
+                "about it (%d dropped by this layer in all; at most one warning per group "
+                "every %g s); the consumers of these channels are not keeping up: %s",
+                group,
+                since,
+                drops.dropped,
+                self.drop_warning_interval,
+                names,
+            )
+
+    def record_buffer_drop(self, channel: str) -> None:
+        """Count a message pushed out of ``channel``'s full process-local buffer."""
+        drops = self._drops()
+        drops.dropped += 1
+        self._drop_logger.info("Local buffer of %r is full; dropped its oldest message", channel)
+        since = self._due_warning(drops, "local buffers", 1)
+        if since:
+            self._drop_logger.warning(
+                "Dropped %d message(s) from full local channel buffers since the last "
+                "warning about them (%d dropped by this layer in all; at most one warning "
+                "every %g s), the last from %r: its consumer is not keeping up",
+                since,
+                drops.dropped,
+                self.drop_warning_interval,
+                channel,
+            )
+
+    def _due_warning(self, drops: _Drops, key: str, count: int) -> int:
+        """How many drops under ``key`` to warn about now, or 0 if warned too recently."""
+        now = time.monotonic()
+        last, since = drops.warned.get(key, (-float("inf"), 0))
+        since += count
+        if now - last < self.drop_warning_interval:
+            drops.warned[key] = (last, since)
+            return 0
+        if len(drops.warned) >= 1024:  # forget groups not warned about lately
+            drops.warned = {
+                name: entry
+                for name, entry in drops.warned.items()
+                if now - entry[0] < self.drop_warning_interval
+            }
+        drops.warned[key] = (now, 0)
+        return since
 
     # -- the API that layers implement ---------------------------------------------------
 

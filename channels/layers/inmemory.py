@@ -386,7 +386,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
     async def group_send(self, group: str, message: Message) -> None:
         """Send a copy of ``message`` to every member of ``group``.
 
-        A member whose channel is full is skipped (and logged); the others still get it.
+        A member whose channel is full is skipped, logged and counted (:meth:`stats`); the
+        others still get it.
         """
         if type(message) is not dict or "__asgi_channel__" in message:
             self.require_valid_message(message)
@@ -407,12 +408,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
             except ChannelFull:
                 full.append(channel)
         if full:
-            logger.info(
-                "group_send to %r skipped %d full channel(s): %s",
-                group,
-                len(full),
-                ", ".join(full[:5]) + (", ..." if len(full) > 5 else ""),
-            )
+            self.record_group_send_skips(group, full, len(members))
 
     def _discard(self, group: str, channel: str) -> None:
         members = self.groups.get(group)

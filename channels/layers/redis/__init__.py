@@ -2,11 +2,19 @@
 
 ``RedisChannelLayer`` keeps messages in sorted sets (channels_redis's ``RedisChannelLayer``);
 ``RedisPubSubChannelLayer`` uses PUBLISH/SUBSCRIBE (channels_redis's pub/sub layer).
+Both take ``serializer_format`` from :mod:`channels.layers.redis.serializers`' registry.
 """
 
 from __future__ import annotations
 
 from .core import RedisChannelLayer as RedisChannelLayer
+from .errors import ForeignChannelError as ForeignChannelError
+from .errors import InvalidPrefixError as InvalidPrefixError
 from .pubsub import RedisPubSubChannelLayer as RedisPubSubChannelLayer
 
-__all__ = ["RedisChannelLayer", "RedisPubSubChannelLayer"]
+__all__ = [
+    "ForeignChannelError",
+    "InvalidPrefixError",
+    "RedisChannelLayer",
+    "RedisPubSubChannelLayer",
+]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -90,6 +90,9 @@ class Connection:
         self.host = host
         self.parser: Parser = Parser()
         self.client_id = 0
+        #: The server's ``run_id`` (``INFO server``): a new one means the server restarted
+        #: (or another server took over) and lost what it held in memory.
+        self.run_id: str | None = None
         self.broken: bool = False
 
     async def send(self, commands: Sequence[Command]) -> None:
@@ -137,6 +140,29 @@ class Connection:
         except Exception:
             self.broken = True
             raise
+
+    def receive_nowait(self) -> bytes | None:
+        """What the server has already sent, without waiting: ``b""`` if nothing.
+
+        ``None`` on a TLS stream, which cannot be asked without waiting.
+
+        :raises anyio.EndOfStream: if the server closed the connection (it is broken).
+        """
+        if self.sock is None:
+            return None
+        chunks: list[bytes] = []
+        while True:
+            try:
+                data = self.sock.recv(_READ_SIZE)
+            except BlockingIOError:
+                return b"".join(chunks)
+            except OSError:
+                self.broken = True
+                raise
+            if not data:
+                self.broken = True
+                raise anyio.EndOfStream
+            chunks.append(data)
 
     async def read_reply(self) -> Any:
         """The next reply; an error reply is returned as a :class:`RedisError`, not raised."""
@@ -204,7 +230,7 @@ async def connect(host: Host, *, sentinel: bool = False) -> Connection:
     if host.client_name:
         setup.append(("CLIENT", "SETNAME", host.client_name))
     if not sentinel:
-        setup.append(("CLIENT", "ID"))
+        setup += [("INFO", "server"), ("CLIENT", "ID")]
     if not setup:
         return connection
     try:
@@ -215,6 +241,11 @@ async def connect(host: Host, *, sentinel: bool = False) -> Connection:
         if isinstance(exc, CONNECTION_ERRORS):
             raise ConnectionLost(f"Lost Redis at {host.describe()} while logging in") from exc
         raise
+    if not sentinel:
+        # A server that refuses INFO (some managed services rename it) still serves; it
+        # only cannot tell us when it restarted.
+        info = replies.pop(-2)
+        connection.run_id = None if isinstance(info, RedisError) else _run_id(info)
     for reply in replies:
         if isinstance(reply, RedisError):
             with anyio.CancelScope(shield=True):
@@ -223,6 +254,19 @@ async def connect(host: Host, *, sentinel: bool = False) -> Connection:
     if not sentinel:
         connection.client_id = int(replies[-1])
     return connection
+
+
+def _run_id(info: object) -> str | None:
+    """The ``run_id`` line of an ``INFO server`` reply."""
+    if isinstance(info, str):
+        info = info.encode()
+    if not isinstance(info, bytes):
+        return None
+    for line in info.splitlines():
+        if line.startswith(b"run_id:"):
+            run_id: bytes = line[7:].strip()
+            return run_id.decode("ascii", "replace")
+    return None
 
 
 async def _open_stream(host: Host) -> socket.socket | anyio.abc.ByteStream:
@@ -294,21 +338,38 @@ class Pool:
 
     A task borrows a connection with :meth:`acquire` and gives it back with
     :meth:`release`; a connection that went out of step (``broken``) is closed instead.
-    At most ``max_idle`` connections are kept open while idle.
+    At most ``max_idle`` connections are kept open while idle. ``on_connect`` runs on
+    every new connection before it is handed out (the layer checks there whether the
+    server restarted).
     """
 
-    def __init__(self, host: Host, max_idle: int = 16) -> None:
+    def __init__(
+        self,
+        host: Host,
+        max_idle: int = 16,
+        on_connect: Callable[[Connection], Awaitable[None]] | None = None,
+    ) -> None:
         self.host = host
         self.max_idle = max_idle
+        self.on_connect = on_connect
         self.idle: list[Connection] = []
         self.closed: bool = False
 
     async def acquire(self) -> Connection:
+        """An idle connection, or a new one (given to ``on_connect`` first)."""
         if self.closed:
             raise anyio.ClosedResourceError("the channel layer's connections are closed")
         if self.idle:
             return self.idle.pop()
-        return await connect(self.host)
+        connection = await connect(self.host)
+        if self.on_connect is not None:
+            try:
+                await self.on_connect(connection)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await connection.aclose()
+                raise
+        return connection
 
     async def release(self, connection: Connection) -> None:
         if connection.broken or self.closed or len(self.idle) >= self.max_idle:

@@ -1,6 +1,6 @@
 """``RedisChannelLayer``: channels_redis's sorted-set layer, on anyio.
 
-Storage is channels_redis 4.x's, key for key (see ``wire.py`` for the bytes): a channel is
+Storage is channels_redis 4.x's, key for key (see ``serializers.py`` for the bytes): a channel is
 the sorted set ``<prefix><channel>`` of messages scored by send time; every process-local
 channel of one layer shares ``<prefix>specific.<client id>!`` and is told apart by the
 message's ``__asgi_channel__``; a group is ``<prefix>:group:<group>``, channel names scored
@@ -48,9 +48,11 @@ from ...utils import unwrap_exception_groups
 from ..base import BaseChannelLayer, CapacityPattern
 from ..inmemory import copy_message
 from .connection import CONNECTION_ERRORS, Command, Connection, Pool
+from .errors import ForeignChannelError, InvalidPrefixError
 from .hosts import Host, consistent_hash, parse_hosts
 from .local import Mailboxes, PerLoop, Readers
-from .wire import Serializer
+from .memberships import Memberships
+from .serializers import MessageSerializer, as_message, registry
 
 __all__ = ["RedisChannelLayer"]
 
@@ -87,17 +89,18 @@ return 1
 )
 
 # KEYS: channels; ARGV: score, expired-before, expiry, then a member and a capacity per key.
-# Returns how many channels were full (they are skipped, as channels_redis does).
+# Returns the positions (1-based) of the channels that were full: they are skipped, as
+# channels_redis does.
 _GROUP_SEND = _Script(
     """
-local full = 0
+local full = {}
 for i = 1, #KEYS do
   redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, ARGV[2])
   if redis.call('ZCARD', KEYS[i]) < tonumber(ARGV[3 + 2 * i]) then
     redis.call('ZADD', KEYS[i], ARGV[1], ARGV[2 + 2 * i])
     redis.call('EXPIRE', KEYS[i], ARGV[3])
   else
-    full = full + 1
+    full[#full + 1] = i
   end
 end
 return full
@@ -147,6 +150,7 @@ class RedisChannelLayer(BaseChannelLayer):
     """
 
     extensions: list[str] = ["groups", "flush"]
+    _drop_logger = logger
 
     #: Seconds a blocking pop waits on the server before asking again.
     brpop_timeout = 5
@@ -169,7 +173,7 @@ class RedisChannelLayer(BaseChannelLayer):
     ) -> None:
         super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
         if not isinstance(prefix, str):
-            raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
+            raise InvalidPrefixError(f"prefix must be a str, got {type(prefix).__name__}")
         for name, value in (("expiry", expiry), ("group_expiry", group_expiry)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive whole number of seconds")
@@ -177,21 +181,34 @@ class RedisChannelLayer(BaseChannelLayer):
         self.group_expiry = group_expiry
         self.hosts: list[Host] = parse_hosts(hosts)
         self.ring_size: int = len(self.hosts)
-        self._serializer = Serializer(
+        if not isinstance(random_prefix_length, int) or isinstance(random_prefix_length, bool):
+            raise TypeError(
+                "random_prefix_length must be a whole number of bytes (0 or less: none), "
+                f"got {random_prefix_length!r}"
+            )
+        self._serializer: MessageSerializer = registry.get_serializer(
             serializer_format,
-            symmetric_encryption_keys,
+            # Random bytes make equal messages distinct members of a channel's sorted set.
             random_prefix_length=random_prefix_length,
-            ttl=expiry + 10,
+            expiry=expiry,
+            symmetric_encryption_keys=symmetric_encryption_keys,
         )
         self.client_prefix: str = uuid.uuid4().hex
         self._send_index = itertools.cycle(range(self.ring_size))
         self._last_score = 0.0
         self._routes: dict[str, tuple[str, int | None]] = {}
-        self._mailboxes = Mailboxes(expiry, self.get_capacity)
+        self._mailboxes = Mailboxes(expiry, self.get_capacity, self.record_buffer_drop)
         self._loops: PerLoop[_LoopState] = PerLoop(self._new_loop_state, _LoopState.aclose)
+        self._memberships = Memberships(live_for=expiry)
+        # Per shard, the run id of the server last seen there (None: not connected yet).
+        self._run_ids: list[str | None] = [None] * self.ring_size
 
     def _new_loop_state(self) -> _LoopState:
-        return _LoopState([Pool(host) for host in self.hosts], self._mailboxes)
+        pools = [
+            Pool(host, on_connect=functools.partial(self._on_connect, shard))
+            for shard, host in enumerate(self.hosts)
+        ]
+        return _LoopState(pools, self._mailboxes)
 
     def __repr__(self) -> str:
         hosts = ", ".join(host.describe() for host in self.hosts)
@@ -206,10 +223,15 @@ class RedisChannelLayer(BaseChannelLayer):
         return consistent_hash(name, self.ring_size)
 
     def serialize(self, message: Message) -> bytes:
-        return self._serializer.dumps(message)
+        """The bytes stored in Redis for ``message`` (by the ``serializer_format``'s class)."""
+        return self._serializer.serialize(message)
 
     def deserialize(self, data: bytes) -> Message:
-        return self._serializer.loads(data)
+        """The message in bytes read from Redis.
+
+        :raises ValueError: if they hold no message (or, encrypted, cannot be decrypted).
+        """
+        return as_message(self._serializer.deserialize(data))
 
     def _score(self) -> float:
         # Strictly increasing, so two sends in the same clock tick keep their order
@@ -313,12 +335,20 @@ class RedisChannelLayer(BaseChannelLayer):
         Cancelling a receive at any point loses no message and changes no order. If Redis
         goes away, the receive waits for it to come back.
 
-        :raises ValueError: for a process-local channel made by another layer instance.
+        :raises ForeignChannelError: (a :exc:`ValueError`) for a process-local channel
+            made by another layer instance.
         """
         self.require_valid_channel_name(channel)
+        self._memberships.receive_started(channel)
+        try:
+            return await self._receive(channel)
+        finally:
+            self._memberships.receive_ended(channel)
+
+    async def _receive(self, channel: str) -> Message:
         if "!" in channel:
             if not self.non_local_name(channel).endswith(f".{self.client_prefix}!"):
-                raise ValueError(
+                raise ForeignChannelError(
                     f"Channel {channel!r} was not made by this layer's new_channel(): a "
                     "process-local channel can only be received by the layer that made it"
                 )
@@ -522,23 +552,26 @@ class RedisChannelLayer(BaseChannelLayer):
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
         key = self._group_key(group)
+        joined = time.time()
         await self._check(
             self.consistent_hash(group),
-            [("ZADD", key, time.time(), channel), ("EXPIRE", key, self.group_expiry)],
+            [("ZADD", key, joined, channel), ("EXPIRE", key, self.group_expiry)],
         )
+        self._memberships.added(group, channel, joined)
 
     async def group_discard(self, group: str, channel: str) -> None:
         """Remove ``channel`` from ``group``; nothing happens if it is not a member."""
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
+        self._memberships.discarded(group, channel)
         await self._check(self.consistent_hash(group), [("ZREM", self._group_key(group), channel)])
 
     async def group_send(self, group: str, message: Message) -> None:
         """Send ``message`` to every member of ``group``.
 
-        A member whose channel is full is skipped and logged; the others still get it.
-        Members sharing a Redis key (the process-local channels of one process) share one
-        stored message listing them all, as channels_redis does.
+        A member whose channel is full is skipped, logged and counted (:meth:`stats`); the
+        others still get it. Members sharing a Redis key (the process-local channels of one
+        process) share one stored message listing them all, as channels_redis does.
         """
         self.require_valid_message(message)
         self.require_valid_group_name(group)
@@ -563,23 +596,76 @@ class RedisChannelLayer(BaseChannelLayer):
             by_shard[shard].append((channel_key, data, self.get_capacity(channels[0])))
         now = self._score()
         expired_before = int(now) - int(self.expiry)
+        skipped: list[str] = []
 
         async def deliver(shard: int, targets: list[tuple[str, bytes, int]]) -> None:
             args: list[Any] = [now, expired_before, self.expiry]
             for _, data, capacity in targets:
                 args += [data, capacity]
             full = await self._script(shard, _GROUP_SEND, [key for key, _, _ in targets], args)
-            if full:
-                logger.info("group_send to %r skipped %d full channel(s)", group, full)
+            for position in full:
+                skipped.extend(by_key[targets[position - 1][0]])
 
-        if len(by_shard) == 1:
-            ((shard, targets),) = by_shard.items()
-            await deliver(shard, targets)
+        try:
+            if len(by_shard) == 1:
+                ((shard, targets),) = by_shard.items()
+                await deliver(shard, targets)
+            else:
+                with unwrap_exception_groups():
+                    async with anyio.create_task_group() as tasks:
+                        for shard, targets in by_shard.items():
+                            tasks.start_soon(deliver, shard, targets)
+        finally:
+            self.record_group_send_skips(group, skipped, len(members))
+
+    async def _on_connect(self, shard: int, connection: Connection) -> None:
+        """Before a new connection is used: if a new server answers on ``shard`` (its run id
+        changed: a restart, or a failover), put back the memberships it lost.
+
+        Runs in whichever task opened the connection, so the work has an owner and is one
+        round trip: usually an idle consumer's pending ``receive``, whose blocking pop
+        notices the old server go away and reconnects (with backoff, at most a second apart)
+        until the new one answers, so memberships are back about a second after Redis is.
+        If it fails or is cancelled the connection is closed and the next one tries again.
+        """
+        known = self._run_ids[shard]
+        if connection.run_id is None or connection.run_id == known:
             return
-        with unwrap_exception_groups():
-            async with anyio.create_task_group() as tasks:
-                for shard, targets in by_shard.items():
-                    tasks.start_soon(deliver, shard, targets)
+        if known is not None:
+            await self._restore_memberships(shard, connection)
+        self._run_ids[shard] = connection.run_id
+
+    async def _restore_memberships(self, shard: int, connection: Connection) -> None:
+        expired_before = time.time() - self.group_expiry
+        by_group: dict[str, list[Any]] = defaultdict(list)
+        for group, channel, joined in list(self._memberships.live()):
+            if joined > expired_before and self.consistent_hash(group) == shard:
+                by_group[group] += [joined, channel]
+        commands: list[Command] = []
+        for group, pairs in by_group.items():
+            key = self._group_key(group)
+            commands += [("ZADD", key, *pairs), ("EXPIRE", key, self.group_expiry)]
+        if commands:
+            errors = [
+                reply
+                for reply in await connection.execute(commands)
+                if isinstance(reply, Exception)
+            ]
+            if errors:  # say so, but let the caller go on: its own command may still work
+                logger.error(
+                    "Redis at %s refused to re-add group memberships: %s",
+                    self.hosts[shard].describe(),
+                    errors[0],
+                )
+                return
+        logger.warning(
+            "Redis at %s is a new server (it restarted or failed over): re-added %d group "
+            "membership(s) of this process's live channels, in %d group(s); group messages "
+            "sent while it was away were lost",
+            self.hosts[shard].describe(),
+            sum(len(pairs) // 2 for pairs in by_group.values()),
+            len(by_group),
+        )
 
     async def _check(self, shard: int, commands: Sequence[Command]) -> list[Any]:
         replies = await self._execute(shard, commands)
@@ -612,6 +698,23 @@ class RedisChannelLayer(BaseChannelLayer):
         """Close this event loop's connections. The layer stays usable: a later call
         opens new ones."""
         await self._loops.aclose_current()
+
+    async def close_pools(self) -> None:
+        """Close this event loop's connections (channels_redis's name for :meth:`close`).
+
+        What a Celery task or script calls after ``async_to_sync(layer.group_send)(...)``,
+        as channels_redis documents: ``async_to_sync(layer.close_pools)()``. Connections of
+        other event loops are closed when those loops end (they cannot be closed from
+        here: they belong to the tasks of their loop).
+        """
+        await self._loops.aclose_current()
+
+    async def wait_received(self) -> None:
+        """Nothing to wait for: kept for channels_redis compatibility.
+
+        channels_redis's receive leaves cleanup tasks running (its ``$inflight`` backups);
+        this layer's receive finishes its work before it returns.
+        """
 
 
 def _is_noscript(reply: Any) -> bool:

@@ -94,13 +94,20 @@ class Mailboxes:
     Buffers are plain data, shared by every loop (a script's next ``async_to_sync`` call
     finds what the previous one filed). Each buffered message expires ``expiry`` seconds
     after it was filed, and a channel keeps at most ``capacity`` of them (the oldest is
-    dropped, with a warning, as channels_redis does): a channel whose consumer is gone
-    does not hold memory forever.
+    dropped, as channels_redis does): a channel whose consumer is gone
+    does not hold memory forever. ``dropped`` is told of each message dropped that way (the
+    layer counts and logs it).
     """
 
-    def __init__(self, expiry: float, capacity: Callable[[str], int]) -> None:
+    def __init__(
+        self,
+        expiry: float,
+        capacity: Callable[[str], int],
+        dropped: Callable[[str], None],
+    ) -> None:
         self.expiry = expiry
         self.capacity = capacity
+        self.dropped = dropped
         self.buffers: dict[str, deque[tuple[float, Message]]] = {}
         self._deadlines: deque[tuple[float, str]] = deque()
 
@@ -119,7 +126,7 @@ class Mailboxes:
         capacity = self.capacity(channel)
         if 0 < capacity < len(buffer):
             buffer.popleft()
-            logger.warning("Local buffer of %r is full; dropped its oldest message", channel)
+            self.dropped(channel)
 
     def take(self, channel: str) -> Message | None:
         buffer = self.buffers.get(channel)

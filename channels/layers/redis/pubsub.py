@@ -14,15 +14,18 @@ take turns reading the subscription connections and file what they read for whic
 local channel it is for (see ``local.py``). A cancelled receive therefore loses nothing,
 and does not unsubscribe its channel: a channel nobody has received on for ``expiry``
 seconds is unsubscribed and its buffered messages dropped then. After a dropped
-connection the layer reconnects and subscribes again to everything it had.
+connection the layer reconnects and subscribes again to everything it had: a pending
+receive notices at once, and every publish or subscribe checks first (so a process that
+publishes after the drop gets its own message even with no receive pending).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,26 +36,41 @@ from ...utils import unwrap_exception_groups
 from ..base import BaseChannelLayer, CapacityPattern
 from ..inmemory import copy_message
 from .connection import CONNECTION_ERRORS, Connection, Pool, connect
+from .errors import InvalidPrefixError
 from .hosts import Host, consistent_hash, parse_hosts
 from .local import Mailboxes, PerLoop, Readers
-from .wire import Serializer
+from .serializers import MessageSerializer, as_message, registry
 
 __all__ = ["RedisPubSubChannelLayer"]
 
 logger: logging.Logger = logging.getLogger("channels.layers.redis")
 
 
+def _nothing(reply: Any) -> None:
+    pass
+
+
 @dataclass(eq=False)
 class _Subscriber:
-    """The subscription connection to one shard, and what it is subscribed to."""
+    """The subscription connection to one shard, and what it is subscribed to.
+
+    ``on_message`` files a published message (a ``[b"message", name, data]`` reply) that
+    arrives while this object is reading replies itself.
+    """
 
     host: Host
     names: set[str] = field(default_factory=set)
     connection: Connection | None = None
     lock: anyio.Lock = field(default_factory=anyio.Lock)
+    on_message: Callable[[Any], object] = _nothing
 
     async def ensure_connected(self) -> Connection:
-        """The live connection, reconnecting (and subscribing again) if it broke."""
+        """The live connection, reconnecting (and subscribing again) if it broke.
+
+        After a reconnection it returns once the server has confirmed every subscription,
+        so whatever is published after that reaches us (messages that arrive meanwhile go
+        to ``on_message``).
+        """
         async with self.lock:
             if self.connection is not None and not self.connection.broken:
                 return self.connection
@@ -62,12 +80,26 @@ class _Subscriber:
             connection = await connect(self.host)
             if self.names:
                 try:
-                    await connection.send([("SUBSCRIBE", *sorted(self.names))])
+                    await self._resubscribe(connection, sorted(self.names))
                 except BaseException:
-                    await connection.aclose()
+                    with anyio.CancelScope(shield=True):
+                        await connection.aclose()
                     raise
             self.connection = connection
             return connection
+
+    async def _resubscribe(self, connection: Connection, names: list[str]) -> None:
+        await connection.send([("SUBSCRIBE", *names)])
+        confirmed = 0
+        with anyio.fail_after(self.host.stream_timeout):
+            while confirmed < len(names):
+                reply = await connection.read_reply()
+                if isinstance(reply, list) and reply and reply[0] == b"subscribe":
+                    confirmed += 1
+                elif isinstance(reply, list) and reply and reply[0] == b"message":
+                    self.on_message(reply)
+                elif isinstance(reply, Exception):
+                    raise reply
 
     async def command(self, *command: str) -> None:
         connection = await self.ensure_connected()
@@ -110,6 +142,7 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
     """
 
     extensions: list[str] = ["groups", "flush"]
+    _drop_logger = logger
 
     def __init__(
         self,
@@ -126,34 +159,44 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
     ) -> None:
         super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
         if not isinstance(prefix, str):
-            raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
+            raise InvalidPrefixError(f"prefix must be a str, got {type(prefix).__name__}")
         self.prefix = prefix
         self.group_expiry = group_expiry
         self.on_disconnect = on_disconnect
         self.on_reconnect = on_reconnect
         self.hosts: list[Host] = parse_hosts(hosts)
         self.ring_size: int = len(self.hosts)
-        self._serializer = Serializer(serializer_format, symmetric_encryption_keys)
+        self._serializer: MessageSerializer = registry.get_serializer(
+            serializer_format, symmetric_encryption_keys=symmetric_encryption_keys
+        )
         self._loops: PerLoop[_LoopState] = PerLoop(self._new_loop_state, _LoopState.aclose)
 
     def _new_loop_state(self) -> _LoopState:
-        mailboxes = Mailboxes(self.expiry, self.get_capacity)
-        return _LoopState(
+        mailboxes = Mailboxes(self.expiry, self.get_capacity, self.record_buffer_drop)
+        state = _LoopState(
             pools=[Pool(host) for host in self.hosts],
             subscribers=[_Subscriber(host) for host in self.hosts],
             mailboxes=mailboxes,
             readers=Readers(mailboxes),
         )
+        for subscriber in state.subscribers:
+            subscriber.on_message = functools.partial(self._file_message, state)
+        return state
 
     def __repr__(self) -> str:
         hosts = ", ".join(host.describe() for host in self.hosts)
         return f"<{type(self).__name__} prefix={self.prefix!r} hosts=[{hosts}]>"
 
     def serialize(self, message: Message) -> bytes:
-        return self._serializer.dumps(message)
+        """The bytes published for ``message`` (by the ``serializer_format``'s class)."""
+        return self._serializer.serialize(message)
 
     def deserialize(self, data: bytes) -> Message:
-        return self._serializer.loads(data)
+        """The message in published bytes.
+
+        :raises ValueError: if they hold no message (or, encrypted, cannot be decrypted).
+        """
+        return as_message(self._serializer.deserialize(data))
 
     def _shard(self, name: str) -> int:
         return consistent_hash(name, self.ring_size)
@@ -202,6 +245,9 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         delay = 0.02
         while True:
             try:
+                # Our own subscriptions first: if one was dropped, what we publish now
+                # would not reach our own channels and groups.
+                await self._repair(state)
                 (reply,) = await state.pools[shard].execute([("PUBLISH", name, data)])
             except CONNECTION_ERRORS as exc:
                 if anyio.current_time() + delay > deadline:
@@ -220,7 +266,37 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         if name in subscriber.names:
             return
         subscriber.names.add(name)
+        await self._repair(state)
         await subscriber.command("SUBSCRIBE", name)
+
+    async def _repair(self, state: _LoopState) -> None:
+        """Notice dropped subscription connections and subscribe again, now.
+
+        Otherwise a dropped connection is only noticed by the next read, which happens in a
+        pending ``receive``: with none pending (a script, or every consumer busy) messages
+        published meanwhile, this process's own among them, would be lost. Called by every
+        call that publishes or subscribes, so its caller owns the work; costs one
+        non-blocking read per shard when nothing is wrong (what it reads is filed).
+        """
+        for subscriber in state.subscribers:
+            connection = subscriber.connection
+            if not subscriber.names:
+                continue
+            if connection is not None and not connection.broken:
+                try:
+                    data = connection.receive_nowait()
+                except CONNECTION_ERRORS:
+                    pass  # the server dropped it: reconnect below
+                else:
+                    if data:
+                        connection.parser.feed(data)
+                        self._file_replies(state, connection)
+                    continue
+                logger.info(
+                    "Redis pub/sub at %s dropped the connection; subscribing again",
+                    subscriber.host.describe(),
+                )
+            await subscriber.ensure_connected()
 
     async def _unsubscribe(self, state: _LoopState, name: str) -> None:
         subscriber = state.subscribers[self._shard(name)]
@@ -273,14 +349,16 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
     async def _read_one(self, state: _LoopState, subscriber: _Subscriber) -> None:
         delay = 0.02
         while True:
+            connection: Connection | None = None
             try:
                 connection = await subscriber.ensure_connected()
                 # A read either returns bytes or is cancelled having taken none, and what
                 # it returns is parsed and filed before the next await: no loss here.
                 data = await connection.receive()
             except CONNECTION_ERRORS as exc:
-                if subscriber.connection is not None:
-                    subscriber.connection.broken = True
+                # This connection only: another task may already have replaced it.
+                if connection is not None:
+                    connection.broken = True
                 logger.info(
                     "Redis pub/sub at %s: %s; reconnecting", subscriber.host.describe(), exc
                 )
@@ -293,29 +371,36 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
                 return
 
     def _file_replies(self, state: _LoopState, connection: Connection) -> bool:
+        """File every complete reply in ``connection``'s parser; True if any was a message."""
         filed = False
         while True:
             parsed = connection.parser.parse(decode=False)
             if not isinstance(parsed, tuple):
                 return filed
-            reply: Any = parsed[1]
-            if not isinstance(reply, list) or len(reply) != 3 or reply[0] != b"message":
-                continue  # subscription confirmations
-            name = reply[1].decode("utf-8")
-            try:
-                message = self.deserialize(reply[2])
-            except Exception as exc:
-                logger.error("Dropped a pub/sub message that cannot be read: %s", exc)
-                continue
-            members = state.groups.get(name)
-            targets = members if members is not None else (name,)
-            now = time.monotonic()
-            first = True
-            for target in targets:
-                state.mailboxes.file(target, message if first else copy_message(message), now)
-                state.readers.wake(target)
-                first = False
+            if self._file_message(state, parsed[1]):
                 filed = True
+
+    def _file_message(self, state: _LoopState, reply: Any) -> bool:
+        """File a published message for its channel, or its group's local members."""
+        if not isinstance(reply, list) or len(reply) != 3 or reply[0] != b"message":
+            return False  # subscription confirmations
+        name = reply[1].decode("utf-8")
+        try:
+            message = self.deserialize(reply[2])
+        except Exception as exc:
+            logger.error("Dropped a pub/sub message that cannot be read: %s", exc)
+            return False
+        members = state.groups.get(name)
+        targets = members if members is not None else (name,)
+        now = time.monotonic()
+        first = True
+        filed = False
+        for target in targets:
+            state.mailboxes.file(target, message if first else copy_message(message), now)
+            state.readers.wake(target)
+            first = False
+            filed = True
+        return filed
 
     # -- groups --------------------------------------------------------------------------
 
@@ -368,4 +453,9 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
 
     async def close(self) -> None:
         """Close this event loop's connections and forget its subscriptions."""
+        await self._loops.aclose_current()
+
+    async def close_pools(self) -> None:
+        """The same as :meth:`close`, under the core layer's channels_redis name, so code
+        written for either layer can call it."""
         await self._loops.aclose_current()
