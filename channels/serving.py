@@ -37,6 +37,7 @@ internals that serve each one are reached only through :mod:`channels._hypercorn
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
 import logging
@@ -454,27 +455,68 @@ def _client(scope: Scope) -> str:
     return f"{host}:{port}" if port is not None else str(host)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m channels.serving module:application [--bind ADDR] [--backend B]``.
+def add_keepalive_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--ping-interval`` and ``--ping-timeout``, with daphne's names and defaults; shared
+    by ``python -m channels.serving`` and ``runserver``."""
+    parser.add_argument(
+        "--ping-interval",
+        type=_seconds,
+        default=DEFAULT_PING_INTERVAL,
+        help="seconds between the pings sent to each open WebSocket (default %(default)g)",
+    )
+    parser.add_argument(
+        "--ping-timeout",
+        type=_seconds,
+        default=DEFAULT_PING_TIMEOUT,
+        help="seconds a ping may go unanswered before the WebSocket is dropped "
+        "(default %(default)g)",
+    )
 
-    The plain ``hypercorn`` command, plus the graceful WebSocket close of :func:`serve`.
-    Prints ``Listening on URL`` for each address once connections are accepted.
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m channels.serving module:application [--bind ADDR] [--backend B] ...``.
+
+    The plain ``hypercorn`` command, plus the graceful stop (and its end), the WebSocket
+    keepalive and the access log of :func:`serve`. Prints ``Listening on URL`` for each
+    address once connections are accepted.
     """
-    import argparse
     import importlib
 
     parser = argparse.ArgumentParser(
         prog="python -m channels.serving",
-        description="Serve an ASGI application on hypercorn (asyncio or trio) and close "
-        "open WebSockets with code 1001 on SIGINT/SIGTERM.",
+        description="Serve an ASGI application on hypercorn (asyncio or trio); on "
+        "SIGINT/SIGTERM, close open WebSockets with code 1001 and stop within the "
+        "graceful timeout.",
     )
     parser.add_argument("application", help="module:attribute of the ASGI application")
     parser.add_argument(
         "--bind", "-b", action="append", help="address to listen on (default 127.0.0.1:8000)"
     )
     parser.add_argument("--backend", "-k", choices=get_args(Backend), default="asyncio")
-    parser.add_argument("--graceful-timeout", type=float, default=5.0)
+    parser.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=5.0,
+        help="seconds connections get to end after a stop signal before they are aborted "
+        "(default %(default)g)",
+    )
     parser.add_argument("--root-path", default="")
+    parser.add_argument(
+        "--access-log",
+        metavar="FILE",
+        help="log requests and WebSocket events, as runserver does, to FILE ('-': stdout)",
+    )
+    add_keepalive_arguments(parser)
     options = parser.parse_args(argv)
 
     module_name, _, attribute = options.application.partition(":")
@@ -489,14 +531,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         for address in addresses:
             print(f"Listening on {address}", flush=True)
 
-    serve(
-        application,
-        bind=options.bind or ["127.0.0.1:8000"],
-        backend=options.backend,
-        graceful_timeout=options.graceful_timeout,
-        root_path=options.root_path,
-        on_ready=announce,
-    )
+    try:
+        serve(
+            application,
+            bind=options.bind or ["127.0.0.1:8000"],
+            backend=options.backend,
+            graceful_timeout=options.graceful_timeout,
+            root_path=options.root_path,
+            access_log=options.access_log,
+            ping_interval=options.ping_interval,
+            ping_timeout=options.ping_timeout,
+            on_ready=announce,
+        )
+    except (ValueError, OSError) as exc:
+        parser.exit(1, f"{parser.prog}: error: {exc}\n")
 
 
 if __name__ == "__main__":
