@@ -308,3 +308,16 @@ async def test_a_failing_lifespan_startup_ends_serve_with_that_error() -> None:
     # Warnings are errors here: a socket left open would fail the test too.
     with pytest.raises(LifespanFailureError, match="no database"):
         await serve_async(application, bind=["127.0.0.1:0"], handle_signals=False)
+
+
+@pytest.mark.parametrize("name", ["ping_interval", "ping_timeout"])
+@pytest.mark.parametrize("value", [0, -1.5])
+async def test_a_ping_setting_must_be_positive(name: str, value: float) -> None:
+    with pytest.raises(ValueError, match=f"{name} must be a number of seconds > 0 or None"):
+        await serve_async(refusing_app, bind=["127.0.0.1:0"], **{name: value})
+
+
+@pytest.mark.parametrize("target", ["", 3])
+async def test_a_bad_access_log_is_refused(target: Any) -> None:
+    with pytest.raises(ValueError, match="access_log must be a logger, '-'"):
+        await serve_async(refusing_app, bind=["127.0.0.1:0"], access_log=target)

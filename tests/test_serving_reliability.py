@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -57,6 +58,15 @@ class StuckClient:
         mask = os.urandom(4)
         masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
         self.sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+
+    def wait_until_dropped(self) -> None:
+        """Read (at last) until the server ends the connection; fails after 30 s."""
+        self.sock.settimeout(30)
+        try:
+            while self.sock.recv(65536):
+                pass
+        except ConnectionResetError:
+            pass
 
     def close(self) -> None:
         self.sock.close()
@@ -121,9 +131,7 @@ def test_a_stop_ends_despite_a_client_that_stopped_reading(
         server.wait()
     # The consumer's sends stopped blocking, it heard the disconnect and ran disconnect();
     # then the lifespan shutdown ran.
-    assert {"flood-sent", "disconnect-1006", "lifespan-shutdown"} <= made(markers), (
-        server.output
-    )
+    assert {"flood-sent", "disconnect-1006", "lifespan-shutdown"} <= made(markers), server.output
     assert "Aborting 1 connection(s) still open after the 3s graceful timeout." in server.output
     assert "Traceback" not in server.output
 
@@ -139,9 +147,7 @@ def test_runserver_noreload_stop_ends_despite_a_client_that_stopped_reading(
         url = url_in(server.wait_for_line("Starting ASGI development server"))
         flood_and_stop(server, url, stuck_clients, 5.0)  # runserver's graceful timeout
         server.wait()
-    assert {"flood-sent", "disconnect-1006", "lifespan-shutdown"} <= made(markers), (
-        server.output
-    )
+    assert {"flood-sent", "disconnect-1006", "lifespan-shutdown"} <= made(markers), server.output
     assert "Traceback" not in server.output
 
 
@@ -167,4 +173,70 @@ def test_a_peer_that_stops_answering_pings_is_dropped_and_leaves_its_groups(
             assert ws.recv(timeout=30) == "echo: still here?"
         server.send_signal(signal.SIGTERM)
         assert server.wait() == 0
+    assert "Traceback" not in server.output
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_runserver_takes_the_keepalive_options(
+    backend: str, markers: Path, stuck_clients: list[StuckClient]
+) -> None:
+    args = [*("-m", "django", "runserver", "127.0.0.1:0", "--noreload", "--backend", backend)]
+    args += ["--ping-interval", "0.3", "--ping-timeout", "0.7"]
+    settings = "tests.serverproject.reliability_settings"
+    with ServerProcess(args, settings=settings, env=marker_env(markers)) as server:
+        url = url_in(server.wait_for_line("Starting ASGI development server"))
+        frozen = StuckClient(url, "/ws/watched/")
+        stuck_clients.append(frozen)
+        server.wait_for_line("marker: disconnect-1006")
+        frozen.wait_until_dropped()
+        assert get(f"{url}/groups/") == "0"
+        server.send_signal(signal.SIGTERM)
+        assert server.wait() == 0
+
+
+@pytest.mark.parametrize(
+    "option", ["--ping-interval", "--ping-timeout"], ids=["interval", "timeout"]
+)
+@pytest.mark.parametrize("value", ["0", "-1", "soon"])
+def test_the_command_line_refuses_a_bad_ping_setting(option: str, value: str) -> None:
+    with ServerProcess(["-m", "channels.serving", APP, option, value]) as server:
+        assert server.wait() == 2
+    assert f"{option}: must be a number of seconds > 0, got {value!r}" in server.output
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_access_log_goes_to_stdout_or_a_file(backend: str, tmp_path: Path) -> None:
+    log_file = tmp_path / "access.log"
+    for target in ("-", str(log_file)):
+        args = [*("-m", "channels.serving", APP, "--bind", "127.0.0.1:0", "--backend", backend)]
+        with ServerProcess([*args, "--access-log", target]) as server:
+            url = server.wait_for_line("Listening on").split()[-1]
+            assert get(f"{url}/groups/?x=1") == "0"
+            with connect(f"{ws_url(url)}/ws/watched/", open_timeout=30) as ws:
+                ws.send("hi")
+                assert ws.recv(timeout=30) == "echo: hi"
+            if target == "-":
+                server.wait_for_line("WebSocket DISCONNECT /ws/watched/ [127.0.0.1:")
+            server.send_signal(signal.SIGTERM)
+            assert server.wait() == 0
+        lines = server.lines if target == "-" else log_file.read_text().splitlines()
+        logged = [line for line in lines if line.startswith("[")]
+        # Django's runserver format: [date] then daphne's line.
+        assert len(logged) == 4, lines
+        assert re.fullmatch(
+            r"\[\d\d/\w{3}/\d{4} \d\d:\d\d:\d\d\] HTTP GET /groups/\?x=1 200 "
+            r"\[\d+\.\d\d, 127\.0\.0\.1:\d+\]",
+            logged[0],
+        ), logged[0]
+        for line, event in zip(logged[1:], ["HANDSHAKING", "CONNECT", "DISCONNECT"], strict=True):
+            assert f"] WebSocket {event} /ws/watched/ [127.0.0.1:" in line
+    assert not [line for line in server.lines if line.startswith("[")]  # all in the file
+
+
+def test_an_access_log_that_cannot_be_opened_is_reported(tmp_path: Path) -> None:
+    target = str(tmp_path / "missing-directory" / "access.log")
+    args = ["-m", "channels.serving", APP, "--bind", "127.0.0.1:0", "--access-log", target]
+    with ServerProcess(args) as server:
+        assert server.wait() == 1
+    assert "No such file or directory" in server.output
     assert "Traceback" not in server.output

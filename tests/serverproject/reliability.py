@@ -21,18 +21,18 @@ from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.serverproject.settings")
 
-import django  # noqa: E402
-from django.apps import apps  # noqa: E402
+import django
+from django.apps import apps
 
 if not apps.ready:  # served by channels.serving; runserver has set Django up already
     django.setup(set_prefix=False)
 
-from django.urls import path  # noqa: E402
+from django.urls import path
 
-from channels.generic.http import AsyncHttpConsumer  # noqa: E402
-from channels.generic.websocket import AsyncWebsocketConsumer  # noqa: E402
-from channels.layers import get_channel_layer  # noqa: E402
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.generic.http import AsyncHttpConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.routing import ProtocolTypeRouter, URLRouter
 
 FRAME = "x" * 65536
 
