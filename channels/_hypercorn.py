@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import inspect
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import anyio
@@ -87,8 +87,14 @@ RELIED_ON_MEMBERS: dict[str, tuple[str, ...]] = {
         "wait_for_startup",
         "wait_for_shutdown",
     ),
-    "hypercorn.trio.worker_context.WorkerContext": ("terminated",),
-    "hypercorn.asyncio.worker_context.WorkerContext": ("terminated",),
+    "hypercorn.trio.worker_context.WorkerContext": ("terminated", "sleep"),
+    "hypercorn.asyncio.worker_context.WorkerContext": ("terminated", "sleep"),
+}
+#: Behaviour we rely on, as a phrase the source must contain: WebSocket pings are sent
+#: by ``WSStream._send_pings``, which sleeps through the worker context (see
+#: :func:`worker_context`).
+RELIED_ON_SOURCE: dict[str, str] = {
+    "hypercorn.protocol.ws_stream.WSStream._send_pings": "self.context.sleep(",
 }
 
 
@@ -141,6 +147,15 @@ def check() -> None:
         missing = [member for member in members if not hasattr(instance, member)]
         if missing:
             problems.append(f"{path} has no {', '.join(missing)}")
+    for path, phrase in RELIED_ON_SOURCE.items():
+        owner, _, method = path.rpartition(".")
+        try:
+            source = inspect.getsource(getattr(_load(owner), method))
+        except (ImportError, AttributeError, OSError, TypeError) as exc:
+            problems.append(f"{path} is gone ({exc})")
+            continue
+        if phrase not in source:
+            problems.append(f"{path} no longer calls {phrase[:-1]}()")
     if problems:
         raise HypercornChanged(
             f"channels/_hypercorn.py (written for hypercorn{SUPPORTED}) does not match the "
@@ -192,16 +207,24 @@ def wrap_application(application: ASGIApp, config: Any) -> Any:
     return wrap_app(cast(Any, application), config.wsgi_max_body_size, "asgi")
 
 
-def worker_context() -> Any:
+def worker_context(sleep: Callable[[float], Awaitable[None]]) -> Any:
     """hypercorn's per-worker state for the running event loop; setting its
-    ``terminated`` event tells idle keep-alive connections to close."""
+    ``terminated`` event tells idle keep-alive connections to close.
+
+    hypercorn's WebSocket ping loop sleeps through the context's ``sleep`` and its
+    connection lingers until that sleep ends, even after the socket closed: ``sleep``
+    replaces it, so the caller can end it early.
+    """
     if sniffio.current_async_library() == "trio":
-        from hypercorn.trio.worker_context import WorkerContext as TrioContext
+        from hypercorn.trio.worker_context import WorkerContext as Base
+    else:
+        from hypercorn.asyncio.worker_context import WorkerContext as Base  # type: ignore[assignment]
 
-        return TrioContext(None)
-    from hypercorn.asyncio.worker_context import WorkerContext as AsyncioContext
+    class Context(Base):
+        pass
 
-    return AsyncioContext(None)
+    Context.sleep = staticmethod(sleep)  # type: ignore[method-assign,assignment]
+    return Context(None)
 
 
 class Lifespan:
@@ -245,11 +268,14 @@ async def serve_connection(
     state: dict[str, Any],
     sock: socket.socket,
     on_receive: Callable[[], None],
+    on_end_of_input: Callable[[], None],
 ) -> None:
     """Serve one accepted connection with hypercorn's server for the running event loop.
 
-    ``on_receive`` is called each time hypercorn reads data from the peer. The socket
-    stays the caller's to shut down; hypercorn closes it when the connection ends.
+    ``on_receive`` is called each time hypercorn reads data from the peer, and
+    ``on_end_of_input`` once reading has ended (end of file, an error, the socket
+    closed). The socket stays the caller's to shut down; hypercorn closes it when the
+    connection ends.
     """
     if sniffio.current_async_library() == "trio":
         import trio  # interop: hypercorn's trio server takes a trio stream
@@ -257,7 +283,7 @@ async def serve_connection(
         from hypercorn.typing import ConnectionState
 
         stream = _NotingTrioStream(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
-        stream.on_receive = on_receive
+        stream.on_receive, stream.on_end_of_input = on_receive, on_end_of_input
         await TrioServer(
             wrapped, config, context, ConnectionState(state.copy()), cast(Any, stream)
         ).run()
@@ -267,7 +293,7 @@ async def serve_connection(
         from hypercorn.asyncio.tcp_server import TCPServer as AsyncioServer
 
         reader, writer = await asyncio.open_connection(sock=sock)
-        noting = _NotingReader(reader, on_receive)
+        noting = _NotingReader(reader, on_receive, on_end_of_input)
         loop = asyncio.get_running_loop()
         await AsyncioServer(
             wrapped, loop, config, context, state.copy(), cast(Any, noting), writer
@@ -276,17 +302,25 @@ async def serve_connection(
 
 class _NotingTrioStream:
     """A trio ``SocketStream`` as hypercorn's trio ``TCPServer`` uses it, calling
-    ``on_receive`` after each read. It has no ``do_handshake``: hypercorn takes that
-    as "not TLS"."""
+    ``on_receive`` after each read and ``on_end_of_input`` when reading ends. It has no
+    ``do_handshake``: hypercorn takes that as "not TLS"."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
         self.socket = stream.socket
         self.on_receive: Callable[[], None] = _nothing
+        self.on_end_of_input: Callable[[], None] = _nothing
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        data: bytes = await self._stream.receive_some(max_bytes)
-        self.on_receive()
+        try:
+            data: bytes = await self._stream.receive_some(max_bytes)
+        except BaseException:
+            self.on_end_of_input()
+            raise
+        if data:
+            self.on_receive()
+        else:
+            self.on_end_of_input()
         return data
 
     async def send_all(self, data: bytes) -> None:
@@ -302,17 +336,35 @@ class _NotingTrioStream:
 class _NotingReader:
     """An asyncio ``StreamReader`` as hypercorn's asyncio ``TCPServer`` uses it."""
 
-    def __init__(self, reader: Any, on_receive: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        reader: Any,
+        on_receive: Callable[[], None],
+        on_end_of_input: Callable[[], None],
+    ) -> None:
         self._reader = reader
         self._on_receive = on_receive
+        self._on_end_of_input = on_end_of_input
 
     async def read(self, n: int = -1) -> bytes:
-        data: bytes = await self._reader.read(n)
-        self._on_receive()
+        try:
+            data: bytes = await self._reader.read(n)
+        except BaseException:
+            self._on_end_of_input()
+            raise
+        if data:
+            self._on_receive()
+        else:
+            self._on_end_of_input()
         return data
 
     def at_eof(self) -> bool:
-        return bool(self._reader.at_eof())
+        # hypercorn checks this before each read: once the transport is closed, it stops
+        # here without reading the end of file.
+        if self._reader.at_eof():
+            self._on_end_of_input()
+            return True
+        return False
 
 
 def _nothing() -> None:

@@ -56,6 +56,7 @@ class _Connection:
     sock: socket.socket
     last_received: float
     websocket_open: anyio.Event = field(default_factory=anyio.Event)
+    input_ended: anyio.Event = field(default_factory=anyio.Event)
 
     def received(self) -> None:
         self.last_received = anyio.current_time()
@@ -111,7 +112,7 @@ class Worker:
 
     async def run(self, shutdown_trigger: Callable[[], Awaitable[object]]) -> None:
         state: dict[str, Any] = {}
-        context = _hypercorn.worker_context()
+        context = _hypercorn.worker_context(_sleep_while_open)
         lifespan = _hypercorn.Lifespan(self.wrapped, self.config, state)
         # A lifespan failure, or a connection task's, raises as itself.
         with unwrap_exception_groups():
@@ -211,9 +212,27 @@ class Worker:
         # In a task of its own: hypercorn's asyncio server can leave its task with a
         # pending cancellation request (from its internal TaskGroup).
         await _hypercorn.serve_connection(
-            self.wrapped, self.config, context, state, connection.sock, connection.received
+            self.wrapped,
+            self.config,
+            context,
+            state,
+            connection.sock,
+            connection.received,
+            connection.input_ended.set,
         )
         group.cancel_scope.cancel()  # the keepalive watch is done with
+
+
+async def _sleep_while_open(seconds: float) -> None:
+    """hypercorn's sleep between WebSocket pings, cut short once the connection's input
+    has ended: its ping loop then sees the stream closed and stops, rather than keep the
+    connection's task (and a graceful stop) waiting up to ``ping_interval``."""
+    connection = _current.get()
+    with anyio.move_on_after(seconds):
+        if connection is None:
+            await anyio.sleep_forever()
+        else:
+            await connection.input_ended.wait()
 
 
 async def _keep_alive(connection: _Connection, silence_allowed: float) -> None:

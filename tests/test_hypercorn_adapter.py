@@ -77,3 +77,16 @@ async def test_serve_async_checks_the_adapter_before_serving(
     monkeypatch.setattr(_hypercorn, "checked", _hypercorn.check)  # no cached success
     with pytest.raises(_hypercorn.HypercornChanged, match=r"channels/_hypercorn\.py"):
         await serve_async(RenamedParameters, bind=["127.0.0.1:0"], handle_signals=False)
+
+
+def test_a_ping_loop_that_no_longer_sleeps_through_the_context_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hypercorn.protocol.ws_stream import WSStream
+
+    async def _send_pings(self: Any) -> None:
+        pass
+
+    monkeypatch.setattr(WSStream, "_send_pings", _send_pings)
+    with pytest.raises(_hypercorn.HypercornChanged, match=r"no longer calls self\.context\.sleep"):
+        _hypercorn.check()

@@ -240,3 +240,33 @@ def test_an_access_log_that_cannot_be_opened_is_reported(tmp_path: Path) -> None
         assert server.wait() == 1
     assert "No such file or directory" in server.output
     assert "Traceback" not in server.output
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_live_server_stops_despite_a_client_that_stopped_reading(
+    backend: str,
+    markers: Path,
+    stuck_clients: list[StuckClient],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The live-server test case's process, as its tearDownClass stops it."""
+    from channels.testing.live import _ServerProcess
+
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "tests.serverproject.reliability_settings")
+    monkeypatch.setenv("CHANNELS_TEST_MARKERS", str(markers))
+    server = _ServerProcess(["--host", "127.0.0.1", "--backend", backend])
+    try:
+        port = server.wait_until_ready()
+        client = StuckClient(f"http://127.0.0.1:{port}", "/ws/flood/")
+        stuck_clients.append(client)
+        client.send_text("flood")
+        deadline = time.monotonic() + 20
+        while "flooding" not in made(markers):
+            assert time.monotonic() < deadline, "the consumer never started flooding"
+            time.sleep(0.05)
+        time.sleep(0.5)  # let the server's send block on the full buffers
+        server.process.terminate()
+        assert server.process.wait(timeout=5.0 + STOP_MARGIN) == 0  # its graceful timeout: 5 s
+    finally:
+        server.kill()
+    assert {"flood-sent", "disconnect-1006", "lifespan-shutdown"} <= made(markers)
