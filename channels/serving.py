@@ -3,16 +3,24 @@
 ``runserver`` and the live-server test case both serve through :func:`serve`. It adds
 what the plain ``hypercorn`` command leaves out:
 
-Graceful shutdown
+Graceful shutdown, and its end
     SIGINT or SIGTERM stops the listeners, then every open WebSocket is sent a close frame
     with code 1001 ("going away"). Its application then receives ``websocket.disconnect``
     (code 1001) once the client answers, as for any other close, so consumers run
     ``disconnect()`` and leave their groups. HTTP requests in flight are allowed to finish.
-    hypercorn waits up to ``graceful_timeout`` for connections to end, then cancels what is
-    left, then runs the application's ``lifespan.shutdown``, and :func:`serve` returns.
-    hypercorn by itself sends WebSockets nothing at shutdown: it waits out its graceful
-    timeout and then drops them, and only then starts ``lifespan.shutdown``, too late for
-    an application to say goodbye.
+    Connections get ``graceful_timeout`` seconds to end; those still open then (a client
+    that stopped reading, a slow download) are aborted: their applications get their
+    disconnect message and a second to act on it, then are cancelled. Then the
+    application's ``lifespan.shutdown`` runs and :func:`serve` returns, so a stop always
+    ends, about ``graceful_timeout`` + 1 seconds after the signal at most (plus the
+    lifespan shutdown's own time). hypercorn by itself sends WebSockets nothing at
+    shutdown, and can wait forever on a client that does not read.
+
+WebSocket keepalive
+    Every open WebSocket is pinged each ``ping_interval`` seconds; one whose peer has sent
+    nothing (no frame, no pong) for ``ping_interval + ping_timeout`` seconds is dropped,
+    and its consumer receives ``websocket.disconnect`` with code 1006. The names, the
+    defaults (20 and 30) and the counting from the peer's last data are daphne's.
 
 Knowing the port
     Listening sockets are bound and listening before ``on_ready`` is called with their
@@ -22,23 +30,30 @@ Knowing the port
 Access lines
     With ``access_log``, each HTTP response and each WebSocket handshake, accept, refusal
     and disconnect is logged there, in the format of Channels' ``runserver`` (daphne's).
+
+The connections are accepted and watched in :mod:`channels._server`; the hypercorn
+internals that serve each one are reached only through :mod:`channels._hypercorn`.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
 import logging
 import signal
 import socket
+import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal, cast, get_args
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, Literal, get_args
 
 import anyio
 import anyio.abc
-import sniffio
+import anyio.lowlevel
 
+from . import _hypercorn
+from ._server import Worker
 from .types import ASGIApp, Message, Receive, Scope, Send
 from .utils import unwrap_exception_groups
 
@@ -48,6 +63,11 @@ Backend = Literal["asyncio", "trio"]
 
 #: The WebSocket close code sent to clients when the server stops.
 GOING_AWAY = 1001
+#: daphne's defaults for ``--ping-interval`` and ``--ping-timeout``, in seconds.
+#: The code a WebSocket's application is given when the connection was lost or aborted.
+ABNORMAL_CLOSURE = 1006
+DEFAULT_PING_INTERVAL = 20.0
+DEFAULT_PING_TIMEOUT = 30.0
 
 
 def serve(
@@ -58,7 +78,9 @@ def serve(
     graceful_timeout: float = 5.0,
     handle_signals: bool = True,
     root_path: str = "",
-    access_log: logging.Logger | None = None,
+    access_log: logging.Logger | str | None = None,
+    ping_interval: float | None = DEFAULT_PING_INTERVAL,
+    ping_timeout: float | None = DEFAULT_PING_TIMEOUT,
     on_ready: Callable[[list[str]], object] | None = None,
 ) -> None:
     """Serve ``application`` on hypercorn until SIGINT or SIGTERM; block until stopped.
@@ -66,15 +88,23 @@ def serve(
     :param bind: addresses as hypercorn takes them: ``host:port`` (port 0 for any free
         port), ``unix:/path`` or ``fd://N``.
     :param backend: the event loop to run, ``"asyncio"`` or ``"trio"``.
-    :param graceful_timeout: seconds open connections get to finish after a stop signal.
+    :param graceful_timeout: seconds open connections get to finish after a stop signal;
+        what is still open then is aborted, and the server stops within about a second.
     :param handle_signals: install the SIGINT/SIGTERM handlers (possible only in the main
         thread; without them the server runs until the process ends).
+    :param access_log: where to log requests and WebSocket events (see
+        :class:`AccessLog`): a logger, ``"-"`` for standard output, or a file's path.
+    :param ping_interval: seconds between the pings sent to each open WebSocket
+        (daphne's ``--ping-interval``); ``None`` sends none.
+    :param ping_timeout: seconds a ping may go unanswered before the WebSocket is
+        dropped and its consumer gets ``websocket.disconnect`` (code 1006); counted, as
+        by daphne, from the last data the peer sent. ``None`` never drops.
     :param on_ready: called with the ``http://`` (or ``unix:``) addresses listened on, once
         connections are accepted.
     :raises ValueError: for an unknown backend, no bind address, an address that is not
-        ``host:port``, ``unix:PATH`` or ``fd://N``, or a negative timeout.
-    :raises OSError: if an address cannot be bound (in use, not permitted).
-    :raises ImportError: if hypercorn is not installed.
+        ``host:port``, ``unix:PATH`` or ``fd://N``, or a negative or zero timeout.
+    :raises OSError: if an address cannot be bound (in use, not permitted), or the access
+        log file cannot be opened.
     """
     if backend not in get_args(Backend):
         raise ValueError(f"backend must be 'asyncio' or 'trio', got {backend!r}")
@@ -86,6 +116,8 @@ def serve(
         handle_signals=handle_signals,
         root_path=root_path,
         access_log=access_log,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
         on_ready=on_ready,
     )
     anyio.run(run, backend=backend)
@@ -99,7 +131,9 @@ async def serve_async(
     handle_signals: bool = True,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
     root_path: str = "",
-    access_log: logging.Logger | None = None,
+    access_log: logging.Logger | str | None = None,
+    ping_interval: float | None = DEFAULT_PING_INTERVAL,
+    ping_timeout: float | None = DEFAULT_PING_TIMEOUT,
     on_ready: Callable[[list[str]], object] | None = None,
 ) -> None:
     """:func:`serve` on the running event loop (asyncio or trio).
@@ -109,39 +143,45 @@ async def serve_async(
     either way.
     """
     try:
-        from hypercorn.config import Config
+        import hypercorn.config  # noqa: F401
     except ImportError as exc:
         raise ImportError(
-            "channels.serving needs hypercorn: install channels-anyio[server] "
-            "(or hypercorn itself)."
+            "channels.serving needs hypercorn, a dependency of channels-anyio: reinstall "
+            "it (pip install channels-anyio)."
         ) from exc
-
+    _hypercorn.checked()
     if isinstance(bind, str) or not bind:
         raise ValueError(f"bind must be a non-empty list of addresses, got {bind!r}")
     if graceful_timeout < 0:
         raise ValueError(f"graceful_timeout must be >= 0, got {graceful_timeout!r}")
+    for name, value in (("ping_interval", ping_interval), ("ping_timeout", ping_timeout)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{name} must be a number of seconds > 0 or None, got {value!r}")
 
-    config = Config()
-    config.graceful_timeout = graceful_timeout
-    config.root_path = root_path
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")
-
-    if access_log is not None:
-        application = AccessLog(application, access_log)
-    graceful = GracefulShutdown(application)
+    config = _hypercorn.make_config(
+        graceful_timeout=graceful_timeout, root_path=root_path, ping_interval=ping_interval
+    )
     stop = anyio.Event()
-
-    async def begin_shutdown() -> None:
-        graceful.begin()
-        stop.set()
-
-    sockets, addresses = _listen(config, bind)
-    # hypercorn closes these sockets when it stops; closing them again is harmless, and
-    # covers a failure before it took them over.
     with contextlib.ExitStack() as owned, unwrap_exception_groups():
+        logger = owned.enter_context(_access_logger(access_log))
+        if logger is not None:
+            application = AccessLog(application, logger)
+        graceful = GracefulShutdown(application)
+
+        async def begin_shutdown() -> None:
+            graceful.begin()
+            stop.set()
+
+        sockets, addresses = _listen(config, bind)
         for sock in sockets:
             owned.enter_context(sock)
+        worker = Worker(
+            graceful,
+            config,
+            sockets,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout if ping_interval is not None else None,
+        )
         async with anyio.create_task_group() as group:
             if handle_signals:
                 await group.start(_stop_on_signal, begin_shutdown)
@@ -149,8 +189,34 @@ async def serve_async(
                 group.start_soon(_stop_when, shutdown_trigger, begin_shutdown)
             if on_ready is not None:
                 on_ready(addresses)
-            await _hypercorn_serve(graceful, config, sockets, stop.wait)
+            await worker.run(stop.wait)
             group.cancel_scope.cancel()  # the signal watcher and the trigger are done with
+
+
+@contextlib.contextmanager
+def _access_logger(target: logging.Logger | str | None) -> Iterator[logging.Logger | None]:
+    """The logger for ``access_log``: itself, or one writing to stdout (``"-"``) or a file
+    in Django's ``runserver`` format (``[13/Mar/2026 10:00:00] HTTP GET / 200 [...]``)."""
+    if target is None or isinstance(target, logging.Logger):
+        yield target
+        return
+    if not isinstance(target, str) or not target:
+        raise ValueError(
+            f"access_log must be a logger, '-' (standard output) or a file path, got {target!r}"
+        )
+    handler: logging.Handler
+    if target == "-":
+        handler = logging.StreamHandler(sys.stdout)
+    else:
+        handler = logging.FileHandler(target, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", "%d/%b/%Y %H:%M:%S"))
+    # Not registered with logging's manager: private to this server, nothing propagates.
+    logger = logging.Logger("channels.serving.access", logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield logger
+    finally:
+        handler.close()
 
 
 def _listen(config: Any, bind: Sequence[str]) -> tuple[list[socket.socket], list[str]]:
@@ -158,13 +224,13 @@ def _listen(config: Any, bind: Sequence[str]) -> tuple[list[socket.socket], list
 
     Listening here, not in hypercorn, is what lets a caller learn a port-0 port before
     the server runs, and connect without a race: the kernel queues connections until
-    hypercorn accepts them. ``unix:`` and ``fd://`` binds are made by hypercorn's code.
+    the server accepts them. ``unix:`` and ``fd://`` binds are made by hypercorn's code.
     """
     made: list[socket.socket] = []
     try:
-        config.bind = [address for address in bind if address.startswith(("unix:", "fd://"))]
-        made.extend(config.create_sockets().insecure_sockets)
-        addresses = list(config.bind)
+        others = [address for address in bind if address.startswith(("unix:", "fd://"))]
+        made.extend(_hypercorn.sockets_for(config, others))
+        addresses = _hypercorn.bound_addresses(config)
         for address in bind:
             if address.startswith(("unix:", "fd://")):
                 continue
@@ -187,47 +253,6 @@ def _listen(config: Any, bind: Sequence[str]) -> tuple[list[socket.socket], list
             sock.close()
         raise
     return made, addresses
-
-
-async def _hypercorn_serve(
-    application: ASGIApp,
-    config: Any,
-    sockets: list[socket.socket],
-    shutdown_trigger: Callable[[], Awaitable[None]],
-) -> None:
-    """hypercorn's worker for the running event loop, on sockets we made.
-
-    Its public ``serve()`` makes its own sockets; the worker function it calls (and its
-    own command line uses) takes ours.
-    """
-    from hypercorn.config import Sockets
-    from hypercorn.utils import wrap_app
-
-    wrapped = wrap_app(cast(Any, application), config.wsgi_max_body_size, "asgi")
-    given = Sockets(secure_sockets=[], insecure_sockets=sockets, quic_sockets=[])
-    # hypercorn ships one implementation per event loop; pick the running one.
-    if sniffio.current_async_library() == "trio":
-        from hypercorn.trio.run import worker_serve as trio_worker
-
-        with unwrap_exception_groups():  # its nurseries wrap a startup failure
-            await trio_worker(wrapped, config, sockets=given, shutdown_trigger=shutdown_trigger)
-    else:
-        from hypercorn.asyncio.run import worker_serve as asyncio_worker
-
-        # In a task of its own: hypercorn's asyncio worker leaves its task with a pending
-        # cancellation request (from its internal TaskGroup), which would turn a later
-        # cancel scope's cancellation into a stray CancelledError in this task.
-        with unwrap_exception_groups():
-            async with anyio.create_task_group() as group:
-                group.start_soon(
-                    functools.partial(
-                        asyncio_worker,
-                        wrapped,
-                        config,
-                        sockets=given,
-                        shutdown_trigger=shutdown_trigger,
-                    )
-                )
 
 
 async def _stop_on_signal(
@@ -256,8 +281,9 @@ class GracefulShutdown:
     ``receive()``, where a Channels consumer's listener always is, is cancelled, the close
     goes out, and ``receive()`` goes on to return the ``websocket.disconnect`` that follows
     the client's answer, with code 1001. A socket not yet accepted is closed as soon as the
-    application accepts it. After the close, further sends from the application are
-    dropped, since the server would refuse them.
+    application accepts it. After the close, and once the connection is gone, further
+    sends from the application are dropped, since the server would refuse them; each
+    dropped send still checkpoints, so a loop sending to a dead socket stays cancellable.
     """
 
     def __init__(self, application: ASGIApp) -> None:
@@ -290,6 +316,7 @@ class _WebSocket:
         self.accepted = False
         self.closed = False  # a close went out (ours or the application's)
         self.closed_by_us = False
+        self.gone = False  # the application has received websocket.disconnect
         self._waiting: anyio.CancelScope | None = None
 
     def wake(self) -> None:
@@ -313,12 +340,15 @@ class _WebSocket:
         return self._with_our_code(await self._receive())
 
     def _with_our_code(self, message: Message) -> Message:
-        if self.closed_by_us and message["type"] == "websocket.disconnect":
-            return {**message, "code": GOING_AWAY}
+        if message["type"] == "websocket.disconnect":
+            self.gone = True
+            if self.closed_by_us and message.get("code") != ABNORMAL_CLOSURE:
+                return {**message, "code": GOING_AWAY}
         return message
 
     async def send(self, message: Message) -> None:
-        if self.closed_by_us:
+        if self.closed_by_us or self.gone:
+            await anyio.lowlevel.checkpoint()
             return
         if message["type"] == "websocket.close":
             self.closed = True
@@ -425,27 +455,68 @@ def _client(scope: Scope) -> str:
     return f"{host}:{port}" if port is not None else str(host)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m channels.serving module:application [--bind ADDR] [--backend B]``.
+def add_keepalive_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--ping-interval`` and ``--ping-timeout``, with daphne's names and defaults; shared
+    by ``python -m channels.serving`` and ``runserver``."""
+    parser.add_argument(
+        "--ping-interval",
+        type=_seconds,
+        default=DEFAULT_PING_INTERVAL,
+        help="seconds between the pings sent to each open WebSocket (default %(default)g)",
+    )
+    parser.add_argument(
+        "--ping-timeout",
+        type=_seconds,
+        default=DEFAULT_PING_TIMEOUT,
+        help="seconds a ping may go unanswered before the WebSocket is dropped "
+        "(default %(default)g)",
+    )
 
-    The plain ``hypercorn`` command, plus the graceful WebSocket close of :func:`serve`.
-    Prints ``Listening on URL`` for each address once connections are accepted.
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m channels.serving module:application [--bind ADDR] [--backend B] ...``.
+
+    The plain ``hypercorn`` command, plus the graceful stop (and its end), the WebSocket
+    keepalive and the access log of :func:`serve`. Prints ``Listening on URL`` for each
+    address once connections are accepted.
     """
-    import argparse
     import importlib
 
     parser = argparse.ArgumentParser(
         prog="python -m channels.serving",
-        description="Serve an ASGI application on hypercorn (asyncio or trio) and close "
-        "open WebSockets with code 1001 on SIGINT/SIGTERM.",
+        description="Serve an ASGI application on hypercorn (asyncio or trio); on "
+        "SIGINT/SIGTERM, close open WebSockets with code 1001 and stop within the "
+        "graceful timeout.",
     )
     parser.add_argument("application", help="module:attribute of the ASGI application")
     parser.add_argument(
         "--bind", "-b", action="append", help="address to listen on (default 127.0.0.1:8000)"
     )
     parser.add_argument("--backend", "-k", choices=get_args(Backend), default="asyncio")
-    parser.add_argument("--graceful-timeout", type=float, default=5.0)
+    parser.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=5.0,
+        help="seconds connections get to end after a stop signal before they are aborted "
+        "(default %(default)g)",
+    )
     parser.add_argument("--root-path", default="")
+    parser.add_argument(
+        "--access-log",
+        metavar="FILE",
+        help="log requests and WebSocket events, as runserver does, to FILE ('-': stdout)",
+    )
+    add_keepalive_arguments(parser)
     options = parser.parse_args(argv)
 
     module_name, _, attribute = options.application.partition(":")
@@ -460,14 +531,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         for address in addresses:
             print(f"Listening on {address}", flush=True)
 
-    serve(
-        application,
-        bind=options.bind or ["127.0.0.1:8000"],
-        backend=options.backend,
-        graceful_timeout=options.graceful_timeout,
-        root_path=options.root_path,
-        on_ready=announce,
-    )
+    try:
+        serve(
+            application,
+            bind=options.bind or ["127.0.0.1:8000"],
+            backend=options.backend,
+            graceful_timeout=options.graceful_timeout,
+            root_path=options.root_path,
+            access_log=options.access_log,
+            ping_interval=options.ping_interval,
+            ping_timeout=options.ping_timeout,
+            on_ready=announce,
+        )
+    except (ValueError, OSError) as exc:
+        parser.exit(1, f"{parser.prog}: error: {exc}\n")
 
 
 if __name__ == "__main__":

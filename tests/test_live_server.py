@@ -16,6 +16,7 @@ from channels.testing.live import TEST_DATABASE_PREFIX
 
 from .server_process import ROOT
 from .test_serving import get
+from .test_serving_reliability import StuckClient
 from .testapp.models import Note
 
 
@@ -63,6 +64,29 @@ class TestLiveServerOnAsyncio(LiveServerTests, ChannelsLiveServerTestCase):
 
 class TestLiveServerOnTrio(LiveServerTests, ChannelsLiveServerTestCase):
     server_backend = "trio"
+
+
+class TestLiveServerKeepalive(ChannelsLiveServerTestCase):
+    server_backend = "trio"
+    ping_interval = 0.3
+    ping_timeout = 0.7
+
+    def test_a_frozen_peer_is_dropped_and_a_healthy_one_stays(self) -> None:
+        with connect(
+            f"{self.live_server_ws_url}/ws/echo/", open_timeout=30, ping_interval=None
+        ) as ws:
+            frozen = StuckClient(self.live_server_url, "/ws/echo/")
+            try:
+                frozen.wait_until_dropped()
+            finally:
+                frozen.close()
+            ws.send("hi")
+            assert ws.recv(timeout=30) == "echo: hi"
+
+    def test_the_ping_settings_reach_the_server(self) -> None:
+        arguments = self._server_arguments()
+        assert arguments[arguments.index("--ping-interval") + 1] == "0.3"
+        assert arguments[arguments.index("--ping-timeout") + 1] == "0.7"
 
 
 def test_an_unknown_backend_is_refused() -> None:

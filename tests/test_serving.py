@@ -65,6 +65,9 @@ def test_a_stop_signal_closes_websockets_with_1001_and_exits_0(
     )
     assert lines.count("lifespan: startup") == lines.count("lifespan: shutdown") == 1
     assert not [line for line in lines if "Traceback" in line or "ERROR" in line], lines
+    # The closed connection ended at once: nothing was left for the graceful timeout to
+    # abort (hypercorn's ping loop, sleeping, would have kept it open).
+    assert not [line for line in lines if "Aborting" in line], lines
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -292,7 +295,7 @@ async def test_without_hypercorn_the_error_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "hypercorn.config", None)  # as if not installed
-    with pytest.raises(ImportError, match=r"install channels-anyio\[server\]"):
+    with pytest.raises(ImportError, match=r"needs hypercorn, a dependency of channels-anyio"):
         await serve_async(refusing_app, bind=["127.0.0.1:0"])
 
 
@@ -308,3 +311,16 @@ async def test_a_failing_lifespan_startup_ends_serve_with_that_error() -> None:
     # Warnings are errors here: a socket left open would fail the test too.
     with pytest.raises(LifespanFailureError, match="no database"):
         await serve_async(application, bind=["127.0.0.1:0"], handle_signals=False)
+
+
+@pytest.mark.parametrize("name", ["ping_interval", "ping_timeout"])
+@pytest.mark.parametrize("value", [0, -1.5])
+async def test_a_ping_setting_must_be_positive(name: str, value: float) -> None:
+    with pytest.raises(ValueError, match=f"{name} must be a number of seconds > 0 or None"):
+        await serve_async(refusing_app, bind=["127.0.0.1:0"], **{name: value})
+
+
+@pytest.mark.parametrize("target", ["", 3])
+async def test_a_bad_access_log_is_refused(target: Any) -> None:
+    with pytest.raises(ValueError, match="access_log must be a logger, '-'"):
+        await serve_async(refusing_app, bind=["127.0.0.1:0"], access_log=target)

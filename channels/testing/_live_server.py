@@ -1,8 +1,9 @@
 """The server process of :class:`~channels.testing.ChannelsLiveServerTestCase`.
 
 ``python -m channels.testing._live_server --host H --backend B [--static-wrapper PATH]
-[--debug] --ready-fd N``: sets Django up from ``DJANGO_SETTINGS_MODULE``, points it at the test
-databases, serves ``ASGI_APPLICATION`` on a free port of ``H`` and writes
+[--debug] [--ping-interval S] [--ping-timeout S] --ready-fd N``: sets Django up from
+``DJANGO_SETTINGS_MODULE``, points it at the test databases, serves ``ASGI_APPLICATION``
+on a free port of ``H`` and writes
 ``CHANNELS_LIVE_SERVER_READY <url>`` to ``--ready-fd`` once it accepts connections.
 SIGTERM stops it gracefully.
 """
@@ -17,6 +18,8 @@ import django
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from channels.serving import add_keepalive_arguments
+
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m channels.testing._live_server")
@@ -25,6 +28,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--static-wrapper")
     parser.add_argument("--debug", action="store_true")
     parser.add_argument("--ready-fd", type=int, required=True)
+    add_keepalive_arguments(parser)
     options = parser.parse_args(argv)
 
     django.setup(set_prefix=False)
@@ -42,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         application,
         bind=[f"{options.host}:0"],
         backend=options.backend,
+        ping_interval=options.ping_interval,
+        ping_timeout=options.ping_timeout,
         on_ready=lambda addresses: _report_ready(options.ready_fd, f"{READY} {addresses[0]}\n"),
     )
 

@@ -83,7 +83,8 @@ class ChannelsLiveServerTestCase(TransactionTestCase):
     ``server_backend`` (``"asyncio"`` or ``"trio"``) at :attr:`live_server_url` and
     :attr:`live_server_ws_url`, with static files through ``static_wrapper`` when
     ``serve_static``. In ``tearDownClass`` it gets SIGTERM, so open WebSockets receive a
-    close frame, and is killed only if it does not stop.
+    close frame; it ends within about six seconds even if a client stopped reading (what
+    is left after 5 s is aborted), and is killed only if it still does not stop.
 
     :raises ~django.core.exceptions.ImproperlyConfigured: in ``setUpClass``, if a database
         is an in-memory SQLite database, which another process cannot open.
@@ -95,6 +96,10 @@ class ChannelsLiveServerTestCase(TransactionTestCase):
     #: A class or callable wrapping the application to serve static files, or its dotted
     #: path; it must be importable in the server process.
     static_wrapper: ClassVar[Any] = "channels.staticfiles.StaticFilesWrapper"
+    #: Seconds between the server's WebSocket pings, and how long one may go unanswered
+    #: before the connection is dropped (daphne's ``--ping-interval``/``--ping-timeout``).
+    ping_interval: ClassVar[float] = 20.0
+    ping_timeout: ClassVar[float] = 30.0
 
     _server: ClassVar[_ServerProcess]
     _port: ClassVar[int]
@@ -144,6 +149,8 @@ class ChannelsLiveServerTestCase(TransactionTestCase):
     @classmethod
     def _server_arguments(cls) -> list[str]:
         arguments = ["--host", cls.host, "--backend", cls.server_backend]
+        arguments += ["--ping-interval", str(cls.ping_interval)]
+        arguments += ["--ping-timeout", str(cls.ping_timeout)]
         if cls.serve_static and cls.static_wrapper is not None:
             wrapper = cls.static_wrapper
             if not isinstance(wrapper, str):

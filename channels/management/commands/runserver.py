@@ -11,8 +11,11 @@ Requests and WebSocket events are logged to the ``django.channels.server`` logge
 with daphne's ``runserver``), which Django's default logging prints when ``DEBUG`` is on.
 
 SIGINT and SIGTERM stop the server gracefully (open WebSockets get a 1001 close frame)
-with ``--noreload``. Under the autoreloader, stopping is Django's: the reloading parent
-process ends the server process it watches.
+with ``--noreload``, and within about six seconds even if a client stopped reading (what
+is left after the 5 s graceful timeout is aborted). ``--ping-interval`` and
+``--ping-timeout`` (daphne's names and defaults, 20 and 30 seconds) ping open WebSockets
+and drop those whose peer stopped answering. Under the autoreloader, stopping is
+Django's: the reloading parent process ends the server process it watches.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from django.db import connections
 from django.utils import autoreload
 
 from channels.routing import get_default_application
-from channels.serving import serve
+from channels.serving import add_keepalive_arguments, serve
 from channels.types import ASGIApp
 
 if TYPE_CHECKING:
@@ -75,6 +78,7 @@ class Command(BaseRunserver):
             default="asyncio",
             help="Event loop to serve on (default: asyncio).",
         )
+        add_keepalive_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not getattr(settings, "ASGI_APPLICATION", None):
@@ -136,6 +140,8 @@ class Command(BaseRunserver):
                 handle_signals=in_main_thread,
                 root_path=getattr(settings, "FORCE_SCRIPT_NAME", None) or "",
                 access_log=logger,
+                ping_interval=options["ping_interval"],
+                ping_timeout=options["ping_timeout"],
                 on_ready=lambda addresses: self.announce(addresses[0], backend),
             )
         except OSError as exc:

@@ -1,0 +1,272 @@
+"""The worker behind :func:`channels.serving.serve_async`: it accepts connections itself,
+hands each to hypercorn's per-connection server (through :mod:`channels._hypercorn`), and
+so holds every connection's socket. That gives the two things hypercorn alone lacks:
+
+An end to the graceful stop
+    After ``graceful_timeout``, the connections still open are aborted: their sockets are
+    shut down (and reset when closed), which wakes a send blocked on a peer that stopped
+    reading. Their applications then receive ``websocket.disconnect`` (or
+    ``http.disconnect``) as for any lost connection, and get :data:`ABORT_GRACE` seconds
+    to finish; what still runs after that is cancelled. Only then does lifespan shutdown
+    run.
+
+WebSocket keepalive with a pong timeout
+    hypercorn pings every open WebSocket each ``ping_interval`` seconds but never checks
+    the answer. Here, a WebSocket from which nothing at all (a frame, a pong) has arrived
+    for ``ping_interval + ping_timeout`` seconds, so that a ping has gone unanswered for
+    at least ``ping_timeout`` seconds, is aborted; its consumer gets
+    ``websocket.disconnect`` with code 1006 and leaves its groups. daphne counts the same
+    way: it pings after ``ping_interval`` without traffic and drops the peer when the
+    pong is ``ping_timeout`` late.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import errno
+import functools
+import logging
+import socket
+import struct
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from . import _hypercorn
+from .types import ASGIApp, Message, Receive, Scope, Send
+from .utils import unwrap_exception_groups
+
+#: Seconds the applications of aborted connections get to finish (``disconnect()``, group
+#: cleanup) before they are cancelled.
+ABORT_GRACE = 1.0
+
+logger = logging.getLogger("channels.serving")
+
+# Accept errors that say "not now" (out of descriptors or memory), not "never".
+_TRANSIENT_ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+@dataclass(eq=False)
+class _Connection:
+    """One accepted connection: its socket, and when its peer last sent anything."""
+
+    sock: socket.socket
+    last_received: float
+    websocket_open: anyio.Event = field(default_factory=anyio.Event)
+    input_ended: anyio.Event = field(default_factory=anyio.Event)
+
+    def received(self) -> None:
+        self.last_received = anyio.current_time()
+
+    def abort(self) -> None:
+        """Shut the socket down, waking whoever waits on it; reset it when it closes.
+
+        Shutting down (rather than closing) leaves the descriptor to hypercorn, which
+        closes it as for any lost connection.
+        """
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed by hypercorn, or reset by the peer
+
+    def has_unread_data(self) -> bool:
+        """Whether data from the peer waits in the kernel: hypercorn reads only as fast
+        as the application takes messages, so a busy peer can look silent."""
+        try:
+            return bool(self.sock.recv(1, socket.MSG_PEEK))
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return False
+
+
+_current: contextvars.ContextVar[_Connection | None] = contextvars.ContextVar(
+    "channels_serving_connection", default=None
+)
+
+
+class Worker:
+    """Serves ``application`` on ``sockets`` until ``shutdown_trigger()`` returns."""
+
+    def __init__(
+        self,
+        application: ASGIApp,
+        config: Any,
+        sockets: Sequence[socket.socket],
+        *,
+        ping_interval: float | None,
+        ping_timeout: float | None,
+    ) -> None:
+        self.config = config
+        self.sockets = list(sockets)
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.wrapped = _hypercorn.wrap_application(_NoteWebSockets(application), config)
+        self.connections: set[_Connection] = set()
+        self._all_ended = anyio.Event()
+        self._stopping = False
+
+    async def run(self, shutdown_trigger: Callable[[], Awaitable[object]]) -> None:
+        state: dict[str, Any] = {}
+        context = _hypercorn.worker_context(_sleep_while_open)
+        lifespan = _hypercorn.Lifespan(self.wrapped, self.config, state)
+        # A lifespan failure, or a connection task's, raises as itself.
+        with unwrap_exception_groups():
+            async with anyio.create_task_group() as lifespan_group:
+                await lifespan.start(lifespan_group)
+                await lifespan.wait_for_startup()
+                with unwrap_exception_groups():
+                    async with anyio.create_task_group() as connections:
+                        await self._accept_until(shutdown_trigger, connections, context, state)
+                        await self._stop(connections, context)
+                await lifespan.wait_for_shutdown()
+                lifespan_group.cancel_scope.cancel()
+
+    async def _accept_until(
+        self,
+        shutdown_trigger: Callable[[], Awaitable[object]],
+        connections: anyio.abc.TaskGroup,
+        context: Any,
+        state: dict[str, Any],
+    ) -> None:
+        with unwrap_exception_groups():
+            async with anyio.create_task_group() as accepting:
+                for sock in self.sockets:
+                    accepting.start_soon(self._accept, sock, connections, context, state)
+                await shutdown_trigger()
+                accepting.cancel_scope.cancel()
+        for sock in self.sockets:
+            sock.close()  # refuse new connections from now on
+
+    async def _stop(self, connections: anyio.abc.TaskGroup, context: Any) -> None:
+        self._stopping = True
+        if not self.connections:
+            self._all_ended.set()
+        await context.terminated.set()  # hypercorn closes idle keep-alive connections
+        with anyio.move_on_after(self.config.graceful_timeout):
+            await self._all_ended.wait()
+        if self.connections:
+            logger.warning(
+                "Aborting %d connection(s) still open after the %gs graceful timeout.",
+                len(self.connections),
+                self.config.graceful_timeout,
+            )
+            for connection in list(self.connections):
+                connection.abort()
+            with anyio.move_on_after(ABORT_GRACE):
+                await self._all_ended.wait()
+        connections.cancel_scope.cancel()
+
+    async def _accept(
+        self,
+        listener: socket.socket,
+        connections: anyio.abc.TaskGroup,
+        context: Any,
+        state: dict[str, Any],
+    ) -> None:
+        listener.setblocking(False)
+        while True:
+            await anyio.wait_readable(listener)
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError as exc:
+                if exc.errno not in _TRANSIENT_ACCEPT_ERRORS:
+                    raise
+                logger.error("Cannot accept a connection (%s); retrying.", exc)
+                await anyio.sleep(0.1)
+                continue
+            sock.setblocking(False)
+            connection = _Connection(sock, anyio.current_time())
+            self.connections.add(connection)
+            connections.start_soon(self._serve, connection, context, state)
+
+    async def _serve(self, connection: _Connection, context: Any, state: dict[str, Any]) -> None:
+        _current.set(connection)  # seen by the application's tasks, spawned from this one
+        try:
+            async with anyio.create_task_group() as group:
+                if self.ping_interval is not None and self.ping_timeout is not None:
+                    group.start_soon(
+                        _keep_alive, connection, self.ping_interval + self.ping_timeout
+                    )
+                group.start_soon(self._run_hypercorn, connection, context, state, group)
+        finally:
+            with connection.sock:
+                pass  # hypercorn closed it; this covers a failure before it took it over
+            self.connections.discard(connection)
+            if self._stopping and not self.connections:
+                self._all_ended.set()
+
+    async def _run_hypercorn(
+        self,
+        connection: _Connection,
+        context: Any,
+        state: dict[str, Any],
+        group: anyio.abc.TaskGroup,
+    ) -> None:
+        # In a task of its own: hypercorn's asyncio server can leave its task with a
+        # pending cancellation request (from its internal TaskGroup).
+        await _hypercorn.serve_connection(
+            self.wrapped,
+            self.config,
+            context,
+            state,
+            connection.sock,
+            connection.received,
+            connection.input_ended.set,
+        )
+        group.cancel_scope.cancel()  # the keepalive watch is done with
+
+
+async def _sleep_while_open(seconds: float) -> None:
+    """hypercorn's sleep between WebSocket pings, cut short once the connection's input
+    has ended: its ping loop then sees the stream closed and stops, rather than keep the
+    connection's task (and a graceful stop) waiting up to ``ping_interval``."""
+    connection = _current.get()
+    with anyio.move_on_after(seconds):
+        if connection is None:
+            await anyio.sleep_forever()
+        else:
+            await connection.input_ended.wait()
+
+
+async def _keep_alive(connection: _Connection, silence_allowed: float) -> None:
+    """Abort ``connection``'s WebSocket once its peer has been silent too long."""
+    await connection.websocket_open.wait()
+    connection.received()
+    while True:
+        silent = anyio.current_time() - connection.last_received
+        if silent < silence_allowed:
+            await anyio.sleep(silence_allowed - silent)
+        elif connection.has_unread_data():
+            connection.received()
+        else:
+            logger.info("Closing a WebSocket whose peer has answered nothing for %.1fs.", silent)
+            connection.abort()
+            return
+
+
+class _NoteWebSockets:
+    """Tells a connection's keepalive watch when its WebSocket is accepted."""
+
+    def __init__(self, application: ASGIApp) -> None:
+        self.application = application
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
+        connection = _current.get()
+        if scope["type"] != "websocket" or connection is None:
+            return await self.application(scope, receive, send)
+        return await self.application(
+            scope, receive, functools.partial(_noting_accept, connection, send)
+        )
+
+
+async def _noting_accept(connection: _Connection, send: Send, message: Message) -> None:
+    await send(message)
+    if message["type"] == "websocket.accept":
+        connection.websocket_open.set()
