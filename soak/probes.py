@@ -339,7 +339,8 @@ async def bad_frame(target: Target, kind: str) -> Outcome:
         # The server's close frame, as the client got it. (Not the end of the closing
         # handshake: with a frame the server refused half-read, that is up to the client.)
         with anyio.move_on_after(max(0.0, sent_at + BAD_FRAME_BOUND - time.monotonic())):
-            while offender.protocol.close_rcvd is None:
+            # websockets has no event for "close frame received"; poll its protocol state.
+            while offender.protocol.close_rcvd is None:  # noqa: ASYNC110
                 await anyio.sleep(0.01)
         received = offender.protocol.close_rcvd
         close_code = None if received is None else received.code
@@ -384,6 +385,7 @@ class Member:
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self.broadcasts: list[str] = []
+        self._news = anyio.Event()
 
     async def run(self) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -391,6 +393,15 @@ class Member:
                 message = json.loads(frame)
                 if "broadcast" in message:
                     self.broadcasts.append(message["broadcast"])
+                    self._news.set()
+
+    def got(self, tag: str) -> bool:
+        return any(text.startswith(tag) for text in self.broadcasts)
+
+    async def wait_for(self, tag: str) -> None:
+        while not self.got(tag):
+            self._news = anyio.Event()
+            await self._news.wait()
 
 
 async def broadcast_until(port: int, members: list[Member], tag: str, bound: float) -> float:
@@ -403,9 +414,9 @@ async def broadcast_until(port: int, members: list[Member], tag: str, bound: flo
             await get(port, f"/soak/broadcast?text={tag}-{n}")
         n += 1
         with anyio.move_on_after(0.25):
-            while not all(any(b.startswith(tag) for b in m.broadcasts) for m in members):
-                await anyio.sleep(0.01)
-        if all(any(b.startswith(tag) for b in m.broadcasts) for m in members):
+            for member in members:
+                await member.wait_for(tag)
+        if all(member.got(tag) for member in members):
             return time.monotonic() - started
     return float("inf")
 
@@ -429,7 +440,7 @@ async def redis_restart(target: Target, persist: bool) -> Outcome:
         await anyio.to_thread.run_sync(lambda: target.redis.restart(persist=persist))  # type: ignore[union-attr]
         down = time.monotonic() - down_at
         took = await broadcast_until(port, members, "after", RECOVERY_BOUND)
-        reached = sum(any(b.startswith("after") for b in m.broadcasts) for m in members)
+        reached = sum(member.got("after") for member in members)
         after = await stats(port)
         still_open = sum(m.ws.close_code is None for m in members)
         fresh_ok = True

@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -114,7 +115,7 @@ async def serving(
             yield target
         finally:
             if process.process.poll() is None:
-                process.send_signal(probes.signal.SIGTERM)
+                process.send_signal(signal.SIGTERM)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     await anyio.to_thread.run_sync(process.process.wait, 10)
 
@@ -196,6 +197,16 @@ def table(results: dict[str, dict[str, Outcome]], selected: Sequence[Probe]) -> 
     return "\n".join(lines)
 
 
+def failures(results: dict[str, dict[str, Outcome]], selected: Sequence[Probe]) -> list[str]:
+    """``"probe on backend"`` for every FAIL."""
+    return [
+        f"{probe.name} on {backend}"
+        for backend, outcomes in results.items()
+        for probe in selected
+        if probe.name in outcomes and not outcomes[probe.name].passed
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m soak",
@@ -222,12 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for backend in backends
     }
     print(table(results, selected))
-    failed = [
-        f"{probe.name} on {backend}"
-        for backend, outcomes in results.items()
-        for probe in selected
-        if not outcomes[probe.name].passed
-    ]
+    failed = failures(results, selected)
     elapsed = time.monotonic() - started
     if options.json:
         with open(options.json, "w") as file:

@@ -7,8 +7,8 @@ bytes for as long as the socket takes them: with a client that stops reading, th
 ends up blocked writing to it, which is what the stop probe needs.
 
 The HTTP endpoints are the harness's side channel into the server process:
-``/soak/stats`` (``?gc=1`` to collect garbage first; see :mod:`soak.project.introspect`) and ``/soak/broadcast?text=...``
-(one ``group_send`` to the group).
+``/soak/stats`` (see :mod:`soak.project.introspect`; ``?gc=1`` collects garbage first)
+and ``/soak/broadcast?text=...`` (one ``group_send`` to the group).
 """
 
 from __future__ import annotations
@@ -37,11 +37,9 @@ class EchoConsumer(AsyncJsonWebsocketConsumer):
             await super().__call__(scope, receive, send)
 
     async def connect(self) -> None:
-        if settings.SOAK_FAULT == "leak-membership":
-            # Joined by hand and never left: the leak the churn probe must catch.
-            self.groups = []
-            assert self.channel_layer is not None
-            await self.channel_layer.group_add(GROUP, self.channel_name)
+        if getattr(settings, "SOAK_FAULT", "") == "leak-membership":
+            # A group joined by hand and never left: the leak the churn probe must catch.
+            await self.channel_layer.group_add(f"{GROUP}-leaked", self.channel_name)
         await self.accept()
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:

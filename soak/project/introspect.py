@@ -112,8 +112,8 @@ def _channels(layer: Any) -> int:
     if isinstance(layer, InMemoryChannelLayer):
         return len(layer.channels)
     if isinstance(layer, RedisPubSubChannelLayer):
-        state = layer._loops.current()
-        return 0 if state is None else len(state.channels)
+        subscribed = layer._loops.current()
+        return 0 if subscribed is None else len(subscribed.channels)
     if isinstance(layer, RedisChannelLayer):
         state = layer._loops.current()
         if state is None:
