@@ -210,7 +210,8 @@ async def churn(target: Target) -> Outcome:
     figures = [
         f"{plan.churn // 4 * 4} cycles, {rate:.0f}/s",
         leftovers(left, target.idle) + (f" ({waited:.1f} s after)" if clean else ""),
-        f"RSS {mib(rss[0])} -> {mib(rss[-1])} ({growth:+d} KiB)",
+        "RSS by quarter: " + " ".join(f"{kib / 1024:.1f}" for kib in rss) + " MiB",
+        f"({growth:+d} KiB after warm-up, limit {RSS_GROWTH_LIMIT_KIB // 1024} MiB)",
     ]
     values = {
         "cycles": plan.churn // 4 * 4,
