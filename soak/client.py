@@ -73,14 +73,14 @@ async def wait_for_stats(
 ) -> tuple[bool, float, Stats]:
     """Poll ``/soak/stats`` until ``condition`` holds or ``bound`` seconds have passed.
 
-    Returns whether it held, how long that took (or ``bound``) and the last stats seen.
+    Returns whether it held within ``bound``, how long that took and the last stats seen.
     """
     started = time.monotonic()
     while True:
         current = await stats(port, collect=collect)
         elapsed = time.monotonic() - started
         if condition(current):
-            return True, elapsed, current
+            return elapsed <= bound, elapsed, current
         if elapsed >= bound:
             return False, elapsed, current
         await anyio.sleep(0.05)

@@ -142,12 +142,26 @@ def leftovers(current: Stats, reference: Stats) -> str:
 
 
 async def settle(port: int) -> Stats:
-    """Stats once no consumer runs or is alive (a short pause lets tasks finish too)."""
+    """Stats once no consumer runs or is alive and the task count has held still for a
+    second (tasks of closed connections may take a moment to end), at most 10 s."""
     await wait_for_stats(
         port, lambda s: s["consumers"] == s["consumers_alive"] == 0, 10, collect=True
     )
-    await anyio.sleep(0.2)
-    return await stats(port, collect=True)
+    return await steady(port)
+
+
+async def steady(port: int) -> Stats:
+    """Stats once the task count has held still for a second (at most 10 s): the
+    reference a probe compares with, taken when no earlier connection is still ending."""
+    deadline = time.monotonic() + 10
+    current = await stats(port, collect=True)
+    still_since = time.monotonic()
+    while time.monotonic() - still_since < 1.0 and time.monotonic() < deadline:
+        await anyio.sleep(0.25)
+        previous, current = current, await stats(port, collect=True)
+        if current["tasks"] != previous["tasks"]:
+            still_since = time.monotonic()
+    return current
 
 
 async def cycles(port: int, count: int, concurrency: int) -> None:
@@ -205,12 +219,13 @@ async def churn(target: Target) -> Outcome:
     clean, waited, left = await wait_for_stats(
         port, back_to(target.idle), SETTLE_BOUND, collect=True
     )
+    rss.append(left["rss_kib"])  # once what was left has gone (or the bound has passed)
     growth = rss[-1] - rss[0]
     flat = growth <= RSS_GROWTH_LIMIT_KIB
     figures = [
         f"{plan.churn // 4 * 4} cycles, {rate:.0f}/s",
         leftovers(left, target.idle) + (f" ({waited:.1f} s after)" if clean else ""),
-        "RSS by quarter: " + " ".join(f"{kib / 1024:.1f}" for kib in rss) + " MiB",
+        "RSS by quarter, settled: " + " ".join(f"{kib / 1024:.1f}" for kib in rss) + " MiB",
         f"({growth:+d} KiB after warm-up, limit {RSS_GROWTH_LIMIT_KIB // 1024} MiB)",
     ]
     values = {
@@ -327,8 +342,8 @@ async def bad_frame(target: Target, kind: str) -> Outcome:
         group = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(group.cancel_scope.cancel)
         group.start_soon(healthy.run)
-        with_healthy = await joined(port, target.idle, 1)
-        await anyio.sleep(LATENCY_WINDOW)
+        await joined(port, target.idle, 1)
+        with_healthy = await steady(port)
         offender = await open_echo(port)
         stack.push_async_callback(offender.close)
         await joined(port, target.idle, 2)

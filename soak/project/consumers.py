@@ -17,6 +17,7 @@ import json
 from typing import Any
 from urllib.parse import parse_qs
 
+import anyio.lowlevel
 from django.conf import settings
 
 from channels.generic.http import AsyncHttpConsumer
@@ -49,6 +50,9 @@ class EchoConsumer(AsyncJsonWebsocketConsumer):
             frame = "x" * int(content["flood"])
             while True:
                 await self.send(text_data=frame)
+                # A send to a socket the server has closed returns at once, without a
+                # checkpoint: without this one, the loop would starve the event loop.
+                await anyio.lowlevel.checkpoint()
 
     async def soak_broadcast(self, message: dict[str, Any]) -> None:
         await self.send_json({"broadcast": message["text"]})
