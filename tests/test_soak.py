@@ -8,6 +8,7 @@ each backend in turn; the harness's clients are asyncio (``websockets``) either 
 
 from __future__ import annotations
 
+import concurrent.futures
 from typing import Any
 
 import anyio
@@ -30,12 +31,18 @@ TINY = Plan(
 
 
 def run(backend: str, names: list[str], **options: Any) -> dict[str, Outcome]:
+    """The harness as ``python -m soak`` runs it: its own asyncio loop, here in a thread
+    of its own (whatever event-loop state earlier tests left in this one)."""
     selected = [probe for probe in PROBES if probe.name in names]
-    outcomes: dict[str, Outcome] = anyio.run(
-        lambda: run_backend(backend, TINY, selected, report=lambda line: None, **options),
-        backend="asyncio",
-    )
-    return outcomes
+
+    def harness() -> dict[str, Outcome]:
+        return anyio.run(
+            lambda: run_backend(backend, TINY, selected, report=lambda line: None, **options),
+            backend="asyncio",
+        )
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(harness).result()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
