@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck docs check clean bench
+.PHONY: demo test lint typecheck docs check clean bench soak
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,13 @@ check: test lint typecheck docs
 # both environments under benchmarks/.venvs. Options go in ARGS, e.g. ARGS=--quick.
 bench:
 	$(PYTHON) benchmarks/run.py $(ARGS)
+
+# The reliability suite: real servers on asyncio and trio, real faults (churn, abrupt
+# disconnects, bad frames, Redis restarts, a stop with a stuck client); prints a table of
+# figures and fails on any FAIL. A few minutes; SOAK=short is the short form CI runs.
+# Options go in ARGS, e.g. ARGS="--backend trio --probe churn".
+soak: $(STAMP)
+	$(BIN)/python -m soak $(if $(filter short,$(SOAK)),--quick) $(ARGS)
 
 clean:
 	rm -rf $(VENV) examples/chat/db.sqlite3 examples/chat/test_db.sqlite3 benchmarks/.venvs

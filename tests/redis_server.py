@@ -7,6 +7,7 @@ the server always get a private one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -89,6 +90,26 @@ class RedisServer:
             self.process.kill()
             self.process.wait()
             self.process = None
+
+    def restart(self, *, persist: bool) -> None:
+        """Stop the server as an operator would, and start it again on the same port.
+
+        With ``persist`` it is told ``SHUTDOWN SAVE``: it writes its data to a snapshot in
+        its directory, which the new process loads, so keys survive. Without, it is told
+        ``SHUTDOWN NOSAVE`` and any earlier snapshot is removed: it comes back empty, as a
+        server without persistence does.
+        """
+        assert self.process is not None
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(b"SHUTDOWN SAVE\r\n" if persist else b"SHUTDOWN NOSAVE\r\n")
+            with contextlib.suppress(OSError):
+                sock.recv(64)  # the server closes the connection as it exits
+        self.process.wait(timeout=10)
+        self.process = None
+        if not persist:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(self.directory, "dump.rdb"))
+        self.start()
 
     def close(self) -> None:
         self.stop()
