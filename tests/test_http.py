@@ -306,8 +306,9 @@ async def test_disconnect_stops_a_stream_and_finishes_the_request(
     await communicator.send_input({"type": "http.request"})
     assert (await communicator.receive_output())["type"] == "http.response.start"
     first = (await communicator.receive_output())["body"]
-    assert first.startswith(b"tick\n")  # a sync iterator's parts may come several at once
-    assert set(first.split(b"\n")) == {b"tick", b""}
+    # A sync iterator's parts may come several at once, and a batch longer than a chunk
+    # is cut at the chunk's end, mid-part.
+    assert first and first == (b"tick\n" * len(first))[: len(first)]
     await communicator.send_input({"type": "http.disconnect"})
     await communicator.wait(timeout=5)
     assert closed in httpviews.events
