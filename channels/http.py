@@ -38,7 +38,10 @@ Sync streaming
 Client disconnect
     The response and a listener for ``http.disconnect`` run in one task group; whichever
     finishes first cancels the other. A disconnect therefore stops a running async view or
-    a stream at its next checkpoint, and the stream's iterator is closed. The response is
+    a stream at its next checkpoint, and the stream's iterator is closed; one that comes
+    while the server's ``send()`` runs takes effect when it returns, since that call may
+    still be doing the server's own work (hypercorn on trio arms the keep-alive timer
+    there). The response is
     closed in every case (which sends ``request_finished``); if there was none yet,
     ``request_finished`` is sent directly. A sync view cannot be interrupted: it runs to
     the end, and the response it returns after the client left is dropped unsent and
