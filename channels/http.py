@@ -114,8 +114,9 @@ class _Sender:
     timer and let the connection read the next request. Cancelled there, it does neither
     (the idle connection stays open for ever), and an access log around ``send()`` misses
     the request. So a disconnect that comes during a send cancels ``scope`` once that send
-    has returned; any other cancels it at once. A send that blocks after the client left
-    returns promptly on every server we know (the server sees the socket closed).
+    has returned; any other cancels it at once. Once the connection is gone, a server's
+    ``send()`` returns (or raises) promptly; one held up by a client that stopped reading
+    is held up as it would be without the disconnect, until the server drops the socket.
     """
 
     def __init__(self, send: Send, scope: anyio.CancelScope) -> None:
