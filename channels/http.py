@@ -38,7 +38,10 @@ Sync streaming
 Client disconnect
     The response and a listener for ``http.disconnect`` run in one task group; whichever
     finishes first cancels the other. A disconnect therefore stops a running async view or
-    a stream at its next checkpoint, and the stream's iterator is closed. The response is
+    a stream at its next checkpoint, and the stream's iterator is closed; one that comes
+    while the server's ``send()`` runs takes effect when it returns, since that call may
+    still be doing the server's own work (hypercorn on trio arms the keep-alive timer
+    there). The response is
     closed in every case (which sends ``request_finished``); if there was none yet,
     ``request_finished`` is sent directly. A sync view cannot be interrupted: it runs to
     the end, and the response it returns after the client left is dropped unsent and
@@ -68,7 +71,7 @@ from django.utils.log import log_response
 
 from ._django_trio import install as install_trio_support
 from .concurrency import iterate_in_thread, run_sync, thread_sensitive_context
-from .types import Receive, Scope, Send
+from .types import Message, Receive, Scope, Send
 from .utils import unwrap_exception_groups
 
 __all__ = ["ASGIHandler", "get_asgi_application"]
@@ -99,6 +102,42 @@ class _Exchange:
 
     body: _Body
     response: HttpResponseBase | None = None
+
+
+class _Sender:
+    """The server's ``send``, for a response that a client disconnect cancels.
+
+    A disconnect must stop the view or the stream, but never cancel a ``send()`` that is
+    under way: a server's ``send()`` is not cancellation-safe. hypercorn on trio delivers
+    ``http.disconnect`` from inside the last body part's ``send()`` (the response ending
+    closes the stream), and goes on, in that call, to arm the connection's keep-alive
+    timer and let the connection read the next request. Cancelled there, it does neither
+    (the idle connection stays open for ever), and an access log around ``send()`` misses
+    the request. So a disconnect that comes during a send cancels ``scope`` once that send
+    has returned; any other cancels it at once. Once the connection is gone, a server's
+    ``send()`` returns (or raises) promptly; one held up by a client that stopped reading
+    is held up as it would be without the disconnect, until the server drops the socket.
+    """
+
+    def __init__(self, send: Send, scope: anyio.CancelScope) -> None:
+        self._send = send
+        self._scope = scope
+        self._sending = False
+        self._client_left = False
+
+    async def __call__(self, message: Message) -> None:
+        self._sending = True
+        try:
+            await self._send(message)
+        finally:
+            self._sending = False
+        if self._client_left:
+            self._scope.cancel()
+
+    def client_left(self) -> None:
+        self._client_left = True
+        if not self._sending:
+            self._scope.cancel()
 
 
 class ASGIHandler(base.BaseHandler):
@@ -153,15 +192,16 @@ class ASGIHandler(base.BaseHandler):
 
         async def respond() -> None:
             exchange.response = await self.run_get_response(request)
-            await self.send_response(exchange.response, send)
+            await self.send_response(exchange.response, sender)
             group.cancel_scope.cancel()
 
         async def listen() -> None:
             await self.wait_for_disconnect(receive)
-            group.cancel_scope.cancel()
+            sender.client_left()
 
         with unwrap_exception_groups():
             async with anyio.create_task_group() as group:
+                sender = _Sender(send, group.cancel_scope)
                 group.start_soon(listen)
                 group.start_soon(respond)
 

@@ -4,7 +4,7 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.servedproject.settings")
 
-from django.urls import path
+from django.urls import path, re_path
 
 from channels.http import get_asgi_application
 
@@ -13,11 +13,13 @@ http_application = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from .consumers import ChatConsumer  # noqa: E402
+from .consumers import ChatConsumer, HelloConsumer  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": http_application,
+        "http": URLRouter(
+            [path("consumer/", HelloConsumer.as_asgi()), re_path(r"", http_application)]
+        ),
         "websocket": URLRouter([path("ws/chat/<room>/", ChatConsumer.as_asgi())]),
     }
 )

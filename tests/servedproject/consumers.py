@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+from channels.generic.http import AsyncHttpConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 
@@ -23,3 +24,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def chat_message(self, event: dict[str, str]) -> None:
         await self.send(text_data=json.dumps({"message": event["message"]}))
+
+
+class HelloConsumer(AsyncHttpConsumer):
+    """An HTTP endpoint served by a consumer rather than a Django view."""
+
+    async def handle(self, body: bytes) -> None:
+        await self.send_response(
+            200, b"hello from a consumer", headers=[(b"content-type", b"text/plain")]
+        )

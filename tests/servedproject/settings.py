@@ -27,5 +27,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"stderr": {"class": "logging.StreamHandler"}},
-    "loggers": {"django.request": {"handlers": ["stderr"], "level": "ERROR"}},
+    "loggers": {
+        "django.request": {"handlers": ["stderr"], "level": "ERROR"},
+        # runserver's access lines, shown even though DEBUG is off.
+        "django.channels.server": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+    },
 }

@@ -14,6 +14,10 @@ from django.urls import path
 from ..testapp.models import Note
 
 
+def hello(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(b"hello", content_type="text/plain")
+
+
 def sync_note(request: HttpRequest) -> HttpResponse:
     Note.objects.create(text=request.GET.get("text", "sync"))
     return JsonResponse({"notes": Note.objects.count()})
@@ -32,6 +36,10 @@ async def stream(request: HttpRequest) -> StreamingHttpResponse:
             await anyio.sleep(0.01)
 
     return StreamingHttpResponse(lines(), content_type="text/plain")
+
+
+def sync_stream(request: HttpRequest) -> StreamingHttpResponse:
+    return StreamingHttpResponse(iter([b"sync ", b"parts\n"]), content_type="text/plain")
 
 
 async def endless(request: HttpRequest) -> StreamingHttpResponse:
@@ -67,9 +75,11 @@ async def unsafe(request: HttpRequest) -> HttpResponse:
 
 
 urlpatterns = [
+    path("hello/", hello),
     path("sync/", sync_note),
     path("async/", async_note),
     path("stream/", stream),
+    path("stream/sync/", sync_stream),
     path("endless/", endless),
     path("upload/", upload),
     path("echo/", echo),
