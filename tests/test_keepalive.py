@@ -96,7 +96,7 @@ def _command(launcher: str, backend: str) -> list[str]:
     if launcher == "serving":
         return [
             *("-m", "channels.serving", "--backend", backend, "--bind", "127.0.0.1:0"),
-            "tests.servedproject.asgi:application",
+            *("--access-log", "-", "tests.servedproject.asgi:application"),
         ]
     return ["-m", "django", "runserver", "127.0.0.1:0", "--noreload", "--backend", backend]
 
@@ -142,20 +142,17 @@ def served(
         yield served
 
 
-def _access_line(launcher: str, path: str) -> str | None:
+def _access_line(launcher: str, path: str) -> str:
     if launcher == "hypercorn":
         return f'"GET {path} 1.1" 200 '
-    if launcher == "runserver":
-        return f"HTTP GET {path} 200 ["
-    return None  # python -m channels.serving logs no access lines
+    # runserver and python -m channels.serving --access-log write runserver's lines.
+    return f"HTTP GET {path} 200 ["
 
 
 def _wait_for_access_lines(served: Served, paths: Sequence[str]) -> None:
     """One access line per request, in order (requests were made one after the other)."""
     for path in paths:
-        needle = _access_line(served.launcher, path)
-        if needle is not None:
-            served.process.wait_for_line(needle)
+        served.process.wait_for_line(_access_line(served.launcher, path))
 
 
 def _still_open(sockets: list[socket.socket], patience: float) -> list[socket.socket]:
@@ -187,10 +184,19 @@ def test_idle_connections_are_closed_by_the_server_and_each_request_is_logged(
     assert not left_open, f"{len(left_open)} of {len(sockets)} idle connections left open"
 
 
+# runserver serves through channels.serving, which is measured here.
+@pytest.mark.parametrize(
+    "served",
+    [
+        (launcher, backend)
+        for launcher in ("hypercorn", "serving")
+        for backend in ("asyncio", "trio")
+    ],
+    ids=lambda param: "-".join(param),
+    indirect=True,
+)
 @pytest.mark.timeout(180)
 def test_a_thousand_one_request_clients_cost_no_socket_each(served: Served) -> None:
-    if served.launcher == "runserver":
-        pytest.skip("runserver serves through channels.serving, which is measured")
     connections = 1000
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 2 * connections:
