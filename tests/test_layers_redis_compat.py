@@ -8,6 +8,7 @@ attributes channels_redis's pub/sub layer forwards to its per-loop layer.
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import textwrap
@@ -279,3 +280,144 @@ def test_without_msgpack_the_default_format_says_what_to_install(
     for line in lines[:2]:
         assert "serializer_format 'msgpack' (the default) needs the msgpack package" in line
         assert "pip install 'channels-anyio[redis]'" in line
+
+
+# -- the pub/sub layer takes the core layer's settings ------------------------------------
+
+CORE = "channels.layers.redis.RedisChannelLayer"
+PUBSUB = "channels.layers.redis.RedisPubSubChannelLayer"
+
+
+def shared_config(redis_url: str, prefix: str) -> dict[str, Any]:
+    """One CONFIG for both layers, as a project moving between them writes it."""
+    return {
+        "hosts": [redis_url],
+        "prefix": prefix,
+        "expiry": 30,
+        "group_expiry": 3600,
+        "capacity": 1500,
+        "channel_capacity": {"http.request": 200},
+        "random_prefix_length": 8,
+        "symmetric_encryption_keys": ["shared-secret"],
+    }
+
+
+def ignored_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if " ignores " in record.getMessage()]
+
+
+async def test_a_config_shared_with_the_core_layer(
+    redis_url: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = shared_config(redis_url, prefix)
+    layers = {
+        "default": {"BACKEND": CORE, "CONFIG": config},
+        "pubsub": {"BACKEND": PUBSUB, "CONFIG": config},
+    }
+    caplog.set_level(logging.INFO, logger="channels.layers.redis")
+    with override_settings(CHANNEL_LAYERS=layers):
+        core = get_channel_layer()
+        pubsub = get_channel_layer("pubsub")
+        assert isinstance(core, RedisChannelLayer)
+        assert isinstance(pubsub, RedisPubSubChannelLayer)
+        try:
+            # What it uses, it uses: capacity and expiry bound its local buffers.
+            assert (pubsub.capacity, pubsub.expiry) == (1500, 30)
+            assert pubsub.get_capacity("http.request") == 200
+            channel = await pubsub.new_channel()
+            await pubsub.group_add("room", channel)
+            await pubsub.group_send("room", {"type": "shared.config"})
+            with anyio.fail_after(5):
+                assert await pubsub.receive(channel) == {"type": "shared.config"}
+            # The encryption key reached its serializer too.
+            other = RedisPubSubChannelLayer(hosts=[redis_url], symmetric_encryption_keys=["x"])
+            with pytest.raises(ValueError, match="Cannot decrypt"):
+                other.deserialize(pubsub.serialize({"type": "secret"}))
+        finally:
+            await pubsub.close()
+            await core.close()
+    (record,) = ignored_records(caplog)
+    assert record.levelno == logging.INFO
+    assert record.name == "channels.layers.redis"
+    assert record.getMessage() == (
+        "RedisPubSubChannelLayer ignores group_expiry, random_prefix_length "
+        "(RedisChannelLayer settings, unused without storage)"
+    )
+
+
+def test_unknown_settings_are_ignored_and_named(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="channels.layers.redis")
+    # channels_redis's pub/sub layer takes any keyword; a typo is at least logged.
+    layer = RedisPubSubChannelLayer(hosts=[redis_url], capactiy=5, group_expiry=10)
+    assert layer.capacity == 100
+    (record,) = ignored_records(caplog)
+    assert record.getMessage() == (
+        "RedisPubSubChannelLayer ignores group_expiry (RedisChannelLayer settings, unused "
+        "without storage); capactiy (not a setting of either Redis layer: a typo?)"
+    )
+    caplog.clear()
+    RedisPubSubChannelLayer(hosts=[redis_url], capacity=5, expiry=10)
+    assert ignored_records(caplog) == []
+    # The core layer stays strict, as channels_redis's is.
+    with pytest.raises(TypeError, match="capactiy"):
+        RedisChannelLayer(hosts=[redis_url], capactiy=5)  # type: ignore[call-arg]
+
+
+def test_positional_arguments_are_channels_redis_s(redis_url: str, prefix: str) -> None:
+    def on_disconnect() -> None: ...
+    def on_reconnect() -> None: ...
+
+    layer = RedisPubSubChannelLayer([redis_url], prefix, on_disconnect, on_reconnect)
+    assert layer.prefix == prefix
+    assert (layer.on_disconnect, layer.on_reconnect) == (on_disconnect, on_reconnect)
+    with pytest.raises(TypeError):
+        RedisPubSubChannelLayer([redis_url], prefix, None, None, ["key"])  # type: ignore[call-arg]
+
+
+# -- what channels_redis's pub/sub layer forwards to its per-loop layer -------------------
+
+
+async def test_channels_and_groups_of_this_event_loop(redis_url: str, prefix: str) -> None:
+    config = {"pubsub": {"BACKEND": PUBSUB, "CONFIG": {"hosts": [redis_url], "prefix": prefix}}}
+    with override_settings(CHANNEL_LAYERS=config):
+        layer = get_channel_layer("pubsub")
+        assert isinstance(layer, RedisPubSubChannelLayer)
+        try:
+            assert (layer.channels, layer.groups) == ({}, {})
+            first, second = await layer.new_channel(), await layer.new_channel()
+            assert layer.channels == {first: 0, second: 0}
+            await layer.group_add("room", first)
+            await layer.group_add("room", second)
+            await layer.group_add("other", second)
+            assert layer.groups == {
+                f"{prefix}__group__room": {first, second},
+                f"{prefix}__group__other": {second},
+            }
+
+            # One group message is filed for every local member in the same step.
+            await layer.group_send("room", {"type": "fan"})
+            with anyio.fail_after(5):
+                assert await layer.receive(first) == {"type": "fan"}
+            assert layer.channels == {first: 0, second: 1}
+            assert first in layer.channels
+            assert len(layer.channels) == 2
+
+            await layer.group_discard("room", first)
+            assert layer.groups[f"{prefix}__group__room"] == {second}
+            # A snapshot: changing it changes nothing.
+            layer.channels.clear()
+            layer.groups.clear()
+            assert len(layer.channels) == 2
+            assert len(layer.groups) == 2
+
+            await layer.flush()
+            assert (layer.channels, layer.groups) == ({}, {})
+        finally:
+            await layer.close()
+
+
+def test_channels_and_groups_outside_an_event_loop(redis_url: str) -> None:
+    layer = RedisPubSubChannelLayer(hosts=[redis_url])
+    assert (layer.channels, layer.groups) == ({}, {})
