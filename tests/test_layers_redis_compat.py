@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import coredis
 import pytest
+import sniffio
 from django.test import override_settings
 
 from channels.layers import get_channel_layer
@@ -421,3 +422,15 @@ async def test_channels_and_groups_of_this_event_loop(redis_url: str, prefix: st
 def test_channels_and_groups_outside_an_event_loop(redis_url: str) -> None:
     layer = RedisPubSubChannelLayer(hosts=[redis_url])
     assert (layer.channels, layer.groups) == ({}, {})
+
+
+def test_outside_an_event_loop_even_when_sniffio_names_one(redis_url: str) -> None:
+    # sniffio's context variable outlives the loop that set it in copied contexts (threads
+    # started from async code inherit it): no loop runs here all the same.
+    layer = RedisPubSubChannelLayer(hosts=[redis_url])
+    for library in ("asyncio", "trio"):
+        token = sniffio.current_async_library_cvar.set(library)
+        try:
+            assert (layer.channels, layer.groups) == ({}, {})
+        finally:
+            sniffio.current_async_library_cvar.reset(token)
