@@ -17,7 +17,7 @@ from typing import Any
 from coredis import ConnectionPool
 from coredis.connection import TCPLocation, UnixDomainSocketLocation
 
-__all__ = ["DEFAULT_HOST", "Host", "consistent_hash", "parse_hosts"]
+__all__ = ["DEFAULT_HOST", "Host", "consistent_hash", "decode_hosts", "parse_hosts"]
 
 DEFAULT_HOST = "redis://localhost:6379"
 
@@ -78,15 +78,55 @@ class Host:
         return f"{self.address[0]}:{self.address[1]}/{self.db}"
 
 
-def consistent_hash(name: str, ring_size: int) -> int:
+def consistent_hash(name: str | bytes, ring_size: int) -> int:
     """The shard of ``name``: channels_redis's ring, so both packages agree on it.
 
-    CRC-32 of the UTF-8 name, low 12 bits, scaled onto ``ring_size`` slots.
+    CRC-32 of the name (UTF-8 if a ``str``), low 12 bits, scaled onto ``ring_size`` slots.
+
+    :raises ValueError: if ``ring_size`` is less than 1 (there is no shard to pick).
     """
     if ring_size == 1:
-        return 0
-    bucket = binascii.crc32(name.encode("utf8")) & 0xFFF
+        return 0  # the common case, and the layers call this for every message
+    if ring_size < 1:
+        raise ValueError(f"ring_size must be at least 1 (the number of hosts), got {ring_size}")
+    if isinstance(name, str):
+        name = name.encode("utf8")
+    bucket = binascii.crc32(name) & 0xFFF
     return int(bucket / (4096 / float(ring_size)))
+
+
+def decode_hosts(hosts: object) -> list[dict[str, Any]]:
+    """The ``hosts`` setting as one dict of connection options per shard, in order.
+
+    channels_redis's normal form, so code that reads the setting sees what it saw there: a
+    URL becomes ``{"address": url}``, a ``(host, port)`` pair ``{"host": ..., "port": ...}``,
+    a dict stays as it is (copied), and no hosts means ``[{"address":
+    "redis://localhost:6379"}]``. The options are checked when a layer is built from them.
+
+    :raises ValueError: for a bare string instead of a list, or an entry that is neither a
+        URL, a pair nor a dict (channels_redis would fail later, or not at all).
+    """
+    if not hosts:
+        return [{"address": DEFAULT_HOST}]
+    if isinstance(hosts, (str, bytes)):
+        raise ValueError("You must pass a list of Redis hosts, even if there is only one.")
+    if not isinstance(hosts, Sequence):
+        raise ValueError(f"hosts must be a list, got {type(hosts).__name__}")
+    return [_decode_entry(entry) for entry in hosts]
+
+
+def _decode_entry(entry: object) -> dict[str, Any]:
+    if isinstance(entry, str):
+        return {"address": entry}
+    if isinstance(entry, (tuple, list)):
+        if len(entry) != 2:
+            raise ValueError(f"A host given as a pair must be (host, port), got {entry!r}")
+        return {"host": entry[0], "port": entry[1]}
+    if isinstance(entry, Mapping):
+        return dict(entry)
+    raise ValueError(
+        f"Cannot use {entry!r} as a Redis host: give a URL, a (host, port) pair or a dict"
+    )
 
 
 def parse_hosts(hosts: object) -> list[Host]:
@@ -95,41 +135,24 @@ def parse_hosts(hosts: object) -> list[Host]:
     :raises ValueError: for a bare string instead of a list, or an entry or option that
         is not understood (the message names it and lists what is accepted).
     """
-    if not hosts:
-        return [_parse_entry(DEFAULT_HOST)]
-    if isinstance(hosts, (str, bytes)):
-        raise ValueError("You must pass a list of Redis hosts, even if there is only one.")
-    if not isinstance(hosts, Sequence):
-        raise ValueError(f"hosts must be a list, got {type(hosts).__name__}")
-    return [_parse_entry(entry) for entry in hosts]
+    return [_parse_options(options) for options in decode_hosts(hosts)]
 
 
-def _parse_entry(entry: object) -> Host:
-    if isinstance(entry, str):
-        return _from_url(entry, {})
-    if isinstance(entry, (tuple, list)):
-        if len(entry) != 2 or not isinstance(entry[0], str) or not isinstance(entry[1], int):
-            raise ValueError(f"A host given as a pair must be (host, port), got {entry!r}")
-        return _from_options({"host": entry[0], "port": entry[1]})
-    if isinstance(entry, Mapping):
-        options = dict(entry)
-        unknown = set(options) - _OPTIONS - _PLACES - _SENTINEL
-        if unknown:
-            raise ValueError(
-                f"Unknown Redis host option(s) {sorted(unknown)}; accepted: "
-                f"{sorted(_OPTIONS | _PLACES | _SENTINEL)}"
-            )
-        if "master_name" in options:
-            return _from_sentinel(options)
-        if "address" in options:
-            address = options.pop("address")
-            if not isinstance(address, str):
-                raise ValueError(f"A host 'address' must be a redis:// URL, got {address!r}")
-            return _from_url(address, options)
-        return _from_options(options)
-    raise ValueError(
-        f"Cannot use {entry!r} as a Redis host: give a URL, a (host, port) pair or a dict"
-    )
+def _parse_options(options: dict[str, Any]) -> Host:
+    unknown = set(options) - _OPTIONS - _PLACES - _SENTINEL
+    if unknown:
+        raise ValueError(
+            f"Unknown Redis host option(s) {sorted(unknown)}; accepted: "
+            f"{sorted(_OPTIONS | _PLACES | _SENTINEL)}"
+        )
+    if "master_name" in options:
+        return _from_sentinel(options)
+    if "address" in options:
+        address = options.pop("address")
+        if not isinstance(address, str):
+            raise ValueError(f"A host 'address' must be a redis:// URL, got {address!r}")
+        return _from_url(address, options)
+    return _from_options(options)
 
 
 def _from_url(url: str, options: dict[str, Any]) -> Host:

@@ -66,7 +66,9 @@ class PerLoop(Generic[S]):
         """The current loop's state if it has one (never makes one)."""
         try:
             loop = anyio.lowlevel.current_token().native_token
-        except anyio.NoEventLoopError:
+        except RuntimeError:
+            # anyio's NoEventLoopError, or the backend's own RuntimeError when sniffio names
+            # a library whose loop is not running here (its context variable is inherited).
             return None
         entry = self._states.get(loop)
         return None if entry is None else entry[0]

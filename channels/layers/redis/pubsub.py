@@ -50,6 +50,23 @@ def _nothing(reply: Any) -> None:
     pass
 
 
+# channels_redis's core-layer settings that mean nothing without stored messages. Its
+# pub/sub layer takes and ignores them (and any other keyword), so one CONFIG dict can serve
+# both layers; so does this one, saying once, at INFO, what it ignored.
+_CORE_ONLY_SETTINGS = frozenset({"group_expiry", "random_prefix_length"})
+
+
+def _log_ignored(layer: str, settings: Mapping[str, Any]) -> None:
+    core = sorted(name for name in settings if name in _CORE_ONLY_SETTINGS)
+    unknown = sorted(name for name in settings if name not in _CORE_ONLY_SETTINGS)
+    parts = []
+    if core:
+        parts.append(f"{', '.join(core)} (RedisChannelLayer settings, unused without storage)")
+    if unknown:
+        parts.append(f"{', '.join(unknown)} (not a setting of either Redis layer: a typo?)")
+    logger.info("%s ignores %s", layer, "; ".join(parts))
+
+
 @dataclass(eq=False)
 class _Subscriber:
     """The subscription connection to one shard, and what it is subscribed to.
@@ -139,6 +156,12 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
     long a local channel nobody receives on stays subscribed; ``capacity`` and
     ``channel_capacity`` bound each channel's local buffer. ``on_disconnect`` and
     ``on_reconnect`` are accepted for compatibility; as in channels_redis, unused.
+
+    Any other keyword (``group_expiry``, ``random_prefix_length``, from a ``CONFIG`` shared
+    with the core layer) is ignored, as channels_redis's pub/sub layer does, and logged
+    once at INFO on the ``channels.layers.redis`` logger when the layer is built.
+    Positional arguments are channels_redis's: ``hosts``, ``prefix``, ``on_disconnect``,
+    ``on_reconnect``.
     """
 
     extensions: list[str] = ["groups", "flush"]
@@ -148,20 +171,20 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         self,
         hosts: Iterable[Any] | None = None,
         prefix: str = "asgi",
+        on_disconnect: Any = None,
+        on_reconnect: Any = None,
+        *,
         symmetric_encryption_keys: Iterable[str | bytes] | None = None,
         serializer_format: str = "msgpack",
         expiry: int = 60,
         capacity: int = 100,
         channel_capacity: Mapping[CapacityPattern, int] | None = None,
-        group_expiry: int = 86400,
-        on_disconnect: Any = None,
-        on_reconnect: Any = None,
+        **ignored: Any,
     ) -> None:
         super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
         if not isinstance(prefix, str):
             raise InvalidPrefixError(f"prefix must be a str, got {type(prefix).__name__}")
         self.prefix = prefix
-        self.group_expiry = group_expiry
         self.on_disconnect = on_disconnect
         self.on_reconnect = on_reconnect
         self.hosts: list[Host] = parse_hosts(hosts)
@@ -170,6 +193,8 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
             serializer_format, symmetric_encryption_keys=symmetric_encryption_keys
         )
         self._loops: PerLoop[_LoopState] = PerLoop(self._new_loop_state, _LoopState.aclose)
+        if ignored:
+            _log_ignored(type(self).__name__, ignored)
 
     def _new_loop_state(self) -> _LoopState:
         mailboxes = Mailboxes(self.expiry, self.get_capacity, self.record_buffer_drop)
@@ -186,6 +211,41 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
     def __repr__(self) -> str:
         hosts = ", ".join(host.describe() for host in self.hosts)
         return f"<{type(self).__name__} prefix={self.prefix!r} hosts=[{hosts}]>"
+
+    # channels_redis's pub/sub layer forwards unknown attributes to the current loop's
+    # layer; ``channels`` and ``groups`` are the public ones with a meaning here.
+
+    @property
+    def channels(self) -> dict[str, int]:
+        """This event loop's local channels, each with how many messages wait for it.
+
+        A snapshot, with the keys of channels_redis's ``layer.channels`` (which maps each
+        name to its queue): channels made by :meth:`new_channel` or received on, until
+        :meth:`flush` or ``expiry`` seconds without a receive (channels_redis also forgets a
+        channel whose receive is cancelled). Empty outside an event loop.
+        """
+        state = self._loops.current()
+        if state is None:
+            return {}
+        now = time.monotonic()
+        buffers = state.mailboxes.buffers
+        return {
+            channel: sum(1 for expires, _ in buffers.get(channel, ()) if expires > now)
+            for channel in state.channels
+        }
+
+    @property
+    def groups(self) -> dict[str, frozenset[str]]:
+        """This event loop's groups and their local members, a snapshot.
+
+        As channels_redis's ``layer.groups``: keyed by the group's Redis channel,
+        ``<prefix>__group__<group>``, with the local channels added to it. Empty outside an
+        event loop.
+        """
+        state = self._loops.current()
+        if state is None:
+            return {}
+        return {name: frozenset(members) for name, members in state.groups.items()}
 
     def serialize(self, message: Message) -> bytes:
         """The bytes published for ``message`` (by the ``serializer_format``'s class)."""

@@ -36,9 +36,7 @@ import inspect
 import json
 import random
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
-
-import msgpack
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from cryptography.fernet import Fernet, MultiFernet
@@ -48,6 +46,7 @@ __all__ = [
     "InvalidSerializerError",
     "JSONSerializer",
     "MessageSerializer",
+    "MissingSerializer",
     "MsgPackSerializer",
     "SerializerDoesNotExist",
     "SerializersRegistry",
@@ -193,19 +192,85 @@ class JSONSerializer(BaseMessageSerializer):
         return json.loads(message, *args, **kwargs)
 
 
-class MsgPackSerializer(BaseMessageSerializer):
-    """msgpack with its default options (``serializer_format="msgpack"``, the default).
+class MissingSerializer(BaseMessageSerializer):
+    """A format whose library is not installed: building it raises :attr:`exception`.
 
-    ``str`` and ``bytes`` keep their types; tuples become lists; map keys must be ``str``
-    or ``bytes``.
+    channels_redis's placeholder, for registering a format that depends on an optional
+    package. The layer builds its serializer when it is made, so a missing package shows up
+    when the layer is configured, not at the first message::
+
+        try:
+            import cbor2
+        except ImportError as exc:
+            class CBORSerializer(MissingSerializer):
+                exception = exc
+        else:
+            class CBORSerializer(BaseMessageSerializer):
+                ...
+
+        registry.register_serializer("cbor", CBORSerializer)
+
+    ``MsgPackSerializer`` is one when ``msgpack`` cannot be imported, so ``"json"`` still
+    works without it.
     """
 
-    def as_bytes(self, message: Any, *args: Any, **kwargs: Any) -> bytes:
-        data: bytes = msgpack.packb(message, *args, **kwargs)
-        return data
+    #: What building the serializer raises (the ``ImportError``, normally).
+    exception: BaseException | None = None
 
-    def from_bytes(self, message: bytes, *args: Any, **kwargs: Any) -> Any:
-        return msgpack.unpackb(message, *args, **kwargs)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._raise()
+
+    @classmethod
+    def _raise(cls) -> NoReturn:
+        if cls.exception is None:
+            raise ImportError(
+                f"{cls.__qualname__} stands for a serializer that cannot be used, but does "
+                "not say why: set its `exception` to the ImportError"
+            )
+        # The same object is raised by every attempt: start its traceback afresh each time.
+        raise cls.exception.with_traceback(None)
+
+    def as_bytes(self, message: Any, *args: Any, **kwargs: Any) -> NoReturn:
+        self._raise()
+
+    def from_bytes(self, message: bytes, *args: Any, **kwargs: Any) -> NoReturn:
+        self._raise()
+
+
+try:
+    import msgpack
+except ImportError as _exc:  # the redis extra installs it
+    _missing = ImportError(
+        f"serializer_format 'msgpack' (the default) needs the msgpack package: {_exc}. "
+        "Install it (pip install 'channels-anyio[redis]') or use 'json'"
+    )
+    _missing.__cause__ = _exc
+    _msgpack_missing: ImportError | None = _missing
+else:
+    _msgpack_missing = None
+
+if _msgpack_missing is None:
+
+    class MsgPackSerializer(BaseMessageSerializer):
+        """msgpack with its default options (``serializer_format="msgpack"``, the default).
+
+        ``str`` and ``bytes`` keep their types; tuples become lists; map keys must be
+        ``str`` or ``bytes``.
+        """
+
+        def as_bytes(self, message: Any, *args: Any, **kwargs: Any) -> bytes:
+            data: bytes = msgpack.packb(message, *args, **kwargs)
+            return data
+
+        def from_bytes(self, message: bytes, *args: Any, **kwargs: Any) -> Any:
+            return msgpack.unpackb(message, *args, **kwargs)
+
+else:
+
+    class MsgPackSerializer(MissingSerializer):  # type: ignore[no-redef]
+        """msgpack is not installed: building this raises the ``ImportError``."""
+
+        exception: BaseException | None = _msgpack_missing
 
 
 class SerializersRegistry:
