@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio  # the GraphQL-style consumer below spawns with asyncio.create_task, as such libraries do
+import asyncio  # the GraphQL-style consumer below spawns tasks as such libraries do
 import json
 import threading
 from collections.abc import Callable, Generator
