@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import anyio
+import anyio.lowlevel
+import sniffio
 
 __all__ = ["await_many_dispatch", "name_that_thing", "unwrap_exception_groups"]
 
@@ -72,6 +74,13 @@ async def await_many_dispatch(
     """
     turn = _Turn()
     ended = False
+    # Between two dispatches, one pass through the event loop, as upstream's loop makes:
+    # a task the handler just started runs (up to its first wait) before the next message
+    # already queued is handled; libraries register state in such tasks. asyncio runs ready
+    # tasks first in, first out, so one yield is a pass. trio runs each batch of ready
+    # tasks in a random order, so it takes a second yield to be sure that the batch
+    # holding the new task has run.
+    loop_passes = 2 if sniffio.current_async_library() == "trio" else 1
 
     async def pump(source: Callable[[], Awaitable[_T]]) -> None:
         nonlocal ended
@@ -89,6 +98,8 @@ async def await_many_dispatch(
                 raise
             finally:
                 turn.give_up()
+            for _ in range(loop_passes):
+                await anyio.lowlevel.checkpoint()
 
     with unwrap_exception_groups():
         async with anyio.create_task_group() as group:

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio  # the GraphQL-style consumer below spawns tasks as such libraries do
+import json
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import asgiref.sync
 import pytest
+import sniffio
+import trio
 from django.test import override_settings
 
 from channels.concurrency import async_to_sync
 from channels.consumer import AsyncConsumer, SyncConsumer, get_handler_name
 from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
-from channels.testing import ApplicationCommunicator
-from channels.types import Message
+from channels.testing import ApplicationCommunicator, WebsocketCommunicator
+from channels.types import Message, Receive, Scope, Send
 
 from .harness import feed_and_run
 
@@ -325,3 +330,61 @@ async def test_sync_consumer_reaches_the_layer_through_either_bridge() -> None:
     await feed_and_run(Announcer.as_asgi(), SCOPE, {"type": "test.announce"})
     assert await layer.receive("listener") == {"type": "hello", "n": 1}
     await layer.flush()
+
+
+class Subscriptions(AsyncJsonWebsocketConsumer):
+    """The shape of a GraphQL-over-WebSocket consumer: ``subscribe`` starts a task that
+    registers the operation; ``stop`` ends the registered operation, and an unknown id is
+    an error. On asyncio the handler uses ``asyncio.create_task``, as those libraries do;
+    on trio, a nursery the consumer owns."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.operations: dict[str, Callable[[], object]] = {}
+        self.backend = sniffio.current_async_library()
+        if self.backend == "trio":
+            async with trio.open_nursery() as self.nursery:
+                await super().__call__(scope, receive, send)
+                self.nursery.cancel_scope.cancel()
+        else:
+            self.tasks: set[asyncio.Task[None]] = set()
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                for task in self.tasks:
+                    task.cancel()
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if content["type"] == "subscribe":
+            if self.backend == "trio":
+                self.nursery.start_soon(self.run_operation, content["id"])
+            else:
+                task = asyncio.create_task(self.run_operation(content["id"]))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+        elif content["type"] == "stop":
+            stop = self.operations.pop(content["id"], None)
+            if stop is None:
+                await self.send_json({"type": "error", "id": content["id"]})
+            else:
+                stop()
+                await self.send_json({"type": "complete", "id": content["id"]})
+
+    async def run_operation(self, operation_id: str) -> None:
+        with anyio.CancelScope() as scope:
+            self.operations[operation_id] = scope.cancel  # registered in the task's first step
+            await anyio.sleep_forever()
+
+
+async def test_a_task_a_handler_starts_runs_before_the_next_queued_message() -> None:
+    """Upstream's dispatch loop passes through the event loop between two messages, so the
+    ``stop`` queued right behind a ``subscribe`` finds the subscription its task registered.
+    Many pairs, because trio runs each batch of ready tasks in a random order."""
+    communicator = WebsocketCommunicator(Subscriptions.as_asgi(), "/graphql/")
+    assert await communicator.connect() == (True, None)
+    for n in range(20):
+        # Both queued before the consumer handles either.
+        for kind in ("subscribe", "stop"):
+            frame = json.dumps({"type": kind, "id": str(n)})
+            communicator.input_queue.put_nowait({"type": "websocket.receive", "text": frame})
+        assert await communicator.receive_json_from() == {"type": "complete", "id": str(n)}
+    await communicator.disconnect()

@@ -140,6 +140,7 @@ async def test_snippet_tests_from_testing_page() -> None:
     await test_consumers.test_upper_consumer()
     await test_consumers.test_counter_consumer()
     await test_consumers.test_http_consumer()
+    await test_consumers.test_with_a_communicator_subclass()
 
 
 def test_testing_page_fixture_lists_both_backends() -> None:

@@ -20,6 +20,7 @@ from channels.layers import (
     channel_layers,
     get_channel_layer,
 )
+from channels.layers.inmemory import _EXPIRY_BATCH
 from tests.harness import TurnCounter
 
 CHANNEL_ERROR = (
@@ -782,19 +783,134 @@ async def test_message_expiry() -> None:
     await layer.group_add("g2", "survivor")
     await anyio.sleep(0.3)
     layer.expiry = 60  # what is sent from now on stays, however slow this machine is
-    # Any layer call notices the expired message: it is gone, with its channel, and the
-    # channel has left its groups.
+    # As upstream's, a send to another channel leaves the expired message where it is.
     await layer.send("unrelated", msg(2))
+    assert set(layer.channels) == {"expiring", "unrelated"}
+    assert set(layer.groups["g1"]) == {"expiring"}
+    # A receive notices it: it is gone, with its channel, and the channel has left its
+    # groups.
+    assert await layer.receive("unrelated") == msg(2)
     assert "expiring" not in layer.channels
     assert "g1" not in layer.groups
     assert set(layer.groups["g2"]) == {"survivor"}
-    assert await layer.receive("unrelated") == msg(2)
 
     # The expired message is never received: the next one is, and the channel, which was
     # full, has room again.
     await layer.send("expiring", msg(3))
     assert await layer.receive("expiring") == msg(3)
     assert layer.channels == {}
+
+
+async def test_an_expired_message_stays_until_a_receive_as_upstreams_does() -> None:
+    """Upstream's test_expiry_unread: a send to another channel does not expire."""
+    layer = InMemoryChannelLayer(expiry=0.05)
+    await layer.send("test-channel-1", msg(1))
+    await anyio.sleep(0.3)
+    layer.expiry = 60
+    await layer.send("test-channel-2", msg(2))
+    assert len(layer.channels) == 2
+    assert await layer.receive("test-channel-2") == msg(2)
+    assert len(layer.channels) == 0
+
+
+async def test_group_send_expires_as_upstreams_does() -> None:
+    layer = InMemoryChannelLayer(expiry=0.05)
+    await layer.send("stale", msg(1))
+    await layer.group_add("g", "stale")
+    await layer.group_add("g", "alive")
+    await anyio.sleep(0.3)
+    layer.expiry = 60
+    await layer.group_add("h", "stale")  # a join does not expire either
+    assert set(layer.groups) == {"g", "h"}
+    await layer.group_send("g", msg(2))
+    assert "stale" not in layer.channels
+    assert set(layer.groups) == {"g"}
+    assert set(layer.groups["g"]) == {"alive"}
+    assert await layer.receive("alive") == msg(2)
+
+
+async def test_sends_alone_expire_in_batches_so_memory_stays_bounded() -> None:
+    """Nothing ever receives: once a batch of deadlines has passed, a send drops them."""
+    layer = InMemoryChannelLayer(expiry=0.05)
+    for n in range(_EXPIRY_BATCH - 1):
+        await layer.send(f"dead{n}", msg(n))
+    await anyio.sleep(0.3)
+    layer.expiry = 60
+    # One short of a batch is due: nothing is dropped yet.
+    await layer.send("fresh", msg(0))
+    assert len(layer.channels) == _EXPIRY_BATCH
+
+    layer = InMemoryChannelLayer(expiry=0.05)
+    for n in range(_EXPIRY_BATCH):
+        await layer.send(f"dead{n}", msg(n))
+    await anyio.sleep(0.3)
+    layer.expiry = 60
+    await layer.send("fresh", msg(1))
+    # A whole batch was due: every expired message went, with its channel.
+    assert set(layer.channels) == {"fresh"}
+
+    # The same for memberships left by channels nobody reads.
+    layer = InMemoryChannelLayer(group_expiry=0.05)
+    for n in range(_EXPIRY_BATCH):
+        await layer.group_add(f"g{n}", f"gone{n}")
+    await anyio.sleep(0.3)
+    layer.group_expiry = 60
+    await layer.group_add("kept", "alive")
+    assert set(layer.groups) == {"kept"}
+
+
+async def test_a_conftest_can_patch_upstreams_private_cleanup_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Suites wrap _clean_expired and _remove_from_groups (upstream's names and
+    signatures) to run cleanup at moments they choose, or to watch it."""
+    calls: list[tuple[str, Any]] = []
+    clean_expired = InMemoryChannelLayer._clean_expired
+    remove_from_groups = InMemoryChannelLayer._remove_from_groups
+
+    def wrapped_clean(self: InMemoryChannelLayer) -> None:
+        calls.append(("clean", None))
+        clean_expired(self)
+
+    def wrapped_remove(self: InMemoryChannelLayer, channel: str) -> None:
+        calls.append(("remove", channel))
+        remove_from_groups(self, channel)
+
+    monkeypatch.setattr(InMemoryChannelLayer, "_clean_expired", wrapped_clean)
+    monkeypatch.setattr(InMemoryChannelLayer, "_remove_from_groups", wrapped_remove)
+
+    layer = InMemoryChannelLayer(expiry=0.05)
+    await layer.send("stale", msg(1))
+    await layer.group_add("g", "stale")
+    await layer.group_add("g", "alive")
+    await anyio.sleep(0.3)
+    # The suite runs the cleanup itself, when it wants to.
+    layer._clean_expired()
+    assert ("remove", "stale") in calls
+    assert "stale" not in layer.channels
+    assert set(layer.groups["g"]) == {"alive"}
+    # And calling _remove_from_groups directly takes a channel out of every group.
+    await layer.group_add("h", "alive")
+    layer._remove_from_groups("alive")
+    assert layer.groups == {}
+    # The layer's own expiry goes through the patched names too.
+    calls.clear()
+    await layer.send("stale2", msg(2))
+    await layer.group_add("g", "stale2")
+    await anyio.sleep(0.3)
+    layer.expiry = 60
+    await layer.send("other", msg(3))
+    assert await layer.receive("other") == msg(3)
+    assert calls[0] == ("clean", None)
+    assert ("remove", "stale2") in calls
+    assert layer.groups == {}
+
+    # A suite that replaces _clean_expired with a no-op keeps expired messages.
+    monkeypatch.setattr(InMemoryChannelLayer, "_clean_expired", lambda self: None)
+    layer = InMemoryChannelLayer(expiry=0.05)
+    await layer.send("kept", msg(4))
+    await anyio.sleep(0.3)
+    assert await layer.receive("kept") == msg(4)
 
 
 async def test_expired_message_not_received() -> None:
@@ -1057,7 +1173,9 @@ async def test_expiry_after_a_channel_was_reused() -> None:
     await layer.group_add("g", "chan")
     await layer.send("chan", msg(2))  # revived
     await anyio.sleep(0.1)
-    await layer.send("other", msg(3))  # any call expires what is due
+    layer.expiry = 60
+    await layer.send("other", msg(3))
+    assert await layer.receive("other") == msg(3)  # a receive expires what is due
     assert "chan" not in layer.channels
     assert "g" not in layer.groups  # its expired message took it out of the group
 
@@ -1103,3 +1221,53 @@ async def test_a_woken_receiver_keeps_its_message_if_the_channel_is_dropped_mean
         await layer.send("chan", msg(1))
         del layer.channels["chan"]
     assert received == [msg(1)]
+
+
+def leave_a_receiver_on_a_closed_loop(layer: InMemoryChannelLayer, channel: str) -> object:
+    """What happens between tests: a receive left waiting when its event loop closed."""
+    import asyncio  # a loop of asyncio's that is closed under a waiting receiver
+
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(layer.receive(channel))
+    loop.run_until_complete(asyncio.sleep(0.01))
+    loop.close()
+    return task  # kept by the caller, so it is not reported as destroyed mid-test
+
+
+async def test_group_send_delivers_to_every_member_one_of_which_cannot_be_woken() -> None:
+    layer = InMemoryChannelLayer()
+    stale = await anyio.to_thread.run_sync(leave_a_receiver_on_a_closed_loop, layer, "stale")
+    for channel in ("before", "stale", "after"):
+        await layer.group_add("g", channel)
+    await layer.group_send("g", msg(1))
+    assert await layer.receive("before") == msg(1)
+    assert await layer.receive("after") == msg(1)
+    # The message waits on the stale member's channel for a receiver that can take it.
+    assert await layer.receive("stale") == msg(1)
+    # A plain send to it works the same.
+    await layer.send("stale", msg(2))
+    assert await layer.receive("stale") == msg(2)
+    del stale
+
+
+async def test_group_send_tries_every_member_before_raising_a_delivery_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    layer = InMemoryChannelLayer()
+    put = InMemoryChannelLayer._put
+
+    def put_failing_for_broken(
+        self: InMemoryChannelLayer, name: str, message: Any, now: float
+    ) -> None:
+        if name.startswith("broken"):
+            raise RuntimeError(f"cannot deliver to {name}")
+        put(self, name, message, now)
+
+    monkeypatch.setattr(InMemoryChannelLayer, "_put", put_failing_for_broken)
+    for channel in ("a", "broken1", "b", "broken2", "c"):
+        await layer.group_add("g", channel)
+    with pytest.raises(RuntimeError, match="cannot deliver to broken1"):
+        await layer.group_send("g", msg(1))
+    for channel in ("a", "b", "c"):
+        assert await layer.receive(channel) == msg(1)
+    assert "failed for 'broken2'" in caplog.text

@@ -13,6 +13,13 @@ Why it is shaped this way:
   expires, instead of sweeping every channel and group on every call (upstream Channels
   does that, which makes fan-out to large groups slow); a call made before the earliest
   deadline skips expiry altogether.
+- Expiry happens where upstream's does, on ``receive`` and ``group_send``, so what
+  ``channels`` and ``groups`` show matches upstream's. ``send`` and ``group_add`` expire
+  too, but only once a whole batch of deadlines has passed: a process that only ever
+  sends (to channels nobody reads any more) still holds a bounded amount of expired data,
+  and the one expired message upstream's tests look at is left for ``receive`` to drop.
+  Expiry runs through ``_clean_expired`` and ``_remove_from_groups``, upstream's private
+  names, which test suites patch.
 - Each delivery gets its own copy of the message, so neither a sender mutating it later
   nor one receiver mutating its copy affects anyone else. Flat messages (only str, int,
   float, bool, bytes, None values), the usual case, are copied with ``dict.copy()``.
@@ -50,6 +57,9 @@ _MIN_COMPACTION = 16384
 _IDLE_CACHE = 4096
 
 _NEVER = float("inf")
+
+# ``send`` and ``group_add`` expire only once this many deadlines of one kind are due.
+_EXPIRY_BATCH = 1024
 
 # Receives that found a message queued may skip the checkpoint this many times in a row.
 _YIELD_EVERY = 64
@@ -122,9 +132,17 @@ class _Channel:
         return self.messages.popleft()
 
     def wake_one(self) -> None:
-        """Wake the receiver that has waited longest (woken receivers leave ``waiters``)."""
-        if self.waiters:
-            self.waiters.popleft().set()
+        """Wake the receiver that has waited longest (woken receivers leave ``waiters``).
+
+        A receiver whose event loop has closed (left waiting by an earlier test, say) is
+        dropped and the next one woken: the message stays for a receiver that can take it.
+        """
+        while self.waiters:
+            try:
+                self.waiters.popleft().set()
+            except RuntimeError:  # asyncio's "Event loop is closed": nobody to wake there
+                continue
+            return
 
 
 class InMemoryChannelLayer(BaseChannelLayer):
@@ -163,6 +181,9 @@ class InMemoryChannelLayer(BaseChannelLayer):
         # The earliest deadline in either queue (or earlier): until then no call has
         # anything to expire and skips the expiry pass.
         self._next_deadline = _NEVER
+        # When ``_EXPIRY_BATCH`` deadlines of one queue will have passed (or earlier):
+        # from then on ``send`` and ``group_add`` expire too.
+        self._batch_deadline = _NEVER
         self._idle: dict[str, _Channel] = {}
         self._receives_without_yield = 0
 
@@ -180,8 +201,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
             self.require_valid_message(message)
             copied = copy_message(message)
         now = _monotonic()
-        if self._next_deadline <= now:
-            self._expire(now)
+        if self._batch_deadline <= now:
+            self._clean_expired()
         self._put(channel, copied, now)
 
     async def receive(self, channel: str) -> Message:
@@ -199,7 +220,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         """
         now = _monotonic()
         if self._next_deadline <= now:
-            self._expire(now)
+            self._clean_expired()
         try:
             queue = self.channels.get(channel)
         except TypeError:  # unhashable: the waiting path validates the name and says so
@@ -232,9 +253,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
                 raise
             # Deadlines that passed while we slept may have taken the message (and, with
             # it, the channel: look it up again).
-            now = _monotonic()
-            if self._next_deadline <= now:
-                self._expire(now)
+            if self._next_deadline <= _monotonic():
+                self._clean_expired()
             if queue.messages:  # still ours, even if the channel was dropped meanwhile
                 break
             queue = self._channel(channel)
@@ -245,7 +265,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         message = queue.messages.popleft()
         if queue.messages:
             if queue.waiters:
-                queue.waiters.popleft().set()
+                queue.wake_one()
         elif not queue.waiters:
             self._forget(queue)
         return message
@@ -287,14 +307,17 @@ class InMemoryChannelLayer(BaseChannelLayer):
             raise ChannelFull(name)
         queue.messages.append(message)
         deadlines = self._message_deadlines
+        deadline = now + self.expiry
         if not deadlines:
-            self._next_deadline = min(self._next_deadline, now + self.expiry)
-        deadlines.append((now + self.expiry, queue, queue.added))
+            self._next_deadline = min(self._next_deadline, deadline)
+        deadlines.append((deadline, queue, queue.added))
         queue.added += 1
-        if len(deadlines) > self._compact_messages_at:
+        if len(deadlines) == _EXPIRY_BATCH:
+            self._batch_deadline = min(self._batch_deadline, deadline)
+        elif len(deadlines) > self._compact_messages_at:
             self._compact_message_deadlines()
         if queue.waiters:
-            queue.waiters.popleft().set()
+            queue.wake_one()
 
     def _forget_if_idle(self, queue: _Channel) -> None:
         if not queue.messages and not queue.waiters and self.channels.get(queue.name) is queue:
@@ -311,12 +334,15 @@ class InMemoryChannelLayer(BaseChannelLayer):
 
     # -- expiry --------------------------------------------------------------------------
 
-    def _expire(self, now: float) -> None:
+    def _clean_expired(self) -> None:
         """Drop messages and memberships whose deadline has passed.
 
-        As upstream, a channel that had a message expire is removed from all its groups:
-        nobody is reading it, so it should stop receiving group messages.
+        As upstream, a channel that had a message expire is removed from all its groups
+        (through :meth:`_remove_from_groups`): nobody is reading it, so it should stop
+        receiving group messages. Upstream's private name and signature: test suites call
+        it, or wrap it, to expire at moments they choose.
         """
+        now = _monotonic()
         deadlines = self._message_deadlines
         while deadlines and deadlines[0][0] <= now:
             _, queue, number = deadlines.popleft()
@@ -324,7 +350,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
                 continue  # received already, or flushed
             while queue.removed <= number:
                 queue.pop()
-            self._leave_all_groups(queue.name)
+            self._remove_from_groups(queue.name)
             self._forget_if_idle(queue)
 
         memberships = self._membership_deadlines
@@ -335,10 +361,16 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self._find_next_deadline()
 
     def _find_next_deadline(self) -> None:
-        # Both queues are in deadline order, so their heads are the earliest deadlines.
+        # Both queues are in deadline order, so their heads are the earliest deadlines,
+        # and the entries at _EXPIRY_BATCH - 1 the ones that complete a batch.
+        messages, memberships = self._message_deadlines, self._membership_deadlines
         self._next_deadline = min(
-            self._message_deadlines[0][0] if self._message_deadlines else _NEVER,
-            self._membership_deadlines[0][0] if self._membership_deadlines else _NEVER,
+            messages[0][0] if messages else _NEVER,
+            memberships[0][0] if memberships else _NEVER,
+        )
+        self._batch_deadline = min(
+            messages[_EXPIRY_BATCH - 1][0] if len(messages) >= _EXPIRY_BATCH else _NEVER,
+            memberships[_EXPIRY_BATCH - 1][0] if len(memberships) >= _EXPIRY_BATCH else _NEVER,
         )
 
     def _compact_message_deadlines(self) -> None:
@@ -366,15 +398,19 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
         now = _monotonic()
-        if self._next_deadline <= now:
-            self._expire(now)
+        if self._batch_deadline <= now:
+            self._clean_expired()
         joined = time.time()
         self.groups.setdefault(group, {})[channel] = joined
         self._memberships.setdefault(channel, set()).add(group)
-        if not self._membership_deadlines:
-            self._next_deadline = min(self._next_deadline, now + self.group_expiry)
-        self._membership_deadlines.append((now + self.group_expiry, group, channel, joined))
-        if len(self._membership_deadlines) > self._compact_memberships_at:
+        deadlines = self._membership_deadlines
+        deadline = now + self.group_expiry
+        if not deadlines:
+            self._next_deadline = min(self._next_deadline, deadline)
+        deadlines.append((deadline, group, channel, joined))
+        if len(deadlines) == _EXPIRY_BATCH:
+            self._batch_deadline = min(self._batch_deadline, deadline)
+        elif len(deadlines) > self._compact_memberships_at:
             self._compact_membership_deadlines()
 
     async def group_discard(self, group: str, channel: str) -> None:
@@ -395,20 +431,30 @@ class InMemoryChannelLayer(BaseChannelLayer):
             self.require_valid_group_name(group)
         now = _monotonic()
         if self._next_deadline <= now:
-            self._expire(now)
+            self._clean_expired()
         members = self.groups.get(group)
         if not members:
             return
         # Look at the message once, not once per member.
         copy = dict.copy if type(message) is dict and _is_flat(message) else copy_message
         full = []
+        failed: list[tuple[str, Exception]] = []
         for channel in list(members):
+            # Each member's delivery stands alone: one that fails does not keep the
+            # message from the members after it.
             try:
                 self._put(channel, copy(message), now)
             except ChannelFull:
                 full.append(channel)
+            except Exception as error:
+                failed.append((channel, error))
         if full:
             self.record_group_send_skips(group, full, len(members))
+        if failed:
+            for channel, exc in failed[1:]:
+                logger.error("group_send to %r failed for %r", group, channel, exc_info=exc)
+            # As upstream's, once every member has been tried, the error is the caller's.
+            raise failed[0][1]
 
     def _discard(self, group: str, channel: str) -> None:
         members = self.groups.get(group)
@@ -422,7 +468,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
             if not joined:
                 del self._memberships[channel]
 
-    def _leave_all_groups(self, channel: str) -> None:
+    def _remove_from_groups(self, channel: str) -> None:
+        """Remove ``channel`` from every group (upstream's private name and signature)."""
         for group in self._memberships.pop(channel, ()):
             members = self.groups.get(group)
             if members is not None:
@@ -443,7 +490,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self._memberships.clear()
         self._message_deadlines.clear()
         self._membership_deadlines.clear()
-        self._next_deadline = _NEVER
+        self._next_deadline = self._batch_deadline = _NEVER
         self._idle.clear()
 
     async def close(self) -> None:

@@ -6,7 +6,6 @@ import asyncio  # interop point: ApplicationCancelled subclasses asyncio.Cancell
 import concurrent.futures
 import contextlib
 import contextvars
-import weakref
 from collections import deque
 from collections.abc import Generator
 from types import TracebackType
@@ -14,6 +13,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import asgiref.testing
 from anyio.abc import TaskGroup
 from asgiref.compatibility import guarantee_single_callable
 
@@ -22,7 +22,13 @@ from ..types import ASGIApp, Message, Scope
 from ..utils import unwrap_exception_groups
 from ._hosting import start_detached
 
-__all__ = ["ApplicationCancelled", "ApplicationCommunicator"]
+__all__ = [
+    "AppFuture",
+    "ApplicationCancelled",
+    "ApplicationCommunicator",
+    "MessageQueue",
+    "QueueEmpty",
+]
 
 
 class ApplicationCancelled(asyncio.CancelledError):
@@ -35,33 +41,75 @@ class ApplicationCancelled(asyncio.CancelledError):
     """
 
 
-class _Mailbox:
-    """An unbounded queue for one event loop whose waiters can look without taking."""
+class QueueEmpty(asyncio.QueueEmpty, anyio.WouldBlock):
+    """:meth:`MessageQueue.get_nowait` found nothing: both asyncio's ``QueueEmpty`` (what
+    code written for asgiref's queues catches) and anyio's ``WouldBlock``."""
+
+
+class MessageQueue:
+    """An unbounded FIFO of messages for one event loop, on asyncio or trio.
+
+    It has the part of :class:`asyncio.Queue`'s interface that asgiref's communicator
+    exposes as ``input_queue`` and ``output_queue`` (``get``, ``put``, ``get_nowait``,
+    ``put_nowait``, ``empty``, ``qsize``, ``full``), so communicator subclasses written for
+    asgiref work on both backends. Waiters can also wait for a change without taking.
+    """
+
+    maxsize: int = 0
 
     def __init__(self) -> None:
         self.items: deque[Message] = deque()
-        self._arrived: anyio.Event | None = None
+        self._changed: anyio.Event | None = None
 
-    def put(self, message: Message) -> None:
+    def qsize(self) -> int:
+        return len(self.items)
+
+    def empty(self) -> bool:
+        return not self.items
+
+    def full(self) -> bool:
+        """Always ``False``: the queue is unbounded."""
+        return False
+
+    def put_nowait(self, message: Message) -> None:
         self.items.append(message)
         self.wake()
 
-    def wake(self) -> None:
-        if self._arrived is not None:
-            self._arrived.set()
-            self._arrived = None
+    async def put(self, message: Message) -> None:
+        """Queue ``message``, then let other tasks run (the application's ``send``)."""
+        self.put_nowait(message)
+        await anyio.lowlevel.checkpoint()
 
-    async def wait(self) -> None:
-        """Wait until something is put in, or :meth:`wake` is called."""
-        if self._arrived is None:
-            self._arrived = anyio.Event()
-        await self._arrived.wait()
+    def get_nowait(self) -> Message:
+        """:raises QueueEmpty: if nothing is queued."""
+        if not self.items:
+            raise QueueEmpty
+        return self.items.popleft()
 
     async def get(self) -> Message:
+        """Take the next message, waiting for one (the application's ``receive``).
+
+        Cancelling a waiting ``get`` takes nothing.
+        """
         await anyio.lowlevel.checkpoint_if_cancelled()
         while not self.items:
             await self.wait()
         return self.items.popleft()
+
+    def wake(self) -> None:
+        """Wake whoever is in :meth:`wait`."""
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def wait(self) -> None:
+        """Wait until something is put in, or :meth:`wake` is called."""
+        if self._changed is None:
+            self._changed = anyio.Event()
+        await self._changed.wait()
+
+    def __repr__(self) -> str:
+        return f"<MessageQueue qsize={len(self.items)}>"
 
 
 class _Run:
@@ -71,15 +119,19 @@ class _Run:
     communicator alive: dropping the communicator is what cancels a plain one.
     """
 
-    def __init__(self, application: ASGIApp, scope: Scope) -> None:
+    def __init__(
+        self, application: ASGIApp, scope: Scope, inputs: MessageQueue, outputs: MessageQueue
+    ) -> None:
         self.application = application
         self.scope = scope
-        self.inputs: _Mailbox = _Mailbox()
-        self.outputs: _Mailbox = _Mailbox()
+        self.inputs = inputs
+        self.outputs = outputs
         self.cancel_scope: anyio.CancelScope = anyio.CancelScope()
         self.finished: anyio.Event = anyio.Event()
         self.result: Any = None
         self.error: Exception | None = None
+        # Whether a call has raised ``error`` (so leaving ``async with`` need not).
+        self.error_raised: bool = False
         self.cancelled: bool = False
         self.token: anyio.lowlevel.EventLoopToken = anyio.lowlevel.current_token()
 
@@ -88,7 +140,9 @@ class _Run:
         try:
             with self.cancel_scope:
                 try:
-                    self.result = await self.application(self.scope, self.inputs.get, self._send)
+                    self.result = await self.application(
+                        self.scope, self.inputs.get, self.outputs.put
+                    )
                 except Exception as exc:
                     self.error = exc
             self.cancelled = self.cancel_scope.cancelled_caught
@@ -98,13 +152,17 @@ class _Run:
             self.finished.set()
             self.outputs.wake()
 
-    async def _send(self, message: Message) -> None:
-        self.outputs.put(message)
-        await anyio.lowlevel.checkpoint()
-
     def raise_error(self) -> None:
         if self.error is not None:
+            self.error_raised = True
             raise self.error
+
+    def raise_outcome(self) -> None:
+        """Raise the application's exception, or :exc:`ApplicationCancelled` if it was
+        cancelled; return if neither ended it."""
+        self.raise_error()
+        if self.cancelled:
+            raise ApplicationCancelled("the application was cancelled")
 
     def cancel(self) -> bool:
         if self.finished.is_set():
@@ -120,6 +178,12 @@ class _Run:
         with contextlib.suppress(Exception):
             self.token.backend_class.run_sync_soon(self.cancel, (), self.token.native_token)
 
+    async def cancel_and_wait(self) -> None:
+        """Cancel the application and wait until it has ended, even if we are cancelled."""
+        self.cancel()
+        with anyio.CancelScope(shield=True):
+            await self.finished.wait()
+
     async def next_output(self, timeout: float) -> Message | None:
         """The next message the application sent, or ``None`` if it ended or time ran out."""
         with anyio.move_on_after(timeout):
@@ -129,11 +193,13 @@ class _Run:
 
 
 class AppFuture:
-    """The application's outcome, in the shape of a future.
+    """The application's outcome, in the shape of the task asgiref's ``future`` is.
 
     ``done()``, ``cancelled()``, ``result()``, ``exception()`` and ``cancel()`` behave like
-    :class:`concurrent.futures.Future`'s; awaiting it waits for the application to end and
-    returns its result or raises its exception.
+    :class:`asyncio.Task`'s: ``result()`` and ``exception()`` raise
+    :exc:`ApplicationCancelled` (an :class:`asyncio.CancelledError`) for a cancelled
+    application. Awaiting it waits for the application to end and returns its result or
+    raises its exception. It works the same on asyncio and trio.
     """
 
     def __init__(self, run: _Run) -> None:
@@ -151,24 +217,32 @@ class AppFuture:
 
     def result(self) -> Any:
         """:raises concurrent.futures.InvalidStateError: if the application is still running."""
-        error = self.exception()
-        if error is not None:
-            raise error
+        self._require_done()
+        self._run.raise_outcome()
         return self._run.result
 
     def exception(self) -> Exception | None:
-        if not self.done():
-            raise concurrent.futures.InvalidStateError("the application is still running")
+        self._require_done()
         if self._run.cancelled:
             raise ApplicationCancelled("the application was cancelled")
+        if self._run.error is not None:
+            self._run.error_raised = True
         return self._run.error
+
+    def _require_done(self) -> None:
+        if not self.done():
+            raise concurrent.futures.InvalidStateError("the application is still running")
 
     def __await__(self) -> Generator[Any, None, Any]:
         yield from self._run.finished.wait().__await__()
         return self.result()
 
+    def __repr__(self) -> str:
+        state = "running" if not self.done() else "cancelled" if self.cancelled() else "done"
+        return f"<AppFuture {state}>"
 
-class ApplicationCommunicator:
+
+class ApplicationCommunicator(asgiref.testing.ApplicationCommunicator):
     """Runs an ASGI application in the test's event loop and talks to it.
 
     The application starts on first use and runs concurrently with the test, on asyncio
@@ -176,6 +250,13 @@ class ApplicationCommunicator:
     cancelled when the communicator is garbage-collected or the event loop ends), or as
     ``async with communicator:``, which runs the application in a task group and cancels
     it on leaving the block (re-raising its exception if no call had raised it yet).
+
+    It keeps the surface of asgiref's communicator, which it subclasses, so subclasses
+    written for asgiref's keep working: ``application``, ``scope``, ``input_queue`` (what
+    the application receives from) and ``output_queue`` (what it sends to) as
+    :class:`MessageQueue`, ``future`` (:class:`AppFuture`), ``wait(timeout)``,
+    ``stop(exceptions=True)``. Every method is its own: none of asgiref's runs, so nothing
+    here needs asyncio.
 
     The application runs in a copy of the test's context, as a task the test started
     would (asgiref's communicator gives it an empty one). That copy is how Django's async
@@ -186,26 +267,63 @@ class ApplicationCommunicator:
     connections open, so a test database keeps its connection.
     """
 
+    application: ASGIApp
+    scope: Scope
+
     def __init__(self, application: ASGIApp, scope: Scope) -> None:
-        self.application: ASGIApp = guarantee_single_callable(application)  # type: ignore[no-untyped-call]
+        # asgiref's attributes, with the same names and meanings: its methods are all
+        # overridden below, so the queues and the future are ours, not asyncio's.
+        self.application = guarantee_single_callable(application)  # type: ignore[no-untyped-call]
         self.scope = scope
+        self._input_queue: MessageQueue = MessageQueue()
+        self._output_queue: MessageQueue = MessageQueue()
+        self._future: AppFuture | None = None
         self._run: _Run | None = None
         self._group: TaskGroup | None = None
-        self._error_raised = False
+
+    # -- asgiref's attributes -----------------------------------------------------------
+
+    @property
+    def input_queue(self) -> MessageQueue:
+        """The messages the application's ``receive`` takes, in order."""
+        return self._input_queue
+
+    @property
+    def output_queue(self) -> MessageQueue:
+        """The messages the application has sent and nobody has taken yet."""
+        return self._output_queue
+
+    @property
+    def future(self) -> AppFuture:
+        """The application's outcome; starts the application if it has not started."""
+        self._ensure_running()
+        assert self._future is not None
+        return self._future
 
     # -- running ------------------------------------------------------------------------
 
+    def _new_run(self) -> _Run:
+        self._run = run = _Run(self.application, self.scope, self._input_queue, self._output_queue)
+        self._future = AppFuture(run)
+        return run
+
     def _ensure_running(self) -> _Run:
         if self._run is None:
-            self._run = _Run(self.application, self.scope)
-            start_detached(self._run.run, contextvars.copy_context())
-            weakref.finalize(self, self._run.cancel_from_anywhere)
+            start_detached(self._new_run().run, contextvars.copy_context())
+        assert self._run is not None
         return self._run
+
+    def __del__(self) -> None:
+        # A plain communicator's application ends with it. (asgiref's __del__ would call
+        # stop(), which is not safe from a finalizer on trio.)
+        run = self.__dict__.get("_run")
+        if run is not None:
+            run.cancel_from_anywhere()
 
     async def __aenter__(self) -> ApplicationCommunicator:
         if self._run is not None:
             raise RuntimeError("this communicator's application is already running")
-        self._run = run = _Run(self.application, self.scope)
+        run = self._new_run()
         self._group = anyio.create_task_group()
         await self._group.__aenter__()
         self._group.start_soon(run.run)
@@ -227,27 +345,8 @@ class ApplicationCommunicator:
                 return await self._group.__aexit__(exc_type, exc, tb)
         finally:
             self._group = None
-            if exc_type is None and not self._error_raised:
-                self._raise_error()
-
-    def _raise_error(self) -> None:
-        assert self._run is not None
-        if self._run.error is not None:
-            self._error_raised = True
-            raise self._run.error
-
-    def _raise_if_over(self) -> None:
-        """Raise the application's exception, or :exc:`ApplicationCancelled`, if either
-        ended it."""
-        self._raise_error()
-        assert self._run is not None
-        if self._run.cancelled:
-            raise ApplicationCancelled("the application was cancelled")
-
-    @property
-    def future(self) -> AppFuture:
-        """The application's outcome; starts the application if it has not started."""
-        return AppFuture(self._ensure_running())
+            if exc_type is None and not self._run.error_raised:
+                self._run.raise_error()
 
     # -- talking ------------------------------------------------------------------------
 
@@ -258,9 +357,8 @@ class ApplicationCommunicator:
         :raises ApplicationCancelled: if the application had been cancelled.
         """
         run = self._ensure_running()
-        self._raise_if_over()
-        run.inputs.put(message)
-        await anyio.lowlevel.checkpoint()
+        run.raise_outcome()
+        await self.input_queue.put(message)
 
     async def receive_output(self, timeout: float = 1) -> Message:
         """The next message the application sends.
@@ -272,16 +370,14 @@ class ApplicationCommunicator:
         :raises ApplicationCancelled: if the application had been cancelled.
         """
         run = self._ensure_running()
-        self._raise_if_over()
+        run.raise_outcome()
         message = await run.next_output(timeout)
         if message is not None:
             return message
-        self._raise_error()
+        run.raise_error()
         if run.finished.is_set():
             raise TimeoutError("the application ended without sending another message")
-        run.cancel()
-        with anyio.CancelScope(shield=True):
-            await run.finished.wait()
+        await run.cancel_and_wait()
         raise TimeoutError(f"the application sent nothing within {timeout} seconds")
 
     async def receive_nothing(self, timeout: float = 0.1, interval: float = 0.01) -> bool:
@@ -295,13 +391,13 @@ class ApplicationCommunicator:
         """
         del interval
         run = self._ensure_running()
-        self._raise_if_over()
+        run.raise_outcome()
         with anyio.move_on_after(timeout):
             while not run.outputs.items and not run.finished.is_set():
                 await run.outputs.wait()
         if run.outputs.items:
             return False
-        self._raise_error()
+        run.raise_error()
         return True
 
     async def wait(self, timeout: float = 1) -> None:
@@ -315,15 +411,15 @@ class ApplicationCommunicator:
         with anyio.move_on_after(timeout):
             await run.finished.wait()
         if not run.finished.is_set():
-            run.cancel()
-            with anyio.CancelScope(shield=True):
-                await run.finished.wait()
+            await run.cancel_and_wait()
             raise TimeoutError(f"the application was still running after {timeout} seconds")
-        self._raise_error()
+        run.raise_error()
 
     def stop(self, exceptions: bool = True) -> None:
-        """Cancel the application if it runs; otherwise raise its exception if asked to."""
+        """Cancel the application if it runs. If it has ended and ``exceptions`` is true,
+        raise what ended it, as asgiref's ``stop`` does: its exception, or
+        :exc:`ApplicationCancelled` if it was cancelled."""
         if self._run is None:
             return
         if not self._run.cancel() and exceptions:
-            self._raise_error()
+            self._run.raise_outcome()

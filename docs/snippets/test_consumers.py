@@ -58,3 +58,33 @@ async def test_http_consumer() -> None:
 
 
 # [/http]
+
+
+# [subclass]
+import anyio  # noqa: E402
+
+from channels.types import Message  # noqa: E402
+
+
+class Communicator(WebsocketCommunicator):
+    """Reads the output queue itself, so a timeout does not cancel the application."""
+
+    async def receive_output(self, timeout: float = 1) -> Message:
+        if self.future.done():
+            self.future.result()  # raises the application's exception
+        with anyio.fail_after(timeout):
+            return await self.output_queue.get()
+
+
+@pytest.mark.anyio
+async def test_with_a_communicator_subclass() -> None:
+    communicator = Communicator(UpperConsumer.as_asgi(), "/ws/upper/")
+    assert await communicator.connect() == (True, None)
+    with pytest.raises(TimeoutError):
+        await communicator.receive_from(timeout=0.05)  # the application keeps running
+    await communicator.send_to(text_data="still there")
+    assert await communicator.receive_from() == "STILL THERE"
+    await communicator.disconnect()
+
+
+# [/subclass]
