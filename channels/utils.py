@@ -70,7 +70,8 @@ async def await_many_dispatch(
     Results are dispatched one at a time, in the order they arrive; a source whose result
     waits for its turn is not awaited again until it has been dispatched. Runs until a
     source or ``dispatch`` raises (the error propagates as itself, and the other sources
-    are cancelled) or until the caller is cancelled.
+    are cancelled; a source's error first waits for a dispatch under way to finish) or
+    until the caller is cancelled.
     """
     turn = _Turn()
     ended = False
@@ -85,7 +86,17 @@ async def await_many_dispatch(
     async def pump(source: Callable[[], Awaitable[_T]]) -> None:
         nonlocal ended
         while True:
-            result = await source()
+            try:
+                result = await source()
+            except Exception:
+                # Wait for the dispatch under way before the error cancels it: it may be
+                # inside the server's send(), and a cancellation landing there breaks the
+                # server's own work (hypercorn-trio arms its keep-alive timer in send()).
+                # Dispatches are one at a time anyway; this one is the last.
+                await turn.take()
+                ended = True
+                turn.give_up()
+                raise
             await turn.take()
             try:
                 # A source waiting for its turn when a dispatch raised gets the turn before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from channels.consumer import AsyncConsumer
@@ -81,3 +82,34 @@ async def test_turns_go_to_waiters_in_order_and_skip_cancelled_ones() -> None:
         turn.give_up()
     assert log == ["first", "third"]
     await turn.take()  # and the turn is free again
+
+
+async def test_a_failing_source_lets_the_dispatch_under_way_finish() -> None:
+    """A source's error waits for the dispatch under way: that dispatch may be inside the
+    server's ``send()``, and a cancellation landing there would break the server's own work
+    (hypercorn-trio arms its keep-alive timer inside ``send()``)."""
+    started, release = anyio.Event(), anyio.Event()
+    finished = False
+
+    async def message() -> str:
+        if started.is_set():
+            await anyio.sleep_forever()
+        return "message"
+
+    async def failing() -> str:
+        await started.wait()
+        release.set()
+        raise LookupError("the layer went away")
+
+    async def dispatch(item: str) -> None:
+        nonlocal finished
+        started.set()
+        await release.wait()
+        # The server's remaining steps inside send(): each is a checkpoint.
+        for _ in range(3):
+            await anyio.lowlevel.checkpoint()
+        finished = True
+
+    with pytest.raises(LookupError, match="went away"):
+        await await_many_dispatch([message, failing], dispatch)
+    assert finished, "the source's error cancelled the dispatch under way"
