@@ -62,7 +62,6 @@ from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, cast, ov
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
-import anyio.to_thread
 import sniffio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from asgiref.sync import AsyncToSync as _AsgirefAsyncToSync
@@ -121,6 +120,7 @@ class _Done:
 
     outcome: _Outcome
     context: contextvars.Context
+    ticket: int  # its place in the loop's resume line
 
 
 @dataclass(eq=False, slots=True)
@@ -229,18 +229,86 @@ _outer_thread: contextvars.ContextVar[_OuterThread | None] = contextvars.Context
 )
 
 
+class _ResumeLine:
+    """Calls made on one event loop resume in the order they returned.
+
+    A worker thread takes a ticket the moment its call returns (before it reports back to
+    the loop), and the awaiting task resumes only after the task holding the previous
+    ticket has: reports from several threads can reach the loop in either order, and trio
+    deliberately runs the tasks it wakes together in either order. A ticket is only ever
+    held by a call that is over and about to report, so waiting for one's turn is a wait
+    for a report already on its way, never for a running call: a slow call holds up
+    nobody that returned before it.
+    """
+
+    __slots__ = ("_issued", "_left", "_lock", "_next", "_waiting")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._issued = 0
+        self._next = 0
+        self._left: set[int] = set()
+        self._waiting: dict[int, anyio.Event] = {}
+
+    def issue(self) -> int:
+        """Called by a worker thread as soon as its call has returned."""
+        with self._lock:
+            ticket, self._issued = self._issued, self._issued + 1
+        return ticket
+
+    async def wait_turn(self, ticket: int) -> None:
+        if ticket != self._next:
+            await self._waiting.setdefault(ticket, anyio.Event()).wait()
+
+    def leave(self, ticket: int) -> None:
+        """Give up ``ticket`` (resumed, or failed before its turn) and wake the next."""
+        self._waiting.pop(ticket, None)
+        self._left.add(ticket)
+        while self._next in self._left:
+            self._left.remove(self._next)
+            self._next += 1
+        waiter = self._waiting.get(self._next)
+        if waiter is not None:
+            waiter.set()
+
+
+_resume_lines: anyio.lowlevel.RunVar[_ResumeLine] = anyio.lowlevel.RunVar("channels_resume_line")
+
+
+def _resume_line() -> _ResumeLine:
+    """The current event loop's line."""
+    try:
+        return _resume_lines.get()
+    except LookupError:
+        line = _ResumeLine()
+        _resume_lines.set(line)
+        return line
+
+
 @dataclass(eq=False, slots=True)
 class _Link:
     """How a worker thread reaches the task that awaits its call."""
 
     token: anyio.lowlevel.EventLoopToken
     requests: MemoryObjectSendStream[_Request | _Done]
+    line: _ResumeLine
 
     def post(self, item: _Request | _Done) -> None:
         """Hand ``item`` to the awaiting task without waiting for the loop to take it."""
-        self.token.backend_class.run_sync_soon(
-            self.requests.send_nowait, (item,), self.token.native_token
-        )
+        self.token.backend_class.run_sync_soon(self._arrive, (item,), self.token.native_token)
+
+    def _arrive(self, item: _Request | _Done) -> None:
+        try:
+            self.requests.send_nowait(item)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            # The awaiting task is gone (it died of something a thread cannot outlast,
+            # such as KeyboardInterrupt). Nobody may wait for it: not the thread, not
+            # the calls behind it in the line.
+            if isinstance(item, _Request):
+                gone = RuntimeError("the task awaiting this sync call has ended")
+                item.inbox.reply(_Reply(_Outcome(error=gone), item.context))
+            else:
+                self.line.leave(item.ticket)
 
 
 class _ThreadState(threading.local):
@@ -375,10 +443,11 @@ class _Call:
         except BaseException as exc:
             outcome = _Outcome(error=exc)
         finally:
+            ticket = self.link.line.issue()  # first thing once the call is over
             _thread_state.link = previous_link
             _restore_asgiref(saved)
         try:
-            self.link.post(_Done(outcome, self.context))
+            self.link.post(_Done(outcome, self.context, ticket))
         except BaseException:  # pragma: no cover - the loop died under a shielded task
             logger.exception("Could not report a finished sync call to its event loop")
 
@@ -388,7 +457,9 @@ class _Call:
 
 
 async def _serve(
-    requests: MemoryObjectReceiveStream[_Request | _Done], thread_sensitive: bool
+    requests: MemoryObjectReceiveStream[_Request | _Done],
+    line: _ResumeLine,
+    thread_sensitive: bool,
 ) -> _Done:
     """Await a linked thread's call, running the coroutines it asks for meanwhile.
 
@@ -398,26 +469,51 @@ async def _serve(
     have gone anyway.
     """
     library = sniffio.current_async_library()
-    cancelled: BaseException | None = None
+    cancelled: list[BaseException] = []
     while True:
-        with anyio.CancelScope(shield=True):
-            item = await requests.receive()
+        item = await _through_cancellation(requests.receive, cancelled)
         if isinstance(item, _Done):
-            if cancelled is not None:
-                raise cancelled
-            # Delivered now: a cancellation that arrived during the shielded wait.
-            await anyio.lowlevel.checkpoint_if_cancelled()
-            return item
+            try:
+                await _through_cancellation(
+                    functools.partial(line.wait_turn, item.ticket), cancelled
+                )
+                if cancelled:
+                    raise cancelled[0]
+                # Delivered now: a cancellation that arrived during the shielded wait.
+                await anyio.lowlevel.checkpoint_if_cancelled()
+                return item
+            finally:
+                line.leave(item.ticket)
         _adopt(item.context)
         behalf = _on_behalf_of(item.inbox, library) if thread_sensitive else _unchanged()
-        with behalf:
+        with behalf, anyio.CancelScope() as scope:
+            if cancelled:
+                scope.cancel()  # the awaiting task is cancelled: so is what it runs
             try:
                 outcome = _Outcome(value=await item.func(*item.args, **item.kwargs))
             except BaseException as exc:
-                if isinstance(exc, anyio.get_cancelled_exc_class()):
-                    cancelled = exc
+                if isinstance(exc, anyio.get_cancelled_exc_class()) and not cancelled:
+                    cancelled.append(exc)
                 outcome = _Outcome(error=exc)
         item.inbox.reply(_Reply(outcome, contextvars.copy_context()))
+
+
+async def _through_cancellation(
+    wait: Callable[[], Awaitable[_R]], cancelled: list[BaseException]
+) -> _R:
+    """Await ``wait()`` shielded; a cancellation that gets through is kept in ``cancelled``.
+
+    Only asyncio's ``Task.cancel()`` gets through a shield: it cancels the task directly,
+    as test runners and asgiref's ``ApplicationCommunicator`` end an application. The
+    thread cannot be stopped by it either, so the task goes on waiting for the call, and
+    raises the cancellation once the call is over.
+    """
+    while True:
+        try:
+            with anyio.CancelScope(shield=True):
+                return await wait()
+        except anyio.get_cancelled_exc_class() as exc:
+            cancelled.append(exc)
 
 
 async def run_sync(
@@ -440,26 +536,44 @@ async def run_sync(
     asgiref_loop = asyncio.get_running_loop() if library == "asyncio" else _ASGIREF_ON_TRIO
     sender, receiver = anyio.create_memory_object_stream[_Request | _Done](math.inf)
     with sender, receiver:
-        link = _Link(anyio.lowlevel.current_token(), sender)
+        link = _Link(anyio.lowlevel.current_token(), sender, _resume_line())
         call = _Call(func, args, kwargs, contextvars.copy_context(), link, asgiref_loop)
-        if thread_sensitive:
+        if not thread_sensitive:
+            _free_threads.submit(call.run)
+        else:
             outer = _outer_thread.get()
             if outer is None or not outer.inbox.submit(call.run):
                 _thread_sensitive_executor().submit(call.run)
-            done = await _serve(receiver, thread_sensitive=True)
-        else:
-            async with anyio.create_task_group() as group:
-                group.start_soon(_run_in_worker_thread, call)
-                done = await _serve(receiver, thread_sensitive=False)
+        done = await _serve(receiver, link.line, thread_sensitive)
     _adopt(done.context)
     return cast(_R, done.outcome.unwrap())
 
 
-async def _run_in_worker_thread(call: _Call) -> None:
-    # Shielded, or a cancellation arriving before the thread starts would leave _serve
-    # waiting for a call that never runs.
-    with anyio.CancelScope(shield=True):
-        await anyio.to_thread.run_sync(call.run)
+class _FreeThreads:
+    """The threads that run ``thread_sensitive=False`` calls: one FIFO queue, 40 threads.
+
+    One queue, as asgiref's executor has, so calls start in the order they were made;
+    with the resume line, calls of similar length resume in that order too (a library
+    that serialises notifications in threads, then sends them, keeps them in order). Each
+    call resumes as soon as it returns: a slow one does not hold up those behind it. 40 is
+    anyio's default thread limit, which these calls used to share. Made per process:
+    threads do not survive a fork.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._executor: tuple[int, ThreadPoolExecutor] | None = None
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._executor is None or self._executor[0] != os.getpid():
+                executor = ThreadPoolExecutor(self._size, thread_name_prefix="channels-worker")
+                self._executor = (os.getpid(), executor)
+            self._executor[1].submit(job)
+
+
+_free_threads = _FreeThreads(size=40)
 
 
 # -- per-request threads -------------------------------------------------------------------
