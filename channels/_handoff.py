@@ -13,13 +13,13 @@ from __future__ import annotations
 import contextvars
 import queue
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import anyio.lowlevel
-from anyio.streams.memory import MemoryObjectSendStream
 
 
 @dataclass(eq=False, slots=True)
@@ -187,12 +187,50 @@ def resume_line() -> ResumeLine:
         return line
 
 
+class Posted:
+    """What a linked thread has posted and its task has not taken yet.
+
+    Not a memory object stream: an item handed to a receiver that is then interrupted
+    (asyncio's ``Task.cancel()`` gets through shields) would be lost with it. Here an item
+    stays queued until :meth:`take` returns it, whatever interrupts the wait.
+    """
+
+    __slots__ = ("_arrived", "_closed", "_items")
+
+    def __init__(self) -> None:
+        self._items: deque[Request | Done] = deque()
+        self._arrived: anyio.Event | None = None
+        self._closed = False
+
+    def put(self, item: Request | Done) -> bool:
+        """On the loop: queue ``item``; False once the task stopped taking."""
+        if self._closed:
+            return False
+        self._items.append(item)
+        if self._arrived is not None:
+            self._arrived.set()
+        return True
+
+    async def take(self) -> Request | Done:
+        while not self._items:
+            if self._arrived is None or self._arrived.is_set():
+                self._arrived = anyio.Event()
+            await self._arrived.wait()
+        return self._items.popleft()
+
+    def close(self) -> list[Request | Done]:
+        """Stop taking; returns what was never taken."""
+        self._closed = True
+        left, self._items = list(self._items), deque()
+        return left
+
+
 @dataclass(eq=False, slots=True)
 class Link:
     """How a worker thread reaches the task that awaits its call."""
 
     token: anyio.lowlevel.EventLoopToken
-    requests: MemoryObjectSendStream[Request | Done]
+    posted: Posted
     line: ResumeLine
 
     def post(self, item: Request | Done) -> None:
@@ -200,17 +238,23 @@ class Link:
         self.token.backend_class.run_sync_soon(self._arrive, (item,), self.token.native_token)
 
     def _arrive(self, item: Request | Done) -> None:
-        try:
-            self.requests.send_nowait(item)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            # The awaiting task is gone (it died of something a thread cannot outlast,
-            # such as KeyboardInterrupt). Nobody may wait for it: not the thread, not
-            # the calls behind it in the line.
-            if isinstance(item, Request):
-                gone = RuntimeError("the task awaiting this sync call has ended")
-                item.inbox.reply(Reply(Outcome(error=gone), item.context))
-            else:
-                self.line.leave(item.ticket)
+        if not self.posted.put(item):
+            self.abandon(item)
+
+    def abandon(self, item: Request | Done) -> None:
+        """The awaiting task is gone (it died of something a thread cannot outlast, such
+        as KeyboardInterrupt). Nobody may wait for it: not the thread, not the calls
+        behind it in the line."""
+        if isinstance(item, Request):
+            gone = RuntimeError("the task awaiting this sync call has ended")
+            item.inbox.reply(Reply(Outcome(error=gone), item.context))
+        else:
+            self.line.leave(item.ticket)
+
+    def close(self) -> None:
+        """Called by the task when it stops waiting: whatever it did not take is abandoned."""
+        for item in self.posted.close():
+            self.abandon(item)
 
 
 class _ThreadState(threading.local):

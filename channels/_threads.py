@@ -19,7 +19,6 @@ import contextlib
 import contextvars
 import functools
 import logging
-import math
 import os
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -30,7 +29,6 @@ from typing import Any, TypeVar, cast
 import anyio
 import anyio.lowlevel
 import sniffio
-from anyio.streams.memory import MemoryObjectReceiveStream
 
 from . import _asgiref_compat as asgiref_compat
 from ._handoff import (
@@ -38,8 +36,8 @@ from ._handoff import (
     Link,
     Outcome,
     OuterThread,
+    Posted,
     Reply,
-    Request,
     ResumeLine,
     ThreadInbox,
     outer_thread,
@@ -121,7 +119,7 @@ class _Call:
 
 
 async def _serve(
-    requests: MemoryObjectReceiveStream[Request | Done],
+    posted: Posted,
     line: ResumeLine,
     thread_sensitive: bool,
 ) -> Done:
@@ -135,7 +133,7 @@ async def _serve(
     library = sniffio.current_async_library()
     cancelled: list[BaseException] = []
     while True:
-        item = await _through_cancellation(requests.receive, cancelled)
+        item = await _through_cancellation(posted.take, cancelled)
         if isinstance(item, Done):
             try:
                 await _through_cancellation(
@@ -197,9 +195,8 @@ async def run_sync(
         return await asgiref_compat.run_through_asgiref(functools.partial(func, *args, **kwargs))
 
     asgiref_loop = asgiref_compat.loop_for(library)
-    sender, receiver = anyio.create_memory_object_stream[Request | Done](math.inf)
-    with sender, receiver:
-        link = Link(anyio.lowlevel.current_token(), sender, resume_line())
+    link = Link(anyio.lowlevel.current_token(), Posted(), resume_line())
+    try:
         call = _Call(func, args, kwargs, contextvars.copy_context(), link, asgiref_loop)
         if not thread_sensitive:
             _free_threads.submit(call.run)
@@ -207,7 +204,9 @@ async def run_sync(
             outer = outer_thread.get()
             if outer is None or not outer.inbox.submit(call.run):
                 _thread_sensitive_executor().submit(call.run)
-        done = await _serve(receiver, link.line, thread_sensitive)
+        done = await _serve(link.posted, link.line, thread_sensitive)
+    finally:
+        link.close()
     asgiref_compat.adopt(done.context)
     return cast(_R, done.outcome.unwrap())
 
