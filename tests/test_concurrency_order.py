@@ -133,4 +133,3 @@ def test_asyncio_task_cancel_during_a_sync_call_is_quiet_and_waits_for_it(
     assert seen["thread_done_when_task_ended"], "the sync call outlived its task"
     if calls_back:
         assert seen["thread"] == ["CancelledError", "finished"]
-
