@@ -49,6 +49,8 @@ trio, would leave "works on asyncio, 500 on trio" in every project. Each patch c
 behaviour only when no asyncio loop runs on the current thread and trio does, so asyncio
 code paths run Django's and asgiref's code unchanged. This module is about Django rather
 than threads and loops, so it lives apart from :mod:`channels.concurrency`, and uses it.
+What it touches inside asgiref and Django goes through :mod:`channels._asgiref_compat`
+and :mod:`channels._django_compat`.
 """
 
 from __future__ import annotations
@@ -61,11 +63,12 @@ from typing import Any
 
 import anyio
 import sniffio
-from asgiref.sync import AsyncToSync as _AsgirefAsyncToSync
-from asgiref.sync import SyncToAsync as _AsgirefSyncToAsync
 from django.dispatch import Signal
-from django.dispatch.dispatcher import NO_RECEIVERS
 
+from . import _asgiref_compat as asgiref_compat
+from . import _django_compat as django_compat
+from ._asgiref_compat import AsyncToSync as _AsgirefAsyncToSync
+from ._asgiref_compat import SyncToAsync as _AsgirefSyncToAsync
 from .concurrency import async_to_sync, run_sync, serves_trio_loop
 from .utils import unwrap_exception_groups
 
@@ -117,10 +120,7 @@ def _running_loop_or_trio() -> object:
 
 
 def _guard_detects_trio() -> None:
-    import django.utils.asyncio
-
-    # async_unsafe's wrapper looks this name up in its module at each call.
-    django.utils.asyncio.get_running_loop = _running_loop_or_trio  # type: ignore[attr-defined]
+    django_compat.replace_async_unsafe_loop_lookup(_running_loop_or_trio)
 
 
 def _route_asgiref_sync_to_async() -> None:
@@ -130,10 +130,8 @@ def _route_asgiref_sync_to_async() -> None:
     async def __call__(self: _AsgirefSyncToAsync[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not trio_runs_here():
             return await original(self, *args, **kwargs)
-        func: Callable[..., Any] = self.func
-        if self.context is not None:
-            func = functools.partial(self.context.run, func)
-        return await run_sync(func, *args, thread_sensitive=self._thread_sensitive, **kwargs)
+        func, thread_sensitive = asgiref_compat.sync_to_async_call(self)
+        return await run_sync(func, *args, thread_sensitive=thread_sensitive, **kwargs)
 
     _AsgirefSyncToAsync.__call__ = __call__  # type: ignore[method-assign]
 
@@ -143,9 +141,10 @@ def _route_asgiref_async_to_sync() -> None:
 
     @functools.wraps(original)
     def __call__(self: _AsgirefAsyncToSync[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if self.force_new_loop or not serves_trio_loop():
+        awaitable, force_new_loop = asgiref_compat.async_to_sync_call(self)
+        if force_new_loop or not serves_trio_loop():
             return original(self, *args, **kwargs)
-        return async_to_sync(self.awaitable)(*args, **kwargs)
+        return async_to_sync(awaitable)(*args, **kwargs)
 
     _AsgirefAsyncToSync.__call__ = __call__  # type: ignore[method-assign]
 
@@ -186,13 +185,6 @@ def _send_signals_without_asyncio() -> None:
     Signal.asend_robust = asend_robust  # type: ignore[method-assign]
 
 
-def _receivers(signal: Signal, sender: Any) -> tuple[list[Any], list[Any]]:
-    if not signal.receivers or signal.sender_receivers_cache.get(sender) is NO_RECEIVERS:
-        return [], []
-    sync_receivers, async_receivers = signal._live_receivers(sender)
-    return sync_receivers, async_receivers
-
-
 def _call(
     signal: Signal, receiver: Callable[..., Any], sender: Any, named: dict[str, Any], robust: bool
 ) -> Any:
@@ -201,7 +193,7 @@ def _call(
     except Exception as exc:
         if not robust:
             raise
-        signal._log_robust_failure(receiver, exc)  # type: ignore[attr-defined]
+        django_compat.log_robust_failure(signal, receiver, exc)
         return exc
 
 
@@ -209,7 +201,7 @@ def _send_from_thread(
     signal: Signal, sender: Any, named: dict[str, Any], *, robust: bool
 ) -> list[tuple[Any, Any]]:
     """``send`` in a thread serving a trio loop: async receivers run on that loop."""
-    sync_receivers, async_receivers = _receivers(signal, sender)
+    sync_receivers, async_receivers = django_compat.live_receivers(signal, sender)
     responses = [(r, _call(signal, r, sender, named, robust)) for r in sync_receivers]
     if async_receivers:
         send_async = async_to_sync(_send_to_async_receivers)
@@ -222,7 +214,7 @@ async def _send_in_task_group(
 ) -> list[tuple[Any, Any]]:
     """``asend`` on trio: sync receivers in one thread-sensitive call, alongside the
     async receivers."""
-    sync_receivers, async_receivers = _receivers(signal, sender)
+    sync_receivers, async_receivers = django_compat.live_receivers(signal, sender)
     sync_responses: list[tuple[Any, Any]] = []
 
     def send_sync() -> list[tuple[Any, Any]]:
@@ -257,7 +249,7 @@ async def _send_to_async_receivers(
         except Exception as exc:
             if not robust:
                 raise
-            signal._log_robust_failure(receiver, exc)  # type: ignore[attr-defined]
+            django_compat.log_robust_failure(signal, receiver, exc)
             responses[index] = exc
 
     with unwrap_exception_groups():

@@ -13,9 +13,9 @@ import threading
 from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar
 
-from django.db import connections
 from django.db.backends.signals import connection_created
 
+from ._django_compat import initialized_connections
 from .concurrency import SyncToAsync, run_sync
 
 __all__ = [
@@ -62,7 +62,7 @@ def close_old_connections() -> None:
     if keep_connections.get():
         return
     still_open = False
-    for connection in connections.all(initialized_only=True):
+    for connection in initialized_connections():
         if not connection.in_atomic_block:
             connection.close_if_unusable_or_obsolete()
         still_open = still_open or connection.connection is not None
@@ -105,7 +105,7 @@ async def aclose_old_connections() -> None:
 
 
 def _close_connections_outside_transactions() -> None:
-    for connection in connections.all(initialized_only=True):
+    for connection in initialized_connections():
         if not connection.in_atomic_block:
             connection.close()
     _threads_with_connections.discard(threading.get_ident())

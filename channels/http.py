@@ -69,6 +69,7 @@ from django.http.response import HttpResponseBase
 from django.urls import set_script_prefix
 from django.utils.log import log_response
 
+from . import _django_compat as django_compat
 from ._django_trio import install as install_trio_support
 from .concurrency import iterate_in_thread, run_sync, thread_sensitive_context
 from .types import Message, Receive, Scope, Send
@@ -339,7 +340,7 @@ async def _stream(response: HttpResponseBase) -> AsyncGenerator[bytes]:
                 yield b"".join(batch)
         return
     # Django's own async wrapper would close only itself, not the iterator it wraps.
-    source = streaming._iterator
+    source = django_compat.streaming_source(streaming)
     try:
         async for part in source:
             yield streaming.make_bytes(part)

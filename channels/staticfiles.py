@@ -13,6 +13,7 @@ from urllib.parse import ParseResult, urlparse
 
 from django.contrib.staticfiles.handlers import StaticFilesHandlerMixin
 
+from . import _django_compat as django_compat
 from .http import ASGIHandler
 from .types import ASGIApp, Receive, Scope, Send
 
@@ -53,4 +54,4 @@ class StaticFilesWrapper:
         path = scope.get("path")
         if not isinstance(path, str):
             return False  # the application reports the malformed scope
-        return bool(self.handler._should_handle(path))
+        return django_compat.static_handler_serves(self.handler, path)
