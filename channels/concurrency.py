@@ -15,11 +15,9 @@ Where sync code runs
     would deadlock, and a Django ``TestCase`` transaction lives there); and under
     asgiref's own ``async_to_sync`` (Django's async test methods) they go where asgiref
     sends them.
-    ``thread_sensitive=False`` runs the call in an anyio worker thread. Context variables,
-    asgiref ``Local`` data included, travel with every call in both directions.
-
     ``thread_sensitive=False`` runs the call on one of 40 threads fed from one FIFO
-    queue, as asgiref's executor does.
+    queue, as asgiref's executor does. Context variables, asgiref ``Local`` data
+    included, travel with every call in both directions.
 
 Order
     Calls start in the order they are made, and resume in the order they returned: calls
