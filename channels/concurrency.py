@@ -44,8 +44,8 @@ Where each part lives
     :mod:`channels._async_to_sync`, :mod:`channels._iterate` (:func:`iterate_in_thread`),
     and :mod:`channels._asgiref_compat` (everything we touch inside asgiref).
 
-Interop points that need asyncio (in :mod:`channels._asgiref_compat` and
-:mod:`channels._async_to_sync`)
+Interop points that need asyncio
+    These live in :mod:`channels._asgiref_compat` and :mod:`channels._async_to_sync`.
     asgiref's ``async_to_sync`` finds the event loop through a thread-local that its own
     ``SyncToAsync`` sets. Our threads set it too, so existing code calling
     ``asgiref.sync.async_to_sync(...)`` from a sync consumer reaches the running asyncio
