@@ -346,10 +346,10 @@ class _FrameWatch:
             needed = self._head_size() - len(self._head)
             self._head += view[position : position + needed]
             position += min(needed, len(view) - position)
-            if len(self._head) < self._head_size():
-                continue  # the rest of the header is in a later write
             if self._head[0] & 0x0F == self.CLOSE:
                 return True
+            if len(self._head) < self._head_size():
+                continue  # the rest of the header is in a later write
             self._payload_left = self._payload_length()
             self._head.clear()
         return False

@@ -69,7 +69,7 @@ class StuckClient:
 
     def read_until_close_frame(self) -> int:
         """Read frames until the server's close frame; its code (nothing read past it)."""
-        self.sock.settimeout(30)
+        self.sock.settimeout(20)
         while True:
             first, second = self._read(2)
             length = second & 0x7F
@@ -92,16 +92,18 @@ class StuckClient:
 
     def wait_for_end(self) -> None:
         """Read until the server ends the connection (a FIN or a reset); fails after
-        30 s, which without the close deadline is what a peer that keeps the connection
-        open after the close frames would wait (and forever without pings)."""
-        self.sock.settimeout(30)
+        20 s (without the close deadline, a connection whose closing handshake went
+        wrong stays until the pings find it, or forever without pings)."""
+        self.sock.settimeout(20)
         try:
             while self.sock.recv(65536):
                 pass
         except ConnectionResetError:
             pass
         except TimeoutError:
-            raise AssertionError("the server kept the connection open after its close frame")
+            raise AssertionError(
+                "the server kept the connection open after its close frame"
+            ) from None
 
     def leave_with_rst(self) -> None:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -318,6 +320,37 @@ def test_the_live_server_stops_despite_a_client_that_stopped_reading(
     finally:
         server.kill()
     assert {"flood-sent", "disconnect-1006", "lifespan-shutdown"} <= made(markers)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 1 << 20])
+def test_the_frame_watch_finds_the_close_frame_however_the_writes_split(chunk: int) -> None:
+    """Frames as wsproto (hypercorn's WebSocket library) writes them, in every header
+    form: short, 16-bit and 64-bit lengths, control frames, and payloads that look like
+    close frames."""
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.events import CloseConnection, Ping, TextMessage
+
+    from channels._server import _FrameWatch
+
+    server = Connection(ConnectionType.SERVER)
+    before_close = b"".join(
+        server.send(event)
+        for event in [
+            TextMessage(data="\x88\x02" * 10),
+            Ping(payload=b"\x88"),
+            TextMessage(data="x" * 200),
+            TextMessage(data="\x88" * 70_000),
+        ]
+    )
+    written = before_close + server.send(CloseConnection(code=1009))
+    watch = _FrameWatch()
+    found_at = None
+    for start in range(0, len(written), chunk):
+        if watch.feed(written[start : start + chunk]):
+            found_at = start
+            break
+    # Found in the write holding the close frame's first byte, not before.
+    assert found_at == len(before_close) // chunk * chunk
 
 
 # Pings as good as off: the first goes out at the accept, the next in 1000 s.
