@@ -269,12 +269,14 @@ async def serve_connection(
     sock: socket.socket,
     on_receive: Callable[[], None],
     on_end_of_input: Callable[[], None],
+    on_send: Callable[[bytes], None],
 ) -> None:
     """Serve one accepted connection with hypercorn's server for the running event loop.
 
-    ``on_receive`` is called each time hypercorn reads data from the peer, and
+    ``on_receive`` is called each time hypercorn reads data from the peer,
     ``on_end_of_input`` once reading has ended (end of file, an error, the socket
-    closed). The socket stays the caller's to shut down; hypercorn closes it when the
+    closed), and ``on_send`` with each piece of data hypercorn writes, before it is
+    written. The socket stays the caller's to shut down; hypercorn closes it when the
     connection ends.
     """
     if sniffio.current_async_library() == "trio":
@@ -284,6 +286,7 @@ async def serve_connection(
 
         stream = _NotingTrioStream(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
         stream.on_receive, stream.on_end_of_input = on_receive, on_end_of_input
+        stream.on_send = on_send
         await TrioServer(
             wrapped, config, context, ConnectionState(state.copy()), cast(Any, stream)
         ).run()
@@ -296,7 +299,13 @@ async def serve_connection(
         noting = _NotingReader(reader, on_receive, on_end_of_input)
         loop = asyncio.get_running_loop()
         await AsyncioServer(
-            wrapped, loop, config, context, state.copy(), cast(Any, noting), writer
+            wrapped,
+            loop,
+            config,
+            context,
+            state.copy(),
+            cast(Any, noting),
+            cast(Any, _NotingWriter(writer, on_send)),
         ).run()
 
 
@@ -310,6 +319,7 @@ class _NotingTrioStream:
         self.socket = stream.socket
         self.on_receive: Callable[[], None] = _nothing
         self.on_end_of_input: Callable[[], None] = _nothing
+        self.on_send: Callable[[bytes], None] = _ignore
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         try:
@@ -324,6 +334,7 @@ class _NotingTrioStream:
         return data
 
     async def send_all(self, data: bytes) -> None:
+        self.on_send(data)
         await self._stream.send_all(data)
 
     async def send_eof(self) -> None:
@@ -367,7 +378,39 @@ class _NotingReader:
         return False
 
 
+class _NotingWriter:
+    """An asyncio ``StreamWriter`` as hypercorn's asyncio ``TCPServer`` uses it, calling
+    ``on_send`` before each write."""
+
+    def __init__(self, writer: Any, on_send: Callable[[bytes], None]) -> None:
+        self._writer = writer
+        self._on_send = on_send
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._writer.get_extra_info(name, default)
+
+    def write(self, data: bytes) -> None:
+        self._on_send(data)
+        self._writer.write(data)
+
+    async def drain(self) -> None:
+        await self._writer.drain()
+
+    def write_eof(self) -> None:
+        self._writer.write_eof()
+
+    def close(self) -> None:
+        self._writer.close()
+
+    async def wait_closed(self) -> None:
+        await self._writer.wait_closed()
+
+
 def _nothing() -> None:
+    pass
+
+
+def _ignore(data: bytes) -> None:
     pass
 
 

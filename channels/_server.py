@@ -18,6 +18,22 @@ WebSocket keepalive with a pong timeout
     ``websocket.disconnect`` with code 1006 and leaves its groups. daphne counts the same
     way: it pings after ``ping_interval`` without traffic and drops the peer when the
     pong is ``ping_timeout`` late.
+
+A deadline for the closing handshake
+    Once the server has written a WebSocket close frame (the application's
+    ``websocket.close``, the stop's 1001, or one hypercorn sends by itself, such as 1009
+    for a message over its size limit), the peer has :data:`CLOSE_TIMEOUT` seconds to
+    answer it and hypercorn to end the connection. After that it is aborted, so its
+    application gets ``websocket.disconnect`` even when the peer never answers, pings
+    are off, or hypercorn missed the answer: after a 1009, hypercorn stops reading the
+    frames that arrived with the oversized one, the peer's close among them.
+
+Every send is a checkpoint
+    As in trio, an application's ``send`` lets other tasks run and can be cancelled.
+    hypercorn's own does not always: on asyncio it awaits nothing while the socket takes
+    the data, and on either loop it returns at once, awaiting nothing, once the
+    connection is gone. A consumer sending in a loop would then starve the event loop,
+    and a stop could never cancel it.
 """
 
 from __future__ import annotations
@@ -34,6 +50,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from . import _hypercorn
 from .types import ASGIApp, Message, Receive, Scope, Send
@@ -42,6 +59,9 @@ from .utils import unwrap_exception_groups
 #: Seconds the applications of aborted connections get to finish (``disconnect()``, group
 #: cleanup) before they are cancelled.
 ABORT_GRACE = 1.0
+#: Seconds a WebSocket connection may stay open once the server wrote its close frame.
+#: A peer answers in one round trip; websockets' ``close_timeout`` is the same idea.
+CLOSE_TIMEOUT = 2.0
 
 logger = logging.getLogger("channels.serving")
 
@@ -51,15 +71,24 @@ _TRANSIENT_ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENO
 
 @dataclass(eq=False)
 class _Connection:
-    """One accepted connection: its socket, and when its peer last sent anything."""
+    """One accepted connection: its socket, when its peer last sent anything, and what
+    the server has written to it."""
 
     sock: socket.socket
     last_received: float
     websocket_open: anyio.Event = field(default_factory=anyio.Event)
     input_ended: anyio.Event = field(default_factory=anyio.Event)
+    close_sent: anyio.Event = field(default_factory=anyio.Event)
+    #: The WebSocket frames written, followed from the accept until a close frame.
+    frames: _FrameWatch | None = None
 
     def received(self) -> None:
         self.last_received = anyio.current_time()
+
+    def sent(self, data: bytes) -> None:
+        if self.frames is not None and self.frames.feed(data):
+            self.frames = None
+            self.close_sent.set()
 
     def abort(self) -> None:
         """Shut the socket down, waking whoever waits on it; reset it when it closes.
@@ -188,12 +217,12 @@ class Worker:
 
     async def _serve(self, connection: _Connection, context: Any, state: dict[str, Any]) -> None:
         _current.set(connection)  # seen by the application's tasks, spawned from this one
+        silence_allowed = None
+        if self.ping_interval is not None and self.ping_timeout is not None:
+            silence_allowed = self.ping_interval + self.ping_timeout
         try:
             async with anyio.create_task_group() as group:
-                if self.ping_interval is not None and self.ping_timeout is not None:
-                    group.start_soon(
-                        _keep_alive, connection, self.ping_interval + self.ping_timeout
-                    )
+                group.start_soon(_watch_websocket, connection, silence_allowed)
                 group.start_soon(self._run_hypercorn, connection, context, state, group)
         finally:
             with connection.sock:
@@ -219,8 +248,9 @@ class Worker:
             connection.sock,
             connection.received,
             connection.input_ended.set,
+            connection.sent,
         )
-        group.cancel_scope.cancel()  # the keepalive watch is done with
+        group.cancel_scope.cancel()  # the WebSocket's watch is done with
 
 
 async def _sleep_while_open(seconds: float) -> None:
@@ -235,9 +265,25 @@ async def _sleep_while_open(seconds: float) -> None:
             await connection.input_ended.wait()
 
 
+async def _watch_websocket(connection: _Connection, silence_allowed: float | None) -> None:
+    """Once ``connection`` is an accepted WebSocket: abort it when its peer has been
+    silent for ``silence_allowed`` seconds (``None``: never), or :data:`CLOSE_TIMEOUT`
+    seconds after the server wrote its close frame."""
+    await connection.websocket_open.wait()
+    async with anyio.create_task_group() as group:
+        if silence_allowed is not None:
+            group.start_soon(_keep_alive, connection, silence_allowed)
+        await connection.close_sent.wait()
+        await anyio.sleep(CLOSE_TIMEOUT)
+        logger.info(
+            "Closing a WebSocket whose closing handshake did not end within %gs.", CLOSE_TIMEOUT
+        )
+        connection.abort()
+        group.cancel_scope.cancel()
+
+
 async def _keep_alive(connection: _Connection, silence_allowed: float) -> None:
     """Abort ``connection``'s WebSocket once its peer has been silent too long."""
-    await connection.websocket_open.wait()
     connection.received()
     while True:
         silent = anyio.current_time() - connection.last_received
@@ -252,21 +298,73 @@ async def _keep_alive(connection: _Connection, silence_allowed: float) -> None:
 
 
 class _NoteWebSockets:
-    """Tells a connection's keepalive watch when its WebSocket is accepted."""
+    """Gives the application a ``send`` that is a checkpoint, and tells the
+    connection's watch when its WebSocket is accepted."""
 
     def __init__(self, application: ASGIApp) -> None:
         self.application = application
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         connection = _current.get()
-        if scope["type"] != "websocket" or connection is None:
+        if connection is None:
             return await self.application(scope, receive, send)
-        return await self.application(
-            scope, receive, functools.partial(_noting_accept, connection, send)
-        )
+        return await self.application(scope, receive, functools.partial(_send, connection, send))
 
 
-async def _noting_accept(connection: _Connection, send: Send, message: Message) -> None:
+async def _send(connection: _Connection, send: Send, message: Message) -> None:
     await send(message)
-    if message["type"] == "websocket.accept":
+    if message["type"] == "websocket.accept" and not connection.websocket_open.is_set():
+        # The handshake response is out; every write from now on is a frame.
+        connection.frames = _FrameWatch()
         connection.websocket_open.set()
+    await anyio.lowlevel.checkpoint()
+
+
+class _FrameWatch:
+    """Follows the WebSocket frames written to a connection, to notice a close frame.
+
+    It reads only the headers (two bytes, the extended length, a mask key if any) and
+    steps over each payload, so its cost is per frame, not per byte.
+    """
+
+    CLOSE = 0x8
+
+    def __init__(self) -> None:
+        self._head = bytearray()
+        self._payload_left = 0
+
+    def feed(self, data: bytes) -> bool:
+        """Take the next written bytes; whether a close frame starts in them."""
+        view = memoryview(data)
+        position = 0
+        while position < len(view):
+            if self._payload_left:
+                step = min(self._payload_left, len(view) - position)
+                self._payload_left -= step
+                position += step
+                continue
+            needed = self._head_size() - len(self._head)
+            self._head += view[position : position + needed]
+            position += min(needed, len(view) - position)
+            if self._head[0] & 0x0F == self.CLOSE:
+                return True
+            if len(self._head) < self._head_size():
+                continue  # the rest of the header is in a later write
+            self._payload_left = self._payload_length()
+            self._head.clear()
+        return False
+
+    def _head_size(self) -> int:
+        if len(self._head) < 2:
+            return 2
+        code = self._head[1] & 0x7F
+        extended = 2 if code == 126 else 8 if code == 127 else 0
+        return 2 + extended + (4 if self._head[1] & 0x80 else 0)
+
+    def _payload_length(self) -> int:
+        code = self._head[1] & 0x7F
+        if code == 126:
+            return int.from_bytes(self._head[2:4], "big")
+        if code == 127:
+            return int.from_bytes(self._head[2:10], "big")
+        return code

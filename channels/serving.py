@@ -22,6 +22,16 @@ WebSocket keepalive
     and its consumer receives ``websocket.disconnect`` with code 1006. The names, the
     defaults (20 and 30) and the counting from the peer's last data are daphne's.
 
+A deadline for closing
+    Once the server has sent a WebSocket's close frame (the application's, the stop's,
+    or hypercorn's own, such as 1009 for a message over its size limit), the connection
+    ends within ``channels._server.CLOSE_TIMEOUT`` (2) seconds, answered or not, pings
+    or none: its application then gets ``websocket.disconnect``.
+
+Sends are checkpoints
+    Every ``send()`` lets other tasks run and can be cancelled, even once the
+    connection is gone and the send goes nowhere.
+
 Knowing the port
     Listening sockets are bound and listening before ``on_ready`` is called with their
     addresses, so ``bind=["127.0.0.1:0"]`` gives a free port that a caller can read.

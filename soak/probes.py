@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -34,6 +36,9 @@ from .client import PATIENCE, RawWebSocket, Stats, echo, get, open_echo, stats, 
 #: Seconds a server gets to notice a FIN or an RST and clean up after it: the kernel tells
 #: it at once, so anything close to this bound is a bug.
 CLEANUP_BOUND = 2.0
+#: Seconds the access log gets to hold every line of the probe's requests and connections
+#: (a WebSocket's DISCONNECT line is written once its consumer has ended).
+ACCESS_LOG_BOUND = 5.0
 #: Seconds from the start of a bad frame's send until its consumer is gone (a 17 MiB
 #: frame must arrive first), and until the client has the server's close frame.
 BAD_FRAME_BOUND = 5.0
@@ -67,6 +72,7 @@ class Plan:
     ping_interval: float
     ping_timeout: float
     graceful_timeout: float
+    access: int = 50  # HTTP requests, and WebSocket connections, in the access-log probe
 
 
 FULL = Plan(
@@ -78,6 +84,7 @@ FULL = Plan(
     ping_interval=2.0,
     ping_timeout=2.0,
     graceful_timeout=2.0,
+    access=200,
 )
 QUICK = Plan(
     churn=400,
@@ -112,6 +119,8 @@ class Target:
     pings: bool
     #: ``/soak/stats`` with no client connected, after the warm-up.
     idle: Stats = field(default_factory=dict)
+    #: The file the server writes its access log to (``--access-log``), if it does.
+    access_log: Path | None = None
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -533,3 +542,84 @@ async def stop_with_stuck_client(target: Target) -> Outcome:
     ]
     values = {"exit_code": code, "seconds": took, "healthy_code": healthy_code}
     return Outcome(ended and code == 0 and healthy_code == 1001, figures, values)
+
+
+# -- the access log --------------------------------------------------------------------------
+
+#: The lines of ``--access-log``: Django's runserver format, ``[date] `` then daphne's line.
+ACCESS_LINE = re.compile(
+    r"\[\d\d/[A-Z][a-z]{2}/\d{4} \d\d:\d\d:\d\d\] (?:"
+    r"HTTP (?P<method>GET) (?P<path>/\S*) (?P<status>\d{3}) \[\d+\.\d\d, (?P<client>[\d.]+:\d+)\]"
+    r"|WebSocket (?P<event>HANDSHAKING|CONNECT|REJECT|DISCONNECT) (?P<ws_path>/\S*) "
+    r"\[(?P<ws_client>[\d.]+:\d+)\])"
+)
+
+
+def access_lines(log: Path, offset: int) -> list[str]:
+    with log.open("rb") as file:
+        file.seek(offset)
+        return file.read().decode("utf-8").splitlines()
+
+
+async def access_log(target: Target) -> Outcome:
+    """``access`` HTTP requests and ``access`` WebSocket connections (connect, echo,
+    close): the log must hold one line per request and three per connection
+    (HANDSHAKING, CONNECT, DISCONNECT, each naming that connection's client), in
+    runserver's format, and nothing else. Counted, not timed."""
+    if target.access_log is None:
+        return Outcome(False, ["the server was started without --access-log"])
+    log, count, port = target.access_log, target.plan.access, target.port
+    offset = log.stat().st_size  # the warm-up's lines are before this
+    for n in range(count):
+        status, _ = await get(port, f"/soak/broadcast?text=access-{n}")
+        if status != 200:
+            return Outcome(False, [f"/soak/broadcast answered {status}"])
+    for n in range(count):
+        ws = await open_echo(port)
+        try:
+            await echo(ws, n)
+        finally:
+            await ws.close()
+    expected = {"HTTP": count, "HANDSHAKING": count, "CONNECT": count, "DISCONNECT": count}
+    started = time.monotonic()
+    while True:
+        lines = access_lines(log, offset)
+        counted = {"HTTP": 0, "HANDSHAKING": 0, "CONNECT": 0, "DISCONNECT": 0, "REJECT": 0}
+        malformed: list[str] = []
+        clients: dict[str, set[str]] = {}
+        for line in lines:
+            match = ACCESS_LINE.fullmatch(line)
+            if match is None:
+                malformed.append(line)
+            elif match["event"] is None and match["path"].startswith("/soak/stats"):
+                continue  # the harness's last look before the probe may land after offset
+            elif match["event"] is None:
+                ok = match["path"].startswith("/soak/broadcast?") and match["status"] == "200"
+                counted["HTTP"] += 1
+                if not ok:
+                    malformed.append(line)
+            else:
+                counted[match["event"]] += 1
+                clients.setdefault(match["ws_client"], set()).add(match["event"])
+                if match["ws_path"] != "/ws/echo/":
+                    malformed.append(line)
+        done = all(counted[key] >= value for key, value in expected.items())
+        if done or time.monotonic() - started > ACCESS_LOG_BOUND:
+            break
+        await anyio.sleep(0.05)
+    whole = [client for client, events in clients.items() if len(events) == 3]
+    exact = all(counted[key] == value for key, value in expected.items())
+    passed = exact and not counted["REJECT"] and not malformed and len(whole) == count
+    figures = [
+        f"{count} requests -> {counted['HTTP']} HTTP lines",
+        f"{count} WebSockets -> {counted['HANDSHAKING']} HANDSHAKING, "
+        f"{counted['CONNECT']} CONNECT, {counted['DISCONNECT']} DISCONNECT",
+    ]
+    if len(whole) != count:
+        figures.append(f"{len(whole)}/{count} clients with all three lines")
+    if counted["REJECT"]:
+        figures.append(f"{counted['REJECT']} REJECT")
+    if malformed:
+        figures.append(f"{len(malformed)} lines not as expected, first: {malformed[0][:120]!r}")
+    values = {"counted": counted, "malformed": malformed[:5], "whole_clients": len(whole)}
+    return Outcome(passed, figures, values)

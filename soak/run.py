@@ -20,10 +20,12 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import anyio
 
@@ -47,6 +49,8 @@ class Probe:
     layer: str | None = None
     #: It stops its server, so it runs after the others on that server.
     ends_server: bool = False
+    #: It needs a server started with ``--access-log`` (one of its own).
+    access_log: bool = False
 
 
 PROBES = [
@@ -66,6 +70,7 @@ PROBES = [
         probes.redis_restart_emptied,
         layer="pubsub",
     ),
+    Probe("access-log", "access log: a line per event", probes.access_log, access_log=True),
     Probe("stop", "stop with a stuck client", probes.stop_with_stuck_client, ends_server=True),
 ]
 
@@ -92,8 +97,14 @@ async def serving(
     *,
     pings: bool,
     fault: str = "",
+    access_log: bool = False,
 ) -> AsyncIterator[Target]:
-    """The soak project served on ``backend`` and ``layer``, warmed up, its idle taken."""
+    """The soak project served on ``backend`` and ``layer``, warmed up, its idle taken;
+    with ``access_log``, writing its access log to a temporary file."""
+    directory = contextlib.ExitStack()
+    log: Path | None = None
+    if access_log:
+        log = Path(directory.enter_context(tempfile.TemporaryDirectory())) / "access.log"
     args = [
         "-m", "channels.serving", "soak.project.asgi:application",
         "--bind", "127.0.0.1:0", "--backend", backend,
@@ -102,13 +113,15 @@ async def serving(
     if pings:
         args += ["--ping-interval", str(plan.ping_interval)]
         args += ["--ping-timeout", str(plan.ping_timeout)]
+    if log is not None:
+        args += ["--access-log", str(log)]
     env = {"SOAK_LAYER": layer, "SOAK_FAULT": fault}
     if redis is not None:
         env["SOAK_REDIS_URL"] = redis.url
-    with ServerProcess(args, settings="soak.project.settings", env=env) as process:
+    with directory, ServerProcess(args, settings="soak.project.settings", env=env) as process:
         line = await anyio.to_thread.run_sync(process.wait_for_line, "Listening on")
         port = int(line.rsplit(":", 1)[1])
-        target = Target(process, port, backend, layer, plan, redis, pings)
+        target = Target(process, port, backend, layer, plan, redis, pings, access_log=log)
         await probes.cycles(port, plan.warmup, plan.concurrency)
         target.idle = await probes.settle(port)
         try:
@@ -144,13 +157,13 @@ async def run_backend(
     outcomes: dict[str, Outcome] = {}
     redis = RedisServer() if layer != "memory" or any(p.layer for p in selected) else None
     try:
-        servers: dict[str, list[Probe]] = {}
+        servers: dict[tuple[str, bool], list[Probe]] = {}
         for probe in selected:
-            servers.setdefault(probe.layer or layer, []).append(probe)
-        for server_layer, batch in servers.items():
+            servers.setdefault((probe.layer or layer, probe.access_log), []).append(probe)
+        for (server_layer, access_log), batch in servers.items():
             batch.sort(key=lambda probe: probe.ends_server)
             async with serving(
-                backend, server_layer, plan, redis, pings=pings, fault=fault
+                backend, server_layer, plan, redis, pings=pings, fault=fault, access_log=access_log
             ) as target:
                 for probe in batch:
                     started = time.monotonic()

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -58,6 +59,55 @@ class StuckClient:
         mask = os.urandom(4)
         masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
         self.sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+
+    def send_huge_text(self, size: int) -> None:
+        """One text frame of ``size`` bytes (mask key zero: the payload goes as it is)."""
+        self.sock.sendall(struct.pack("!BBQ", 0x81, 0x80 | 127, size) + bytes(4) + b"x" * size)
+
+    def send_close(self, code: int) -> None:
+        self.sock.sendall(bytes([0x88, 0x82]) + bytes(4) + struct.pack("!H", code))
+
+    def read_until_close_frame(self) -> int:
+        """Read frames until the server's close frame; its code (nothing read past it)."""
+        self.sock.settimeout(20)
+        while True:
+            first, second = self._read(2)
+            length = second & 0x7F
+            if length == 126:
+                (length,) = struct.unpack("!H", self._read(2))
+            elif length == 127:
+                (length,) = struct.unpack("!Q", self._read(8))
+            payload = self._read(length)
+            if first & 0x0F == 0x8:
+                code: int = struct.unpack("!H", payload[:2])[0]
+                return code
+
+    def _read(self, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = self.sock.recv(size - len(data))
+            assert chunk, "the connection ended before the server's close frame"
+            data += chunk
+        return data
+
+    def wait_for_end(self) -> None:
+        """Read until the server ends the connection (a FIN or a reset); fails after
+        20 s (without the close deadline, a connection whose closing handshake went
+        wrong stays until the pings find it, or forever without pings)."""
+        self.sock.settimeout(20)
+        try:
+            while self.sock.recv(65536):
+                pass
+        except ConnectionResetError:
+            pass
+        except TimeoutError:
+            raise AssertionError(
+                "the server kept the connection open after its close frame"
+            ) from None
+
+    def leave_with_rst(self) -> None:
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
 
     def wait_until_dropped(self) -> None:
         """Read (at last) until the server ends the connection; fails after 30 s."""
@@ -270,3 +320,111 @@ def test_the_live_server_stops_despite_a_client_that_stopped_reading(
     finally:
         server.kill()
     assert {"flood-sent", "disconnect-1006", "lifespan-shutdown"} <= made(markers)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 1 << 20])
+def test_the_frame_watch_finds_the_close_frame_however_the_writes_split(chunk: int) -> None:
+    """Frames as wsproto (hypercorn's WebSocket library) writes them, in every header
+    form: short, 16-bit and 64-bit lengths, control frames, and payloads that look like
+    close frames."""
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.events import CloseConnection, Ping, TextMessage
+
+    from channels._server import _FrameWatch
+
+    server = Connection(ConnectionType.SERVER)
+    before_close = b"".join(
+        server.send(event)
+        for event in [
+            TextMessage(data="\x88\x02" * 10),
+            Ping(payload=b"\x88"),
+            TextMessage(data="x" * 200),
+            TextMessage(data="\x88" * 70_000),
+        ]
+    )
+    written = before_close + server.send(CloseConnection(code=1009))
+    watch = _FrameWatch()
+    found_at = None
+    for start in range(0, len(written), chunk):
+        if watch.feed(written[start : start + chunk]):
+            found_at = start
+            break
+    # Found in the write holding the close frame's first byte, not before.
+    assert found_at == len(before_close) // chunk * chunk
+
+
+# Pings as good as off: the first goes out at the accept, the next in 1000 s.
+NO_PINGS = ("--ping-interval", "1000")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("answer", [True, False], ids=["peer-answers", "peer-silent"])
+def test_a_message_over_the_size_limit_ends_its_connection_after_the_close(
+    backend: str, answer: bool, markers: Path, stuck_clients: list[StuckClient]
+) -> None:
+    """hypercorn answers a 17 MiB message (its limit is 16 MiB) with 1009 and then
+    reads no further frames of that batch, so a peer's answering close can go unseen:
+    the close deadline ends the connection anyway, and the consumer hears of it."""
+    args = [*("-m", "channels.serving", APP, "--bind", "127.0.0.1:0", "--backend", backend)]
+    with ServerProcess([*args, *NO_PINGS], env=marker_env(markers)) as server:
+        url = server.wait_for_line("Listening on").split()[-1]
+        client = StuckClient(url, "/ws/watched/")
+        stuck_clients.append(client)
+        client.send_huge_text(17 << 20)
+        assert client.read_until_close_frame() == 1009
+        if answer:
+            client.send_close(1009)
+        client.wait_for_end()
+        server.wait_for_line("marker: disconnect-1006")
+        assert get(f"{url}/groups/") == "0"
+        server.send_signal(signal.SIGTERM)
+        assert server.wait() == 0
+    assert "Traceback" not in server.output
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_consumers_close_that_the_peer_never_answers_ends_the_connection(
+    backend: str, markers: Path, stuck_clients: list[StuckClient]
+) -> None:
+    args = [*("-m", "channels.serving", APP, "--bind", "127.0.0.1:0", "--backend", backend)]
+    with ServerProcess([*args, *NO_PINGS], env=marker_env(markers)) as server:
+        url = server.wait_for_line("Listening on").split()[-1]
+        client = StuckClient(url, "/ws/watched/")
+        stuck_clients.append(client)
+        client.send_text("close")
+        assert client.read_until_close_frame() == 4000
+        client.wait_for_end()  # never having answered
+        server.wait_for_line("marker: disconnect-1000")
+        assert get(f"{url}/groups/") == "0"
+        server.send_signal(signal.SIGTERM)
+        assert server.wait() == 0
+    assert "Traceback" not in server.output
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("leave", ["reset", "close"])
+def test_a_stop_ends_a_consumer_sending_in_a_loop_to_a_gone_client(
+    backend: str, leave: str, markers: Path, stuck_clients: list[StuckClient]
+) -> None:
+    """The consumer's loop has no checkpoint of its own; its sends, dropped once the
+    client is gone, must checkpoint, or the event loop never runs the stop."""
+    args = [*("-m", "channels.serving", APP, "--bind", "127.0.0.1:0", "--backend", backend)]
+    args += ["--graceful-timeout", "1"]
+    with ServerProcess(args, env=marker_env(markers)) as server:
+        url = server.wait_for_line("Listening on").split()[-1]
+        client = StuckClient(url, "/ws/spin/")
+        stuck_clients.append(client)
+        client.send_text("spin")
+        server.wait_for_line("marker: spinning")
+        if leave == "reset":
+            client.leave_with_rst()
+        else:
+            client.send_close(1000)
+            client.wait_for_end()
+        time.sleep(0.5)  # the server has seen the client go; the sends are dropped now
+        server.send_signal(signal.SIGTERM)
+        assert wait_for_exit(server, 20) == 0
+        server.wait()
+    assert "lifespan-shutdown" in made(markers), server.output
+    assert "Aborting 1 connection(s) still open after the 1s graceful timeout." in server.output
+    assert "Traceback" not in server.output

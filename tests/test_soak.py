@@ -94,3 +94,20 @@ def test_the_table_shows_each_verdict_and_failures_are_listed() -> None:
     assert "PASS" in rst_row.split("|")[3]
     assert "1 left" in rendered
     assert failures(results, selected) == ["rst on asyncio"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_access_log_probe_counts_a_line_per_request_and_websocket_event(
+    backend: str,
+) -> None:
+    outcome = run(backend, ["access-log"], layer="memory")["access-log"]
+    counted = outcome.values["counted"]
+    assert counted == {
+        "HTTP": TINY.access,
+        "HANDSHAKING": TINY.access,
+        "CONNECT": TINY.access,
+        "DISCONNECT": TINY.access,
+        "REJECT": 0,
+    }, outcome.figures
+    assert outcome.values["malformed"] == []
+    assert outcome.values["whole_clients"] == TINY.access

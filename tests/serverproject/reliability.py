@@ -7,7 +7,10 @@ after the process has ended, which output lines alone could not show for a kille
 
 - ``/ws/flood/``: joins group ``watched``; on the text ``flood``, sends 64 KiB frames
   until it has sent 256 MiB, far more than a client that does not read can buffer.
-- ``/ws/watched/``: joins group ``watched`` and echoes.
+- ``/ws/watched/``: joins group ``watched`` and echoes; on the text ``close``, closes
+  with code 4000 instead.
+- ``/ws/spin/``: on the text ``spin``, sends frames in a loop that never ends and has no
+  checkpoint of its own: only the sends' own can let the event loop run.
 - ``/groups/``: how many channels group ``watched`` has (this process's layer).
 """
 
@@ -49,7 +52,11 @@ class WatchedConsumer(AsyncWebsocketConsumer):
     groups = ["watched"]
 
     async def receive(self, text_data: str | None = None, bytes_data: Any = None) -> None:
-        await self.send(text_data=f"echo: {text_data}")
+        if text_data == "close":
+            await self.close(code=4000)
+            mark("closed")
+        else:
+            await self.send(text_data=f"echo: {text_data}")
 
     async def disconnect(self, code: int) -> None:
         mark(f"disconnect-{code}")
@@ -62,6 +69,14 @@ class FloodConsumer(WatchedConsumer):
             for _ in range(4096):
                 await self.send(text_data=FRAME)
             mark("flood-sent")
+
+
+class SpinConsumer(WatchedConsumer):
+    async def receive(self, text_data: str | None = None, bytes_data: Any = None) -> None:
+        if text_data == "spin":
+            mark("spinning")
+            while True:
+                await self.send(text_data="spin")
 
 
 class GroupSize(AsyncHttpConsumer):
@@ -85,6 +100,7 @@ application = ProtocolTypeRouter(
             [
                 path("ws/flood/", FloodConsumer.as_asgi()),
                 path("ws/watched/", WatchedConsumer.as_asgi()),
+                path("ws/spin/", SpinConsumer.as_asgi()),
             ]
         ),
     },
