@@ -5,7 +5,9 @@
 ``--probe`` narrow the run; ``--json FILE`` also writes the outcomes with their raw numbers.
 
 Per backend, a private ``redis-server`` is started; the project is served on the core
-Redis layer for every probe but the pub/sub one, which gets a server of its own. Probes
+Redis layer (``--layer`` picks another: ``memory`` measures the server alone, as when
+profiling the churn rate) for every probe but the pub/sub one, which gets a server of
+its own. Probes
 run one after another against the same process (a server that survived the previous
 probes is the point), and each cleans up its own clients; the stop probe ends its server,
 so it runs last.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -36,6 +39,8 @@ from . import probes
 from .probes import FULL, QUICK, Outcome, Plan, Target
 
 BACKENDS = ("asyncio", "trio")
+#: The layers the soak project can be served on (``SOAK_LAYER`` in soak/project/settings.py).
+LAYERS = ("redis", "pubsub", "memory")
 #: Longest a single probe may run before it is called a failure.
 PROBE_DEADLINE = 120.0
 
@@ -233,6 +238,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--backend", action="append", choices=BACKENDS)
     parser.add_argument("--probe", action="append", choices=[probe.name for probe in PROBES])
+    parser.add_argument(
+        "--layer",
+        choices=LAYERS,
+        default="redis",
+        help="the channel layer of the main server (default %(default)s); the Redis restart "
+        "probes need a Redis one",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the outcomes as JSON")
     options = parser.parse_args(argv)
     plan = QUICK if options.quick else FULL
@@ -242,7 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     print(f"soak ({'short' if options.quick else 'full'} form): {plan}", flush=True)
     results = {
-        backend: anyio.run(run_backend, backend, plan, selected, backend="asyncio")
+        backend: anyio.run(
+            functools.partial(run_backend, backend, plan, selected, layer=options.layer),
+            backend="asyncio",
+        )
         for backend in backends
     }
     print(table(results, selected))
