@@ -42,6 +42,7 @@ import contextvars
 import errno
 import functools
 import logging
+import math
 import socket
 import struct
 from collections.abc import Awaitable, Callable, Sequence
@@ -72,15 +73,27 @@ _TRANSIENT_ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENO
 @dataclass(eq=False)
 class _Connection:
     """One accepted connection: its socket, when its peer last sent anything, and what
-    the server has written to it."""
+    the server has written to it.
+
+    Once it is an accepted WebSocket, one task watches it (:func:`_watch_websocket`,
+    started in ``watchers``); the connection wakes that task when its deadlines change
+    and when it ends, so the task ends by returning, never by being cancelled.
+    """
 
     sock: socket.socket
     last_received: float
-    websocket_open: anyio.Event = field(default_factory=anyio.Event)
+    #: The task group the WebSocket's watch runs in.
+    watchers: anyio.abc.TaskGroup
+    #: Seconds the peer of a WebSocket may stay silent; ``None``: no limit.
+    silence_allowed: float | None
     input_ended: anyio.Event = field(default_factory=anyio.Event)
-    close_sent: anyio.Event = field(default_factory=anyio.Event)
+    #: When the server wrote its WebSocket close frame; ``None`` until it does.
+    close_sent_at: float | None = None
+    ended: bool = False
+    websocket: bool = False
     #: The WebSocket frames written, followed from the accept until a close frame.
     frames: _FrameWatch | None = None
+    _wake: anyio.Event | None = None
 
     def received(self) -> None:
         self.last_received = anyio.current_time()
@@ -88,7 +101,30 @@ class _Connection:
     def sent(self, data: bytes) -> None:
         if self.frames is not None and self.frames.feed(data):
             self.frames = None
-            self.close_sent.set()
+            self.close_sent_at = anyio.current_time()
+            self.wake()
+
+    def websocket_accepted(self) -> None:
+        """The handshake response is out: every write from now on is a frame."""
+        self.websocket = True
+        self.frames = _FrameWatch()
+        self.received()  # the peer's silence counts from the accept
+        self.watchers.start_soon(_watch_websocket, self)
+
+    def end(self) -> None:
+        self.ended = True
+        self.wake()
+
+    def wake(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+            self._wake = None
+
+    async def wait(self, deadline: float) -> None:
+        """Until :meth:`wake` or ``deadline``, whichever comes first."""
+        self._wake = wake = anyio.Event()
+        with anyio.CancelScope(deadline=deadline):
+            await wake.wait()
 
     def abort(self) -> None:
         """Shut the socket down, waking whoever waits on it; reset it when it closes.
@@ -132,8 +168,9 @@ class Worker:
     ) -> None:
         self.config = config
         self.sockets = list(sockets)
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
+        self.silence_allowed: float | None = None
+        if ping_interval is not None and ping_timeout is not None:
+            self.silence_allowed = ping_interval + ping_timeout
         self.wrapped = _hypercorn.wrap_application(_NoteWebSockets(application), config)
         self.connections: set[_Connection] = set()
         self._all_ended = anyio.Event()
@@ -211,46 +248,32 @@ class Worker:
                 await anyio.sleep(0.1)
                 continue
             sock.setblocking(False)
-            connection = _Connection(sock, anyio.current_time())
+            connection = _Connection(sock, anyio.current_time(), connections, self.silence_allowed)
             self.connections.add(connection)
             connections.start_soon(self._serve, connection, context, state)
 
     async def _serve(self, connection: _Connection, context: Any, state: dict[str, Any]) -> None:
+        # hypercorn's asyncio server can leave its task with a pending cancellation
+        # request (from its internal TaskGroup): nothing awaits here after it.
         _current.set(connection)  # seen by the application's tasks, spawned from this one
-        silence_allowed = None
-        if self.ping_interval is not None and self.ping_timeout is not None:
-            silence_allowed = self.ping_interval + self.ping_timeout
         try:
-            async with anyio.create_task_group() as group:
-                group.start_soon(_watch_websocket, connection, silence_allowed)
-                group.start_soon(self._run_hypercorn, connection, context, state, group)
+            await _hypercorn.serve_connection(
+                self.wrapped,
+                self.config,
+                context,
+                state,
+                connection.sock,
+                connection.received,
+                connection.input_ended.set,
+                connection.sent,
+            )
         finally:
+            connection.end()  # its WebSocket's watch, if any, returns
             with connection.sock:
                 pass  # hypercorn closed it; this covers a failure before it took it over
             self.connections.discard(connection)
             if self._stopping and not self.connections:
                 self._all_ended.set()
-
-    async def _run_hypercorn(
-        self,
-        connection: _Connection,
-        context: Any,
-        state: dict[str, Any],
-        group: anyio.abc.TaskGroup,
-    ) -> None:
-        # In a task of its own: hypercorn's asyncio server can leave its task with a
-        # pending cancellation request (from its internal TaskGroup).
-        await _hypercorn.serve_connection(
-            self.wrapped,
-            self.config,
-            context,
-            state,
-            connection.sock,
-            connection.received,
-            connection.input_ended.set,
-            connection.sent,
-        )
-        group.cancel_scope.cancel()  # the WebSocket's watch is done with
 
 
 async def _sleep_while_open(seconds: float) -> None:
@@ -265,36 +288,41 @@ async def _sleep_while_open(seconds: float) -> None:
             await connection.input_ended.wait()
 
 
-async def _watch_websocket(connection: _Connection, silence_allowed: float | None) -> None:
-    """Once ``connection`` is an accepted WebSocket: abort it when its peer has been
-    silent for ``silence_allowed`` seconds (``None``: never), or :data:`CLOSE_TIMEOUT`
-    seconds after the server wrote its close frame."""
-    await connection.websocket_open.wait()
-    async with anyio.create_task_group() as group:
-        if silence_allowed is not None:
-            group.start_soon(_keep_alive, connection, silence_allowed)
-        await connection.close_sent.wait()
-        await anyio.sleep(CLOSE_TIMEOUT)
-        logger.info(
-            "Closing a WebSocket whose closing handshake did not end within %gs.", CLOSE_TIMEOUT
-        )
-        connection.abort()
-        group.cancel_scope.cancel()
+async def _watch_websocket(connection: _Connection) -> None:
+    """Abort ``connection``'s WebSocket when its peer has been silent for
+    ``silence_allowed`` seconds, or :data:`CLOSE_TIMEOUT` seconds after the server wrote
+    its close frame; return once the connection has ended.
 
-
-async def _keep_alive(connection: _Connection, silence_allowed: float) -> None:
-    """Abort ``connection``'s WebSocket once its peer has been silent too long."""
-    connection.received()
-    while True:
-        silent = anyio.current_time() - connection.last_received
-        if silent < silence_allowed:
-            await anyio.sleep(silence_allowed - silent)
-        elif connection.has_unread_data():
-            connection.received()
+    One task and one deadline, the nearer of the two, recomputed each time it passes or
+    the connection wakes the task: a WebSocket costs a single sleeping task.
+    """
+    while not connection.ended:
+        now = anyio.current_time()
+        if connection.close_sent_at is not None:
+            close_deadline = connection.close_sent_at + CLOSE_TIMEOUT
+            if now >= close_deadline:
+                logger.info(
+                    "Closing a WebSocket whose closing handshake did not end within %gs.",
+                    CLOSE_TIMEOUT,
+                )
+                connection.abort()
+                return
         else:
-            logger.info("Closing a WebSocket whose peer has answered nothing for %.1fs.", silent)
-            connection.abort()
-            return
+            close_deadline = math.inf
+        silence_deadline = math.inf
+        if connection.silence_allowed is not None:
+            silence_deadline = connection.last_received + connection.silence_allowed
+            if now >= silence_deadline:
+                if connection.has_unread_data():
+                    connection.received()
+                    continue
+                logger.info(
+                    "Closing a WebSocket whose peer has answered nothing for %.1fs.",
+                    now - connection.last_received,
+                )
+                connection.abort()
+                return
+        await connection.wait(min(close_deadline, silence_deadline))
 
 
 class _NoteWebSockets:
@@ -313,10 +341,8 @@ class _NoteWebSockets:
 
 async def _send(connection: _Connection, send: Send, message: Message) -> None:
     await send(message)
-    if message["type"] == "websocket.accept" and not connection.websocket_open.is_set():
-        # The handshake response is out; every write from now on is a frame.
-        connection.frames = _FrameWatch()
-        connection.websocket_open.set()
+    if message["type"] == "websocket.accept" and not connection.websocket:
+        connection.websocket_accepted()
     await anyio.lowlevel.checkpoint()
 
 
