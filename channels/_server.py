@@ -33,7 +33,10 @@ Every send is a checkpoint
     hypercorn's own does not always: on asyncio it awaits nothing while the socket takes
     the data, and on either loop it returns at once, awaiting nothing, once the
     connection is gone. A consumer sending in a loop would then starve the event loop,
-    and a stop could never cancel it.
+    and a stop could never cancel it. The checkpoint comes before the message is handed
+    to hypercorn, as trio checks for cancellation before it writes: one after it would
+    send the task to the back of the queue just when its peer's answer is on the way,
+    which cost a fifth of the connections per second on asyncio.
 """
 
 from __future__ import annotations
@@ -340,10 +343,10 @@ class _NoteWebSockets:
 
 
 async def _send(connection: _Connection, send: Send, message: Message) -> None:
+    await anyio.lowlevel.checkpoint()  # first: see "Every send is a checkpoint" above
     await send(message)
     if message["type"] == "websocket.accept" and not connection.websocket:
         connection.websocket_accepted()
-    await anyio.lowlevel.checkpoint()
 
 
 class _FrameWatch:
