@@ -8,6 +8,8 @@ from .. import DEFAULT_CHANNEL_LAYER as DEFAULT_CHANNEL_LAYER
 from ..exceptions import ChannelFull as ChannelFull
 from ..exceptions import InvalidChannelLayerError as InvalidChannelLayerError
 from .base import BaseChannelLayer as BaseChannelLayer
+from .durable import GroupHistory as GroupHistory
+from .durable import StreamPosition as StreamPosition
 from .inmemory import InMemoryChannelLayer as InMemoryChannelLayer
 from .manager import ChannelLayerManager as ChannelLayerManager
 from .manager import channel_layers as channel_layers
@@ -18,8 +20,10 @@ __all__ = [
     "BaseChannelLayer",
     "ChannelFull",
     "ChannelLayerManager",
+    "GroupHistory",
     "InMemoryChannelLayer",
     "InvalidChannelLayerError",
+    "StreamPosition",
     "channel_layers",
     "get_channel_layer",
 ]

@@ -8,9 +8,17 @@ import re
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from ..types import Message
+from .durable import (
+    GroupHistory,
+    GroupPattern,
+    HistoryPolicy,
+    StreamPosition,
+    compile_group_patterns,
+    compile_history_policies,
+)
 
 __all__ = ["BaseChannelLayer", "InvalidMessageError", "LayerStats", "ReservedKeyError"]
 
@@ -87,12 +95,31 @@ class BaseChannelLayer:
         expiry: float = 60,
         capacity: int = 100,
         channel_capacity: Mapping[CapacityPattern, int] | None = None,
+        *,
+        group_history: Mapping[GroupPattern, Mapping[str, Any]] | None = None,
+        presence_events: Sequence[GroupPattern] | None = None,
+        presence_timeout: float = 30,
     ) -> None:
         self.expiry = expiry
         self.capacity = capacity
         self.channel_capacity: list[tuple[re.Pattern[str], int]] = self.compile_capacities(
             channel_capacity or {}
         )
+        self.group_history_policies: list[tuple[re.Pattern[str], HistoryPolicy]] = (
+            compile_history_policies(group_history)
+        )
+        self.presence_event_patterns: list[re.Pattern[str]] = compile_group_patterns(
+            presence_events, "presence_events"
+        )
+        if (
+            isinstance(presence_timeout, bool)
+            or not isinstance(presence_timeout, (int, float))
+            or not 0 < presence_timeout < float("inf")
+        ):
+            raise ValueError(
+                f"presence_timeout must be a number of seconds > 0, got {presence_timeout!r}"
+            )
+        self.presence_timeout = float(presence_timeout)
 
     # -- capacities --------------------------------------------------------------------
 
@@ -113,6 +140,20 @@ class BaseChannelLayer:
             if pattern.match(channel):
                 return capacity
         return self.capacity
+
+    # -- durable groups: which groups keep history, which announce presence -----------
+
+    def history_policy(self, group: str) -> HistoryPolicy | None:
+        """The ``group_history`` entry for ``group`` (first matching pattern), or ``None``."""
+        # getattr: third-party subclasses need not call our __init__.
+        for pattern, policy in getattr(self, "group_history_policies", ()):
+            if pattern.match(group):
+                return policy
+        return None
+
+    def announces_presence(self, group: str) -> bool:
+        """Whether joins and leaves in ``group`` are sent to it (``presence_events``)."""
+        return any(pattern.match(group) for pattern in getattr(self, "presence_event_patterns", ()))
 
     # -- names -------------------------------------------------------------------------
 
@@ -295,6 +336,31 @@ class BaseChannelLayer:
 
     async def group_send(self, group: str, message: Message) -> None:
         raise NotImplementedError("group_send() not implemented (groups extension)")
+
+    async def group_history(
+        self, group: str, *, after: StreamPosition | None = None, limit: int | None = None
+    ) -> GroupHistory:
+        """The messages ``group``'s stream retains (history extension).
+
+        With ``after=None``, the latest retained messages, at most ``limit``. With a
+        position, every retained message after it and ``recovered=True``; or none and
+        ``recovered=False`` when the epoch differs or some of them were already dropped.
+        """
+        raise NotImplementedError("group_history() not implemented (history extension)")
+
+    async def presence_join(
+        self, group: str, channel: str, info: dict[str, Any] | None = None
+    ) -> None:
+        """Record ``channel`` as present in ``group`` with ``info`` (presence extension)."""
+        raise NotImplementedError("presence_join() not implemented (presence extension)")
+
+    async def presence_leave(self, group: str, channel: str) -> None:
+        """Remove ``channel``'s presence entry in ``group`` (presence extension)."""
+        raise NotImplementedError("presence_leave() not implemented (presence extension)")
+
+    async def presence(self, group: str) -> dict[str, dict[str, Any]]:
+        """``{channel: info}`` for everyone present in ``group`` (presence extension)."""
+        raise NotImplementedError("presence() not implemented (presence extension)")
 
     async def close(self) -> None:
         """Release connections and other resources; the default holds none."""
