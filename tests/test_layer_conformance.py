@@ -25,7 +25,7 @@ class RedisUrl:
         self.url = redis_url
 
     def prefix(self) -> str:
-        return f"kit{uuid.uuid4().hex[:10]}:"
+        return f"kit{uuid.uuid4().hex[:10]}."
 
 
 class TestInMemoryLayer(ChannelLayerConformance):
