@@ -26,12 +26,12 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import anyio
 
 from .layers.durable import POSITION_KEY
-from .types import ChannelLayer, Message
+from .types import ChannelLayer, Message, PresenceChannelLayer
 from .utils import Dispatcher, SourceExhausted
 
 __all__ = ["DurableState"]
@@ -154,7 +154,7 @@ class DurableState:
                 await anyio.sleep(interval)
                 for group, info in list(self.present.items()):
                     try:
-                        await self.layer.presence_join(group, self.channel, info)  # type: ignore[attr-defined]
+                        await self._presence_layer.presence_join(group, self.channel, info)
                     except Exception:
                         # The layer is down, say: the next beat tries again, and until
                         # then the entry lives out its presence_timeout.
@@ -166,6 +166,10 @@ class DurableState:
                         )
         self._heartbeat = None
 
+    @property
+    def _presence_layer(self) -> PresenceChannelLayer:
+        return cast(PresenceChannelLayer, self.layer)
+
     # -- the end -----------------------------------------------------------------------
 
     async def clean_up(self) -> None:
@@ -174,7 +178,7 @@ class DurableState:
             self._heartbeat.cancel()
         with anyio.move_on_after(CLEANUP_TIMEOUT, shield=True):
             for group in list(self.present):
-                await self._quietly(self.layer.presence_leave(group, self.channel))  # type: ignore[attr-defined]
+                await self._quietly(self._presence_layer.presence_leave(group, self.channel))
                 self.present.pop(group, None)
             for group in list(self.joined):
                 await self._quietly(self.layer.group_discard(group, self.channel))

@@ -34,7 +34,15 @@ from .db import aclose_old_connections, database_sync_to_async
 from .exceptions import InvalidChannelLayerError, StopConsumer
 from .layers import get_channel_layer
 from .layers.durable import GroupHistory, StreamPosition
-from .types import ChannelLayer, Message, Receive, Scope, Send
+from .types import (
+    ChannelLayer,
+    HistoryChannelLayer,
+    Message,
+    PresenceChannelLayer,
+    Receive,
+    Scope,
+    Send,
+)
 from .utils import Dispatcher
 
 __all__ = ["AsyncConsumer", "SyncConsumer", "get_handler_name"]
@@ -146,9 +154,8 @@ class AsyncConsumer:
         if callable(history_policy) and history_policy(group) is None:
             return GroupHistory(None, [], False)
         if since is None:
-            history: GroupHistory = await layer.group_history(group, limit=0)  # type: ignore[attr-defined]
-            return history
-        history = await layer.group_history(group, after=since)  # type: ignore[attr-defined]
+            return await cast(HistoryChannelLayer, layer).group_history(group, limit=0)
+        history = await cast(HistoryChannelLayer, layer).group_history(group, after=since)
         if history.recovered and history.position is not None:
             top = history.position
             state.queue_replay(group, top.epoch, top.offset, history.messages)
@@ -178,7 +185,7 @@ class AsyncConsumer:
             return
         layer = self._layer_for("presence")
         state = self._durable_state()
-        await layer.presence_join(group, self.channel_name, info)  # type: ignore[attr-defined]
+        await cast(PresenceChannelLayer, layer).presence_join(group, self.channel_name, info)
         state.present[group] = info
         state.start_heartbeat()
 
@@ -191,7 +198,7 @@ class AsyncConsumer:
             await self.presence_event(cast(Message, group))
             return
         layer = self._layer_for("presence")
-        await layer.presence_leave(group, self.channel_name)  # type: ignore[attr-defined]
+        await cast(PresenceChannelLayer, layer).presence_leave(group, self.channel_name)
         if self._durable is not None:
             self._durable.present.pop(group, None)
 
