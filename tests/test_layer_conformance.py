@@ -38,9 +38,7 @@ class TestRedisLayer(RedisUrl, ChannelLayerConformance):
     expiry_margin = 1.5
 
     async def make_layer(self, **config: Any) -> ChannelLayer:
-        return RedisChannelLayer(
-            hosts=[self.url], prefix=self.prefix(), **config
-        )
+        return RedisChannelLayer(hosts=[self.url], prefix=self.prefix(), **config)
 
 
 class TestRedisPubSubLayer(RedisUrl, ChannelLayerConformance):
@@ -57,6 +55,4 @@ class TestRedisPubSubLayer(RedisUrl, ChannelLayerConformance):
     receive_timeout = 2.0
 
     async def make_layer(self, **config: Any) -> ChannelLayer:
-        return RedisPubSubChannelLayer(
-            hosts=[self.url], prefix=self.prefix(), **config
-        )
+        return RedisPubSubChannelLayer(hosts=[self.url], prefix=self.prefix(), **config)
