@@ -3,6 +3,8 @@ groups and the worker, as third-party Channels layers do."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
 import uuid
 from collections import defaultdict
@@ -12,17 +14,19 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from django.test import override_settings
 
+from channels.exceptions import ChannelFull
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import BaseChannelLayer, get_channel_layer
 from channels.routing import ChannelNameRouter
 from channels.testing import WebsocketCommunicator
+from channels.testing.layers import ChannelLayerConformance
 from channels.types import ChannelLayer, Message
 from channels.worker import Worker
 
 
 class StreamLayer(BaseChannelLayer):
-    """Channels as unbounded anyio memory streams, groups as sets: nothing of ours but the
-    base class."""
+    """Channels as anyio memory streams bounded by ``capacity``, groups as sets: nothing of
+    ours but the base class. The conformance kit checks it (below); it has no expiry."""
 
     extensions = ["groups"]
 
@@ -33,17 +37,26 @@ class StreamLayer(BaseChannelLayer):
         ] = {}
         self.groups: defaultdict[str, set[str]] = defaultdict(set)
 
-    def _stream(self, channel: str) -> Any:
+    def _stream(
+        self, channel: str
+    ) -> tuple[MemoryObjectSendStream[Message], MemoryObjectReceiveStream[Message]]:
         if channel not in self.streams:
-            self.streams[channel] = anyio.create_memory_object_stream[Message](math.inf)
+            self.require_valid_channel_name(channel)
+            capacity = self.get_capacity(channel)
+            self.streams[channel] = anyio.create_memory_object_stream[Message](
+                capacity if capacity > 0 else math.inf
+            )
         return self.streams[channel]
 
     async def send(self, channel: str, message: Message) -> None:
-        self.require_valid_channel_name(channel)
-        self._stream(channel)[0].send_nowait(dict(message))
+        self.require_valid_message(message)
+        try:
+            # A deep copy: neither the sender nor a receiver changing theirs affects others.
+            self._stream(channel)[0].send_nowait(copy.deepcopy(message))
+        except anyio.WouldBlock:
+            raise ChannelFull(channel) from None
 
     async def receive(self, channel: str) -> Message:
-        self.require_valid_channel_name(channel)
         message: Message = await self._stream(channel)[1].receive()
         return message
 
@@ -52,19 +65,26 @@ class StreamLayer(BaseChannelLayer):
 
     async def group_add(self, group: str, channel: str) -> None:
         self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
         self.groups[group].add(channel)
 
     async def group_discard(self, group: str, channel: str) -> None:
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
         self.groups[group].discard(channel)
 
     async def group_send(self, group: str, message: Message) -> None:
+        self.require_valid_group_name(group)
+        self.require_valid_message(message)
         for channel in self.groups[group]:
-            await self.send(channel, message)
+            with contextlib.suppress(ChannelFull):  # a full member is skipped
+                await self.send(channel, message)
 
     async def close(self) -> None:
         for send, receive in self.streams.values():
             send.close()
             receive.close()
+        self.streams.clear()
 
 
 LAYERS = {"default": {"BACKEND": f"{__name__}.StreamLayer", "CONFIG": {"capacity": 10}}}
@@ -117,3 +137,16 @@ async def test_consumers_groups_and_the_worker_on_a_third_party_layer() -> None:
         assert seen == [1, 2]
     finally:
         await layer.close()
+
+
+class TestStreamLayerConformance(ChannelLayerConformance):
+    """The conformance kit on the layer above, as its author would run it."""
+
+    expected_extensions = ("groups",)  # no flush, history or presence tests generated
+    lacks = {
+        "message_expiry": "messages wait in their stream until received",
+        "group_expiry": "memberships last until discarded (the layer takes no group_expiry)",
+    }
+
+    async def make_layer(self, **config: Any) -> ChannelLayer:
+        return StreamLayer(**config)

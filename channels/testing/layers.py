@@ -32,11 +32,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import random
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar, cast
 
 import anyio
@@ -50,6 +49,7 @@ from ..types import ChannelLayer, HistoryChannelLayer, Message, PresenceChannelL
 __all__ = [
     "CONFIG_KEYS",
     "FEATURES",
+    "KNOWN_EXTENSIONS",
     "ChannelLayerConformance",
 ]
 
@@ -89,8 +89,13 @@ _INVALID_NAME = (
 _CHANNEL_NAME = re.compile(r"^[a-zA-Z\d\-_.]+(\![\d\w\-_.]*)?$", re.ASCII)
 _BAD_NAMES: tuple[object, ...] = ("has space", "", "x" * 100, "ünïcode", "a/b", 7, None, b"bytes")
 
-# Tests that exercise a feature carry its name here (set by ``_feature``).
+# Tests that exercise a feature carry its name here (set by ``_feature``), and tests of
+# extensions the extensions they need (set by ``_extensions``).
 _FEATURE_ATTRIBUTE = "__channels_conformance_feature__"
+_EXTENSIONS_ATTRIBUTE = "__channels_conformance_extensions__"
+
+#: The extensions the kit has tests for.
+KNOWN_EXTENSIONS: tuple[str, ...] = ("groups", "flush", "history", "presence")
 
 _F = TypeVar("_F", bound=Callable[..., Awaitable[None]])
 
@@ -101,6 +106,17 @@ def _feature(name: str) -> Callable[[_F], _F]:
 
     def mark(test: _F) -> _F:
         setattr(test, _FEATURE_ATTRIBUTE, name)
+        return test
+
+    return mark
+
+
+def _extensions(*names: str) -> Callable[[_F], _F]:
+    """Mark a test as needing the layer to list every extension in ``names``."""
+    assert set(names) <= set(KNOWN_EXTENSIONS), names
+
+    def mark(test: _F) -> _F:
+        setattr(test, _EXTENSIONS_ATTRIBUTE, names)
         return test
 
     return mark
@@ -119,6 +135,13 @@ class ChannelLayerConformance:
     #: Core-contract features (names from :data:`FEATURES`) this layer does not provide,
     #: each with the reason. Their tests run as ``xfail(strict=True)``.
     lacks: ClassVar[Mapping[str, str]] = {}
+
+    #: The extensions the layer lists, if the subclass wants to say so (``None``: find
+    #: out from the layer). When given, tests of other extensions are not generated at
+    #: all, and ``test_layer_lists_the_expected_extensions`` checks that the layer lists
+    #: exactly these (of :data:`KNOWN_EXTENSIONS`): no skips, and a layer that gains an
+    #: extension fails that test until its tests are switched on here.
+    expected_extensions: ClassVar[Sequence[str] | None] = None
 
     #: The event loops to run every test on.
     anyio_backends: ClassVar[Sequence[str]] = ("asyncio", "trio")
@@ -142,10 +165,24 @@ class ChannelLayerConformance:
                 f"features are {sorted(FEATURES)!r} (extensions a layer does not support "
                 "are left out of its `extensions` instead)"
             )
+        expected = cls.expected_extensions
+        if expected is not None and (
+            isinstance(expected, str) or not set(expected) <= set(KNOWN_EXTENSIONS)
+        ):
+            raise TypeError(
+                f"{cls.__name__}.expected_extensions must be a list of names from "
+                f"{list(KNOWN_EXTENSIONS)!r}, got {expected!r}"
+            )
         for name in dir(cls):
             if not name.startswith("test_"):
                 continue
             test = getattr(cls, name)
+            if test is None:
+                continue
+            needed = getattr(test, _EXTENSIONS_ATTRIBUTE, ())
+            if expected is not None and not set(needed) <= set(expected):
+                setattr(cls, name, None)  # not generated: pytest collects no None
+                continue
             feature = getattr(test, _FEATURE_ATTRIBUTE, None)
             if feature is None or feature not in cls.lacks:
                 continue
@@ -158,8 +195,9 @@ class ChannelLayerConformance:
         async def expected_failure(self: ChannelLayerConformance) -> None:
             await test(self)
 
-        functools.update_wrapper(expected_failure, test)
-        del expected_failure.__wrapped__  # pytest must see the copy's signature, not test's
+        # Not functools.wraps: its ``__wrapped__`` would send pytest to the original.
+        for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
+            setattr(expected_failure, attribute, getattr(test, attribute))
         reason = f"layer lacks {feature!r}: {cls.lacks[feature]}"
         return pytest.mark.xfail(strict=True, reason=reason)(expected_failure)
 
@@ -186,7 +224,9 @@ class ChannelLayerConformance:
     # -- helpers the tests share (also for a subclass's own tests) -------------------------
 
     @contextlib.asynccontextmanager
-    async def open_layer(self, *extensions: str, **config: Any) -> AsyncIterator[ChannelLayer]:
+    async def open_layer(
+        self, *extensions: str, **config: Any
+    ) -> AsyncGenerator[ChannelLayer, None]:
         """A layer from :meth:`make_layer`, flushed and closed on the way out.
 
         Skips the test (the suite's only skip) if the layer does not list every one of
@@ -291,6 +331,7 @@ class ChannelLayerConformance:
             await layer.send("a" * 99, {"type": "x"})
             await layer.send("Az09-_.", {"type": "x"})
 
+    @_extensions("groups")
     async def test_group_names_are_validated(self) -> None:
         """group_add, group_discard and group_send reject bad group names (and bad channel
         names) with upstream's TypeError."""
@@ -300,12 +341,12 @@ class ChannelLayerConformance:
             for name in (*_BAD_NAMES, "group!bang"):
                 bad = cast(str, name)
                 for call in (
-                    layer.group_add(bad, channel),
-                    layer.group_discard(bad, channel),
-                    layer.group_send(bad, {"type": "x"}),
+                    lambda bad=bad: layer.group_add(bad, channel),
+                    lambda bad=bad: layer.group_discard(bad, channel),
+                    lambda bad=bad: layer.group_send(bad, {"type": "x"}),
                 ):
                     with pytest.raises(TypeError) as raised:
-                        await call
+                        await call()
                     assert str(raised.value) == group_message, (name, str(raised.value))
             for name in _BAD_NAMES:
                 with pytest.raises(TypeError) as raised:
@@ -313,6 +354,21 @@ class ChannelLayerConformance:
                 assert str(raised.value) == _INVALID_NAME.format("Channel")
             await layer.group_send("good", {"type": "x"})
             await self.assert_nothing_queued(layer, channel)
+
+    async def test_layer_lists_the_expected_extensions(self) -> None:
+        """The layer's ``extensions`` hold exactly :attr:`expected_extensions` (of those the
+        kit knows), when the subclass gives them; the layer must satisfy
+        :class:`~channels.types.ChannelLayer` in any case."""
+        async with self.open_layer() as layer:
+            assert isinstance(layer, ChannelLayer), "the layer lacks ChannelLayer's methods"
+            listed = list(layer.extensions)
+            assert all(isinstance(name, str) for name in listed), listed
+            if self.expected_extensions is not None:
+                known = sorted(set(listed) & set(KNOWN_EXTENSIONS))
+                assert known == sorted(self.expected_extensions), (
+                    f"the layer lists {known!r}, the test class expects "
+                    f"{sorted(self.expected_extensions)!r}: update expected_extensions"
+                )
 
     # == new_channel =====================================================================
 
@@ -384,6 +440,7 @@ class ChannelLayerConformance:
             first["nested"]["k"] = "mine"
             assert await self.receive(layer, two) == original
 
+    @_extensions("groups")
     async def test_group_messages_are_isolated(self) -> None:
         """Each member of a group gets its own copy of a group message."""
         async with self.open_layer("groups") as layer:
@@ -478,6 +535,7 @@ class ChannelLayerConformance:
                 for n in range(capacity):
                     assert (await self.receive(layer, channel))["n"] == n
 
+    @_extensions("groups")
     @_feature("channel_full")
     async def test_group_send_skips_full_members(self) -> None:
         """group_send() to a group with a full member raises nothing, delivers to the other
@@ -504,6 +562,7 @@ class ChannelLayerConformance:
             await anyio.sleep(1 + self.expiry_margin)
             await self.assert_nothing_queued(layer, channel)
 
+    @_extensions("groups")
     @_feature("group_expiry")
     async def test_memberships_expire(self) -> None:
         """A membership older than ``group_expiry`` seconds receives no group message."""
@@ -517,6 +576,7 @@ class ChannelLayerConformance:
 
     # == groups ==========================================================================
 
+    @_extensions("groups")
     async def test_group_send_reaches_every_member_once(self) -> None:
         """group_send() delivers one copy to each member, adding a member twice included,
         and nothing to non-members."""
@@ -533,6 +593,7 @@ class ChannelLayerConformance:
                 await self.assert_nothing_queued(layer, channel)
             await self.assert_nothing_queued(layer, outsider)
 
+    @_extensions("groups")
     async def test_group_discard(self) -> None:
         """A discarded channel gets no more group messages; discarding a non-member, or
         from a group that does not exist, and sending to an empty or unknown group, are
@@ -553,6 +614,7 @@ class ChannelLayerConformance:
             await layer.group_send(self.group_name(), {"type": "kit.nobody"})
             await self.assert_nothing_queued(layer, stays)
 
+    @_extensions("groups")
     async def test_channel_in_several_groups(self) -> None:
         """A channel in two groups gets each group's messages; leaving one keeps the other."""
         async with self.open_layer("groups") as layer:
@@ -572,6 +634,7 @@ class ChannelLayerConformance:
 
     # == flush and close =================================================================
 
+    @_extensions("flush", "groups")
     async def test_flush_then_the_layer_works(self) -> None:
         """After flush() no group has members, and new channels and groups work."""
         async with self.open_layer("groups", "flush") as layer:
@@ -586,6 +649,7 @@ class ChannelLayerConformance:
             assert await self.receive(layer, new) == {"type": "kit.after"}
             await self.assert_nothing_queued(layer, new)
 
+    @_extensions("flush", "groups")
     @_feature("stored_messages")
     async def test_flush_drops_messages_and_memberships(self) -> None:
         """flush() drops queued messages and memberships; the channels keep working."""
@@ -657,9 +721,9 @@ class ChannelLayerConformance:
                         scope.cancel()
 
             with anyio.fail_after(self.receive_timeout * 6):
+                cancelled = 0
                 async with anyio.create_task_group() as group:
                     group.start_soon(sender)
-                    cancelled = 0
                     while len(received) < total:
                         before = len(received)
                         await receive_once(rng.randrange(8))
@@ -718,7 +782,7 @@ class ChannelLayerConformance:
     }
 
     @contextlib.asynccontextmanager
-    async def _history_layer(self, *extensions: str) -> AsyncIterator[HistoryChannelLayer]:
+    async def _history_layer(self, *extensions: str) -> AsyncGenerator[HistoryChannelLayer, None]:
         async with self.open_layer(
             "groups", "history", *extensions, group_history=self._HISTORY
         ) as layer:
@@ -732,6 +796,7 @@ class ChannelLayerConformance:
             await layer.group_send(group, message)
         return sent
 
+    @_extensions("groups", "history")
     async def test_history_positions(self) -> None:
         """Members of a history group get each message with ``__position__``: one epoch,
         offsets 1, 2, 3...; the sender's dict is not changed; group_history() returns the
@@ -752,6 +817,7 @@ class ChannelLayerConformance:
             assert history == GroupHistory(StreamPosition(epoch, 3), got, False)
             assert isinstance(history.position, StreamPosition)
 
+    @_extensions("groups", "history")
     async def test_history_of_a_new_group(self) -> None:
         """A history group that was never sent to: offset 0, a fresh epoch that the first
         message then carries, no messages; history is kept with no member too."""
@@ -767,9 +833,14 @@ class ChannelLayerConformance:
             after = await layer.group_history(group)
             assert after.position == StreamPosition(empty.position.epoch, 1)
             assert after.messages == [
-                {"type": "kit.history", "n": 1, POSITION_KEY: after.position.as_dict()}
+                {
+                    "type": "kit.history",
+                    "n": 1,
+                    POSITION_KEY: {"epoch": empty.position.epoch, "offset": 1},
+                }
             ]
 
+    @_extensions("groups", "history")
     async def test_history_after_a_position(self) -> None:
         """``after``: every message after it and recovered=True; at the top: none and
         True; past the top, or another epoch: none and False. Dicts work as positions."""
@@ -794,6 +865,7 @@ class ChannelLayerConformance:
                 result = await layer.group_history(group, after=after)
                 assert result == GroupHistory(top, [], recovered), after
 
+    @_extensions("groups", "history")
     async def test_history_limit_is_whole_or_refused(self) -> None:
         """``limit`` caps after=None at the latest messages; a replay longer than
         ``limit`` is refused (none, recovered=False), never cut."""
@@ -814,6 +886,7 @@ class ChannelLayerConformance:
             assert [m["n"] for m in exact.messages] == [2, 3, 4]
             assert exact.recovered is True
 
+    @_extensions("groups", "history")
     async def test_history_rejects_bad_arguments(self) -> None:
         """A bad ``after`` raises TypeError or ValueError, a bad ``limit`` ValueError."""
         async with self._history_layer() as layer:
@@ -826,6 +899,7 @@ class ChannelLayerConformance:
                 with pytest.raises(ValueError):  # noqa: PT011 (the kit checks the type only)
                     await layer.group_history(group, limit=_any(limit))
 
+    @_extensions("groups", "history")
     async def test_history_is_trimmed_to_size(self) -> None:
         """A stream keeps its ``size`` newest messages; a replay from before them is
         refused, one from just before the oldest kept is whole."""
@@ -842,6 +916,7 @@ class ChannelLayerConformance:
             assert [m["n"] for m in kept.messages] == [4, 5, 6, 7, 8]
             assert kept.recovered is True
 
+    @_extensions("groups", "history")
     async def test_history_expires_after_ttl(self) -> None:
         """Messages older than ``ttl`` leave the stream, and a replay that needed them is
         refused. The stream may keep its position, or be forgotten whole (a new epoch at
@@ -862,6 +937,7 @@ class ChannelLayerConformance:
             at_top = await layer.group_history(group, after=before)
             assert (at_top.messages, at_top.recovered) == ([], kept)
 
+    @_extensions("groups", "history")
     async def test_history_replaces_a_forwarded_position(self) -> None:
         """A message that already carries ``__position__`` gets this stream's."""
         async with self._history_layer() as layer:
@@ -875,6 +951,7 @@ class ChannelLayerConformance:
             assert got[POSITION_KEY]["epoch"] != "elsewhere"
             assert forwarded[POSITION_KEY] == {"epoch": "elsewhere", "offset": 9}
 
+    @_extensions("groups", "history")
     async def test_history_messages_are_copies(self) -> None:
         """Changing a message group_history() returned changes nothing stored."""
         async with self._history_layer() as layer:
@@ -887,6 +964,7 @@ class ChannelLayerConformance:
             assert again.messages[0]["items"] == [1]
             assert again.messages[0][POSITION_KEY]["offset"] == 1
 
+    @_extensions("groups", "history")
     async def test_groups_without_history_are_untouched(self) -> None:
         """A group matching no ``group_history`` pattern: members get the message exactly
         as sent, and group_history() says it keeps none (position None)."""
@@ -901,6 +979,7 @@ class ChannelLayerConformance:
                 None, [], False
             )
 
+    @_extensions("flush", "groups", "history")
     async def test_history_flush_starts_new_epochs(self) -> None:
         """After flush() a history group's stream is new: another epoch, offset 0, and a
         position from before is refused."""
@@ -920,12 +999,15 @@ class ChannelLayerConformance:
     # == presence extension ==============================================================
 
     @contextlib.asynccontextmanager
-    async def _presence_layer(self, *extensions: str) -> AsyncIterator[PresenceChannelLayer]:
+    async def _presence_layer(
+        self, *extensions: str
+    ) -> AsyncGenerator[PresenceChannelLayer, None]:
         async with self.open_layer(
             "groups", "presence", *extensions, presence_events=["room.*"], presence_timeout=30
         ) as layer:
             yield cast(PresenceChannelLayer, layer)
 
+    @_extensions("groups", "presence")
     async def test_presence_join_and_leave(self) -> None:
         """presence() maps each joined channel to its info ({} for None); leave removes
         it; leaving when absent, and an unknown group, are fine."""
@@ -941,6 +1023,7 @@ class ChannelLayerConformance:
             await layer.presence_leave(self.group_name("lobby"), two)
             assert await layer.presence(group) == {two: {}}
 
+    @_extensions("groups", "presence")
     async def test_presence_join_is_idempotent(self) -> None:
         """Joining again keeps one entry and takes the new info."""
         async with self._presence_layer() as layer:
@@ -952,6 +1035,7 @@ class ChannelLayerConformance:
             await layer.presence_join(group, channel, {"v": 2})
             assert await layer.presence(group) == {channel: {"v": 2}}
 
+    @_extensions("groups", "presence")
     async def test_presence_validates_its_arguments(self) -> None:
         """Bad group or channel names (upstream's messages) and info that is not a
         JSON-serialisable dict raise TypeError and record nothing."""
@@ -970,6 +1054,7 @@ class ChannelLayerConformance:
                     await layer.presence_join(group, channel, _any(info))
             assert await layer.presence(group) == {}
 
+    @_extensions("groups", "presence")
     async def test_presence_events_for_announced_groups(self) -> None:
         """In a ``presence_events`` group, a new join and an info change send
         ``presence.join``, a leave of a present channel ``presence.leave`` with the last
@@ -998,6 +1083,7 @@ class ChannelLayerConformance:
             await layer.presence_leave(group, joiner)
             await self.assert_nothing_queued(layer, watcher)
 
+    @_extensions("groups", "presence")
     async def test_presence_events_only_where_announced(self) -> None:
         """Groups matching no ``presence_events`` pattern get no presence messages."""
         async with self._presence_layer() as layer:
@@ -1008,6 +1094,7 @@ class ChannelLayerConformance:
             await layer.presence_leave(group, joiner)
             await self.assert_nothing_queued(layer, watcher)
 
+    @_extensions("flush", "groups", "presence")
     async def test_presence_flush(self) -> None:
         """flush() removes presence entries too."""
         async with self._presence_layer("flush") as layer:
