@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import random
 import re
 import uuid
@@ -341,9 +342,9 @@ class ChannelLayerConformance:
             for name in (*_BAD_NAMES, "group!bang"):
                 bad = cast(str, name)
                 for call in (
-                    lambda bad=bad: layer.group_add(bad, channel),
-                    lambda bad=bad: layer.group_discard(bad, channel),
-                    lambda bad=bad: layer.group_send(bad, {"type": "x"}),
+                    functools.partial(layer.group_add, bad, channel),
+                    functools.partial(layer.group_discard, bad, channel),
+                    functools.partial(layer.group_send, bad, {"type": "x"}),
                 ):
                     with pytest.raises(TypeError) as raised:
                         await call()
