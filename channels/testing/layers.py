@@ -780,6 +780,7 @@ class ChannelLayerConformance:
     _HISTORY: ClassVar[dict[str, dict[str, float]]] = {
         "hist.*": {"size": 5, "ttl": 3600},
         "brief.*": {"size": 100, "ttl": 1},
+        "long.*": {"size": 1000, "ttl": 3600},
     }
 
     @contextlib.asynccontextmanager
@@ -937,6 +938,68 @@ class ChannelLayerConformance:
             assert (refused.messages, refused.recovered) == ([], False)
             at_top = await layer.group_history(group, after=before)
             assert (at_top.messages, at_top.recovered) == ([], kept)
+
+    @_extensions("groups", "history")
+    async def test_history_join_is_gap_free(self) -> None:
+        """Joining while messages are being sent (group_add, then group_history): every
+        message from the oldest the history returned on is in that history or delivered
+        live, or both: no gap. Tried with the join landing at several points of a send."""
+        async with self._history_layer() as layer:
+            for delay in range(6):
+                await self._join_while_sending(layer, delay)
+
+    async def _join_while_sending(self, layer: HistoryChannelLayer, delay: int) -> None:
+        total = 40
+        group = self.group_name("long")
+        member = await layer.new_channel()
+        started = anyio.Event()
+
+        async def sender() -> None:
+            for n in range(1, total + 1):
+                await layer.group_send(group, {"type": "kit.h", "n": n})
+                if n == 10:
+                    started.set()
+                await anyio.lowlevel.checkpoint()
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(sender)
+            await started.wait()
+            for _ in range(delay):
+                await anyio.lowlevel.checkpoint()
+            await layer.group_add(group, member)
+            history = await layer.group_history(group)
+        await layer.group_send(group, {"type": "kit.h", "n": total + 1})
+        live: list[int] = []
+        while not live or live[-1] != total + 1:
+            live.append((await self.receive(layer, member))[POSITION_KEY]["offset"])
+        assert live == sorted(set(live)), f"live messages repeated or out of order: {live}"
+        kept = [message[POSITION_KEY]["offset"] for message in history.messages]
+        assert kept, "the history of a group sent to 10 times was empty"
+        missing = set(range(kept[0], total + 2)) - set(kept) - set(live)
+        assert not missing, (
+            f"offsets neither in the history nor delivered (join after {delay} "
+            f"checkpoints): {sorted(missing)}"
+        )
+
+    @_feature("channel_full")
+    @_extensions("groups", "history")
+    async def test_history_keeps_what_a_full_member_missed(self) -> None:
+        """A member skipped because its channel is full can find the message in the
+        history: the stream records every group_send, whoever received it."""
+        async with self.open_layer(
+            "groups", "history", capacity=1, group_history=self._HISTORY
+        ) as opened:
+            layer = cast(HistoryChannelLayer, opened)
+            group = self.group_name("hist")
+            full, free = self.named_channel(), self.named_channel()
+            await layer.group_add(group, full)
+            await layer.group_add(group, free)
+            await layer.send(full, {"type": "kit.fill"})
+            await layer.group_send(group, {"type": "kit.h", "n": 1})
+            assert (await self.receive(layer, free))["n"] == 1
+            assert await self.receive(layer, full) == {"type": "kit.fill"}
+            history = await layer.group_history(group)
+            assert [message["n"] for message in history.messages] == [1]
 
     @_extensions("groups", "history")
     async def test_history_replaces_a_forwarded_position(self) -> None:
