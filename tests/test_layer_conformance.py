@@ -29,16 +29,16 @@ class RedisUrl:
 
 
 class TestInMemoryLayer(ChannelLayerConformance):
-    expected_extensions = ("groups", "flush", "history", "presence")
+    expected_extensions = InMemoryChannelLayer.extensions
 
     async def make_layer(self, **config: Any) -> ChannelLayer:
         return InMemoryChannelLayer(**config)
 
 
 class TestRedisLayer(RedisUrl, ChannelLayerConformance):
-    # History and presence come with the durable-groups work on the Redis layers: listing
-    # them fails test_layer_lists_the_expected_extensions until they are added here.
-    expected_extensions = ("groups", "flush")
+    # Tests for what the class lists, no more: no skips, and history and presence tests
+    # are generated as soon as the layer lists them.
+    expected_extensions = RedisChannelLayer.extensions
     # Scores are whole seconds: an expired message can live up to a second longer.
     expiry_margin = 1.5
 
@@ -47,7 +47,7 @@ class TestRedisLayer(RedisUrl, ChannelLayerConformance):
 
 
 class TestRedisPubSubLayer(RedisUrl, ChannelLayerConformance):
-    expected_extensions = ("groups", "flush")
+    expected_extensions = RedisPubSubChannelLayer.extensions
     lacks = {
         "channel_full": "pub/sub stores nothing in Redis: `capacity` bounds a process's "
         "local buffer, which drops its oldest message instead of refusing a send",

@@ -1049,6 +1049,22 @@ class ChannelLayerConformance:
                 None, [], False
             )
 
+    @_extensions("groups", "history")
+    async def test_history_position_from_a_lost_stream_is_refused(self) -> None:
+        """A position from a stream whose history was lost (here: another layer, made
+        empty by the factory, as a restarted process or an emptied server is) never
+        matches: a different epoch, and no replay even where the offsets would fit."""
+        async with self._history_layer() as before, self._history_layer() as after:
+            group = self.group_name("hist")
+            await self._send_history(before, group, 2)
+            old = (await before.group_history(group)).position
+            assert old is not None
+            await self._send_history(after, group, 4, start=10)
+            new = await after.group_history(group, after=old)
+            assert new.position is not None
+            assert new.position.epoch != old.epoch, "two streams got the same epoch"
+            assert (new.messages, new.recovered) == ([], False)
+
     @_extensions("flush", "groups", "history")
     async def test_history_flush_starts_new_epochs(self) -> None:
         """After flush() a history group's stream is new: another epoch, offset 0, and a
