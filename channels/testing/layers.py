@@ -13,8 +13,11 @@ trio::
 What each group of tests checks, and how a layer says what it does not do:
 
 - Tests of an *extension* (``"groups"``, ``"flush"``, ``"history"``, ``"presence"``) run
-  only for layers that list it in ``extensions``; for the others they are skipped with the
-  reason ``layer does not list extension 'X'``. That is the only skip in the suite.
+  only for layers that list it in ``extensions``. A subclass that sets
+  :attr:`ChannelLayerConformance.expected_extensions` gets no test of the others at all
+  (and a test that the layer lists exactly those); one that does not gets them skipped
+  with the reason ``layer does not list extension 'X'``. That is the only skip in the
+  suite.
 - Some rules of the core contract are left out, on purpose, by some layers: a broadcast
   layer (Redis pub/sub) stores nothing, so it has no ``ChannelFull`` and no expiry. Such a
   layer names those *features* in :attr:`ChannelLayerConformance.lacks`, each with its
@@ -94,6 +97,7 @@ _BAD_NAMES: tuple[object, ...] = ("has space", "", "x" * 100, "ünïcode", "a/b"
 # extensions the extensions they need (set by ``_extensions``).
 _FEATURE_ATTRIBUTE = "__channels_conformance_feature__"
 _EXTENSIONS_ATTRIBUTE = "__channels_conformance_extensions__"
+_ORIGINAL_ATTRIBUTE = "__channels_conformance_original__"
 
 #: The extensions the kit has tests for.
 KNOWN_EXTENSIONS: tuple[str, ...] = ("groups", "flush", "history", "presence")
@@ -177,17 +181,27 @@ class ChannelLayerConformance:
         for name in dir(cls):
             if not name.startswith("test_"):
                 continue
-            test = getattr(cls, name)
+            test = cls._original_test(name)
             if test is None:
                 continue
             needed = getattr(test, _EXTENSIONS_ATTRIBUTE, ())
+            feature: str = getattr(test, _FEATURE_ATTRIBUTE, "")
             if expected is not None and not set(needed) <= set(expected):
                 setattr(cls, name, None)  # not generated: pytest collects no None
-                continue
-            feature = getattr(test, _FEATURE_ATTRIBUTE, None)
-            if feature is None or feature not in cls.lacks:
-                continue
-            setattr(cls, name, cls._expected_failure(test, feature))
+            elif feature in cls.lacks:
+                setattr(cls, name, cls._expected_failure(test, feature))
+            elif getattr(cls, name) is not test:
+                setattr(cls, name, test)  # a parent class's choice, undone here
+
+    @classmethod
+    def _original_test(cls, name: str) -> Any:
+        """The test function ``name`` as written, under any wrapper or ``None`` that a
+        parent class put in its place (a subclass may say otherwise)."""
+        for klass in cls.__mro__:
+            value = klass.__dict__.get(name)
+            if value is not None:
+                return getattr(value, _ORIGINAL_ATTRIBUTE, value)
+        return None
 
     @classmethod
     def _expected_failure(cls, test: Callable[..., Awaitable[None]], feature: str) -> Any:
@@ -199,6 +213,7 @@ class ChannelLayerConformance:
         # Not functools.wraps: its ``__wrapped__`` would send pytest to the original.
         for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
             setattr(expected_failure, attribute, getattr(test, attribute))
+        setattr(expected_failure, _ORIGINAL_ATTRIBUTE, test)
         reason = f"layer lacks {feature!r}: {cls.lacks[feature]}"
         return pytest.mark.xfail(strict=True, reason=reason)(expected_failure)
 
@@ -967,6 +982,7 @@ class ChannelLayerConformance:
                     started.set()
                 await anyio.lowlevel.checkpoint()
 
+        history = GroupHistory(None, [], False)
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(sender)
             await started.wait()
