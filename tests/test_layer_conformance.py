@@ -30,6 +30,9 @@ class RedisUrl:
 
 class TestInMemoryLayer(ChannelLayerConformance):
     expected_extensions = InMemoryChannelLayer.extensions
+    # Fractions of a second on a monotonic clock: the expiry tests need not wait long.
+    short_expiry = 0.3
+    expiry_margin = 0.3
 
     async def make_layer(self, **config: Any) -> ChannelLayer:
         return InMemoryChannelLayer(**config)
