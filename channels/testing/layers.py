@@ -1208,6 +1208,45 @@ class ChannelLayerConformance:
             await layer.presence_leave(group, joiner)
             await self.assert_nothing_queued(layer, watcher)
 
+    @_extensions("groups", "presence")
+    async def test_presence_entries_expire_unless_refreshed(self) -> None:
+        """For a layer whose ``presence_expires`` is true (the default), an entry not
+        refreshed (joined again) within ``presence_timeout`` disappears, and its
+        ``presence.leave`` is sent once; a refreshed one stays. For a layer that says its
+        entries do not expire (the in-memory layer's die with its process), both stay."""
+        timeout = 2 * self.short_expiry
+        async with self.open_layer(
+            "groups", "presence", presence_events=["room.*"], presence_timeout=timeout
+        ) as opened:
+            layer = cast(PresenceChannelLayer, opened)
+            expires = bool(getattr(layer, "presence_expires", True))
+            group = self.group_name("room")
+            watcher, gone, kept = [await layer.new_channel() for _ in range(3)]
+            await layer.group_add(group, watcher)
+            await layer.presence_join(group, gone, {"n": 1})
+            await layer.presence_join(group, kept, {"n": 2})
+            for _ in range(2):
+                assert _strip(await self.receive(layer, watcher))["type"] == "presence.join"
+            await anyio.sleep(timeout / 2)
+            await layer.presence_join(group, kept, {"n": 2})
+            # A quarter of the timeout past the first entry's end, and before the
+            # refreshed one's.
+            await anyio.sleep(timeout * 3 / 4)
+            present = await layer.presence(group)
+            if not expires:
+                assert present == {gone: {"n": 1}, kept: {"n": 2}}
+            else:
+                assert present == {kept: {"n": 2}}
+                leave = _strip(await self.receive(layer, watcher))
+                assert leave == {
+                    "type": "presence.leave",
+                    "group": group,
+                    "channel": gone,
+                    "info": {"n": 1},
+                }
+                assert await layer.presence(group) == {kept: {"n": 2}}
+            await self.assert_nothing_queued(layer, watcher)
+
     @_extensions("flush", "groups", "presence")
     async def test_presence_flush(self) -> None:
         """flush() removes presence entries too."""
