@@ -61,7 +61,6 @@ class TestRedisPubSubLayer(RedisUrl, ChannelLayerConformance):
         "is gone; channels are subscribed by new_channel() or a receive, and forgotten by "
         "flush()",
     }
-    receive_timeout = 2.0
 
     async def make_layer(self, **config: Any) -> ChannelLayer:
         return RedisPubSubChannelLayer(hosts=[self.url], prefix=self.prefix(), **config)
