@@ -449,3 +449,25 @@ async def test_our_other_process_shares_the_history(
     finally:
         await layer.flush()
         await layer.close()
+
+
+async def test_pubsub_group_add_returns_once_the_server_has_subscribed(
+    redis_url: str, prefix: str
+) -> None:
+    """What makes the pub/sub join gap-free: after group_add, a publish reaches us."""
+    layer = RedisPubSubChannelLayer(hosts=[redis_url], prefix=prefix, group_history=HISTORY)
+    try:
+        await layer.group_history("chat")  # the command connection is open
+        for n in range(20):
+            channel = await layer.new_channel()
+            await layer.group_add(f"chat{n}", channel)
+            # The layer saw the server's confirmation before returning.
+            state = await layer._loops.get()  # pyright: ignore[reportPrivateUsage]
+            assert state.unconfirmed == {}
+            (count,) = await layer._execute(  # pyright: ignore[reportPrivateUsage]
+                0, [("PUBSUB", "NUMSUB", f"{prefix}__group__chat{n}")]
+            )
+            assert count[1] == 1
+    finally:
+        await layer.flush()
+        await layer.close()
