@@ -419,7 +419,7 @@ async def presence_join(
     changed, gone = await durable.presence_join(group, channel, checked, layer.presence_timeout)
     await _announce_leaves(layer, group, gone)
     if changed and layer.announces_presence(group):
-        await layer.group_send(group, presence_event("join", group, channel, checked))
+        await layer.group_send(group, presence_event("presence.join", group, channel, checked))
 
 
 async def presence_leave(
@@ -448,4 +448,4 @@ async def _announce_leaves(
     """Send ``presence.leave`` for entries this process removed (it alone removed them)."""
     if gone and layer.announces_presence(group):
         for channel, info in gone:
-            await layer.group_send(group, presence_event("leave", group, channel, info))
+            await layer.group_send(group, presence_event("presence.leave", group, channel, info))
