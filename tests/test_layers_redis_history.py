@@ -71,8 +71,10 @@ async def test_members_get_positions_and_the_stream_keeps_the_messages(
     channel = await layer.new_channel()
     await layer.group_add("chat", channel)
     empty = await layer.group_history("chat")
-    assert empty.position is not None and empty.position.offset == 0
-    assert empty.messages == [] and empty.recovered is False
+    assert empty.position is not None
+    assert empty.position.offset == 0
+    assert empty.messages == []
+    assert empty.recovered is False
     sent = {"type": "chat.message", "text": "hi"}
     await layer.group_send("chat", sent)
     await layer.group_send("chat", {"type": "chat.message", "text": "again"})
@@ -93,7 +95,8 @@ async def test_a_forwarded_position_is_replaced(make_layer: MakeLayer) -> None:
     await layer.group_add("chat", channel)
     await layer.group_send("chat", {"type": "m", "__position__": {"epoch": "x", "offset": 99}})
     got = await layer.receive(channel)
-    assert got["__position__"]["offset"] == 1 and got["__position__"]["epoch"] != "x"
+    assert got["__position__"]["offset"] == 1
+    assert got["__position__"]["epoch"] != "x"
     (stored,) = (await layer.group_history("chat")).messages
     assert stored == got
 
@@ -127,8 +130,10 @@ async def test_flush_starts_new_epochs(make_layer: MakeLayer, redis_url: str, pr
     await layer.flush()
     assert await keys_of(redis_url, f"{prefix}*") == []
     after = await layer.group_history("chat")
-    assert after.position is not None and before.position is not None
-    assert after.position.offset == 0 and after.position.epoch != before.position.epoch
+    assert after.position is not None
+    assert before.position is not None
+    assert after.position.offset == 0
+    assert after.position.epoch != before.position.epoch
     assert (await layer.group_history("chat", after=before.position)).recovered is False
 
 
@@ -149,7 +154,8 @@ async def test_the_stream_keeps_the_newest_size_messages(make_layer: MakeLayer) 
     at = top._replace
     # Everything after offset 3 is retained: recovered, in order.
     recovered = await layer.group_history("chat", after=at(offset=3))
-    assert recovered.recovered and offsets(recovered.messages) == [4, 5, 6, 7, 8]
+    assert recovered.recovered
+    assert offsets(recovered.messages) == [4, 5, 6, 7, 8]
     # Offset 3 itself was dropped: after 2 is refused whole, never replayed in part.
     assert await layer.group_history("chat", after=at(offset=2)) == GroupHistory(top, [], False)
     assert await layer.group_history("chat", after=at(offset=8)) == GroupHistory(top, [], True)
@@ -162,7 +168,8 @@ async def test_the_stream_keeps_the_newest_size_messages(make_layer: MakeLayer) 
         top, [], False
     )
     limited = await layer.group_history("chat", after=at(offset=5), limit=3)
-    assert limited.recovered and offsets(limited.messages) == [6, 7, 8]
+    assert limited.recovered
+    assert offsets(limited.messages) == [6, 7, 8]
     # A client's dict works as a position.
     as_dict = await layer.group_history("chat", after={"epoch": top.epoch, "offset": 6})
     assert offsets(as_dict.messages) == [7, 8]
@@ -188,7 +195,8 @@ async def test_messages_older_than_the_ttl_are_dropped(
     await anyio.sleep(0.6)
     assert await keys_of(redis_url, f"{prefix}*history*") == []
     later = await layer.group_history("chat")
-    assert later.position is not None and later.position.epoch != first.position.epoch
+    assert later.position is not None
+    assert later.position.epoch != first.position.epoch
     assert (await layer.group_history("chat", after=first.position)).recovered is False
 
 
@@ -231,26 +239,29 @@ async def test_joining_while_others_send_leaves_no_gap(make_layer: MakeLayer) ->
     channel = await joiner.new_channel()
     stop = anyio.Event()
     sent = [0]
+    reached = {30: anyio.Event(), 60: anyio.Event()}
 
     async def send(layer: Layer) -> None:
         while not stop.is_set():
             await layer.group_send("chat", {"type": "m"})
             sent[0] += 1
+            if sent[0] in reached:
+                reached[sent[0]].set()
             await anyio.lowlevel.checkpoint()
 
     async with anyio.create_task_group() as group:
         for layer in senders:
             group.start_soon(send, layer)
-        while sent[0] < 30:
-            await anyio.sleep(0.001)
+        await reached[30].wait()
         await joiner.group_add("chat", channel)
         read = await joiner.group_history("chat", after=start)
-        while sent[0] < 60:
-            await anyio.sleep(0.001)
+        await reached[60].wait()
         stop.set()
-    assert read.recovered and read.position is not None
+    assert read.recovered
+    assert read.position is not None
     final = (await joiner.group_history("chat")).position
-    assert final is not None and final.offset == sent[0]
+    assert final is not None
+    assert final.offset == sent[0]
     # Concurrent senders' deliveries may arrive out of offset order: wait for them all.
     live: list[int] = []
     expected = set(range(1, final.offset + 1))
@@ -283,7 +294,8 @@ async def test_a_restart_without_data_changes_the_epoch(
         after = await layer.group_history("chat", after=seen)
         assert after.position is not None
         if persist:
-            assert after.recovered and [m["n"] for m in after.messages] == [1, 2, 3]
+            assert after.recovered
+            assert [m["n"] for m in after.messages] == [1, 2, 3]
             assert after.position == before.position._replace(offset=4)
         else:
             # Never the new stream's messages under the old numbering.
@@ -391,7 +403,7 @@ def test_bad_settings_fail_when_the_layer_is_made(
         KINDS[kind](hosts=[redis_url], **setting)
 
 
-# -- other callers ----------------------------------------------------------------------------------
+# -- other callers ------------------------------------------------------------------------
 
 
 async def test_sync_code_reads_history_through_async_to_sync(make_layer: MakeLayer) -> None:
@@ -444,7 +456,8 @@ async def test_our_other_process_shares_the_history(
             await other.call("group_send", "chat", {"type": "there"})
             await layer.group_send("chat", {"type": "here"})
             position, messages, recovered = await other.call("group_history", "chat")
-        assert [m["type"] for m in messages] == ["there", "here"] and not recovered
+        assert [m["type"] for m in messages] == ["there", "here"]
+        assert not recovered
         assert StreamPosition(*position) == (await layer.group_history("chat")).position
     finally:
         await layer.flush()

@@ -151,7 +151,8 @@ async def test_a_killed_process_s_entries_expire_and_a_survivor_announces_them(
                 doomed.process.kill()  # SIGKILL: no cleanup at all
                 await doomed.process.wait()
                 with anyio.fail_after(10):
-                    while "doomed" in await survivors[1].presence("room"):
+                    # Polling Redis, as a page showing who is here would.
+                    while "doomed" in await survivors[1].presence("room"):  # noqa: ASYNC110
                         await anyio.sleep(0.1)
             heartbeats.cancel_scope.cancel()
         assert await about_doomed() == event("leave", "room", "doomed", {"n": 1})

@@ -214,7 +214,9 @@ def validate_presence_info(info: object) -> dict[str, Any]:
     return info  # pyright: ignore[reportUnknownVariableType]
 
 
-def validate_history_args(after: object, limit: object) -> tuple[StreamPosition | None, int | None]:
+def validate_history_args(
+    after: object, limit: object
+) -> tuple[StreamPosition | None, int | None]:
     """``group_history``'s ``after`` and ``limit``, checked before anything is read.
 
     :raises TypeError: if ``after`` is not ``None`` or a position
@@ -244,4 +246,3 @@ def encode_presence_info(info: dict[str, Any]) -> str:
     """``info`` as canonical JSON (sorted keys, no spaces): equal dicts give equal text,
     so a store can tell a changed entry from a refresh by comparing strings."""
     return json.dumps(info, sort_keys=True, separators=(",", ":"))
-

@@ -402,7 +402,6 @@ class RedisDurable:
         return dict(_pairs(live)), _pairs(gone)
 
 
-
 # -- the presence calls, with their events (both layers) ---------------------------------
 
 
