@@ -226,7 +226,8 @@ def validate_history_args(
     """
     position = None if after is None else StreamPosition.from_value(after)
     check_history_limit(limit)
-    return position, limit  # pyright: ignore[reportReturnType]
+    assert limit is None or isinstance(limit, int)  # what check_history_limit let through
+    return position, limit
 
 
 def with_position(message: Message, position: StreamPosition) -> Message:

@@ -69,8 +69,8 @@ class Script:
     """A Lua script run by hash, loaded on the first ``NOSCRIPT``."""
 
     def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
+        self.source: str = source
+        self.sha: str = hashlib.sha1(source.encode("utf-8")).hexdigest()
 
     def call(self, keys: Sequence[str | bytes], args: Sequence[Any]) -> Command:
         return ("EVALSHA", self.sha, len(keys), *keys, *args)
@@ -121,14 +121,16 @@ end
 
 #: KEYS: stream, meta; ARGV: size, ttl (ms), epoch candidate, entry. The pub/sub layer's
 #: append (it publishes afterwards). Returns {epoch, offset}.
-APPEND = Script(_APPEND + "return append(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4])")
+APPEND: Script = Script(
+    _APPEND + "return append(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4])"
+)
 
 #: KEYS: group (membership), stream, meta; ARGV: joined-before (members older than that
 #: have expired), size, ttl (ms), epoch candidate, entry. The core layer's group send to a
 #: group with history: reading the members and giving the message its offset are one step,
 #: so a channel that joined before it gets it live, and one that joined after finds it in
 #: the history it reads after joining. Returns {members, epoch, offset}.
-RECORDED_GROUP_SEND = Script(
+RECORDED_GROUP_SEND: Script = Script(
     _APPEND
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
@@ -142,7 +144,7 @@ return {members, position[1], position[2]}
 #: ('' and 0 for the latest messages), limit (-1: none). Makes the stream's epoch if it has
 #: none (the next append uses it). Returns {epoch, top, entries newest first}; reads only
 #: the entries a reply can use: none when the answer is known without them.
-HISTORY = Script(
+HISTORY: Script = Script(
     _NOW_MS
     + """
 if redis.call('HSETNX', KEYS[2], 'epoch', ARGV[1]) == 1 then
@@ -199,7 +201,7 @@ local now = now_ms()
 
 #: KEYS: presence, expiries; ARGV: channel, info, timeout (ms), keys' ttl (ms). Returns
 #: {the entry's previous info or nil, expired entries}.
-PRESENCE_JOIN = Script(
+PRESENCE_JOIN: Script = Script(
     _PURGE
     + """
 local gone = purge(KEYS[1], KEYS[2], now)
@@ -213,7 +215,7 @@ return {old, gone}
 )
 
 #: KEYS: presence, expiries; ARGV: channel. Returns {its info or nil, expired entries}.
-PRESENCE_LEAVE = Script(
+PRESENCE_LEAVE: Script = Script(
     _PURGE
     + """
 local gone = purge(KEYS[1], KEYS[2], now)
@@ -225,7 +227,7 @@ return {old, gone}
 )
 
 #: KEYS: presence, expiries. Returns {live entries as channel, info, ..., expired entries}.
-PRESENCE = Script(
+PRESENCE: Script = Script(
     _PURGE
     + """
 local gone = purge(KEYS[1], KEYS[2], now)
