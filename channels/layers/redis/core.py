@@ -24,6 +24,12 @@ What differs is how the work is done:
   every shard.
 - Expired messages are dropped when received, not only when a later send prunes them.
 - ``flush`` walks keys with ``SCAN``, never ``KEYS``.
+
+Groups with a ``group_history`` policy also keep a stream (``<prefix>:history:<group>``,
+with ``<prefix>:history-meta:<group>``) on the group's shard: one script reads the members
+and appends the message (see ``durable.py``), then delivery goes on as for any group.
+Presence lives in ``<prefix>:presence:<group>`` and ``<prefix>:presence-expiry:<group>``.
+channels_redis knows none of these keys; its group sends are delivered but not recorded.
 """
 
 from __future__ import annotations

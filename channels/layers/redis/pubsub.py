@@ -6,8 +6,11 @@ can share it: a channel is a Redis pub/sub channel (``<prefix>specific.<hex>`` f
 it out to its local members, payloads are msgpack (or JSON), optionally Fernet-encrypted,
 with no random prefix. Each name lives on the shard of its CRC-32 hash.
 
-Nothing is stored in Redis: there is no capacity, expiry or ``ChannelFull``, and a message
-published while no process is subscribed, or while a connection is down, is lost.
+No message is stored in Redis: there is no capacity, expiry or ``ChannelFull``, and a
+message published while no process is subscribed, or while a connection is down, is lost.
+What is stored is opt-in: the streams of groups with a ``group_history`` policy (appended
+to before the publish, so a client that missed the publish can recover the message) and
+presence entries, under ``<prefix>:pubsub:`` (see ``durable.py``).
 
 Differences from channels_redis: no background reader task. Receivers of one event loop
 take turns reading the subscription connections and file what they read for whichever
