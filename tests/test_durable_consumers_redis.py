@@ -128,3 +128,40 @@ async def test_presence_lives_with_the_consumer_and_is_announced(flushed: None) 
             ("presence.leave", "alice"),
         ]
     )
+
+
+async def test_concurrent_senders_reach_handlers_in_offset_order(
+    flushed: None, redis_url: str, prefix: str
+) -> None:
+    """Four layer instances (as four processes) send to the room at once: their
+    deliveries interleave out of offset order, the consumer hands them on in order."""
+    layer = get_channel_layer()
+    assert layer is not None
+    communicator = await _connect(RoomConsumer)
+    await communicator.receive_json_from()
+    config = {
+        "hosts": [redis_url],
+        "prefix": prefix,
+        "group_history": {"room_*": {"size": 500, "ttl": 600}},
+    }
+    senders = [type(layer)(**config) for _ in range(4)]  # type: ignore[arg-type]
+
+    async def send(sender: Any, name: int) -> None:
+        for number in range(25):
+            await sender.group_send("room_1", {"type": "chat.message", "text": f"{name}.{number}"})
+
+    try:
+        async with anyio.create_task_group() as group:
+            for name, sender in enumerate(senders):
+                group.start_soon(send, sender, name)
+        got = [await communicator.receive_json_from(timeout=5) for _ in range(100)]
+    finally:
+        for sender in senders:
+            await sender.close()
+    assert [m["position"]["offset"] for m in got] == list(range(1, 101))
+    for name in range(4):  # each sender's own messages in its order
+        assert [m["text"] for m in got if m["text"].startswith(f"{name}.")] == [
+            f"{name}.{number}" for number in range(25)
+        ]
+    assert await communicator.receive_nothing()
+    await communicator.disconnect()
