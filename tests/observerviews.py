@@ -11,12 +11,12 @@ from .testapp.models import Article
 
 def create_sync(request: HttpRequest, section: str) -> HttpResponse:
     with transaction.atomic():
-        article = Article.objects.create(section=section, title="from a sync view")
+        article = Article.objects.create(section=section, title="from the sync view")
     return HttpResponse(str(article.pk))
 
 
 async def create_async(request: HttpRequest, section: str) -> HttpResponse:
-    article = await Article.objects.acreate(section=section, title="from an async view")
+    article = await Article.objects.acreate(section=section, title="from the async view")
     return HttpResponse(str(article.pk))
 
 

@@ -60,6 +60,7 @@ from __future__ import annotations
 
 from ._consumers import AsyncObserverMixin as AsyncObserverMixin
 from ._consumers import ObserverMixin as ObserverMixin
+from ._consumers import Subscription as Subscription
 from ._observer import ACTIONS as ACTIONS
 from ._observer import Action as Action
 from ._observer import ModelObserver as ModelObserver
@@ -71,5 +72,6 @@ __all__ = [
     "AsyncObserverMixin",
     "ModelObserver",
     "ObserverMixin",
+    "Subscription",
     "registered_observers",
 ]

@@ -1,27 +1,61 @@
 """Consumer side: subscribe a JSON WebSocket connection to an observer's groups.
 
-The mixins join groups through the consumer's own membership bookkeeping (its ``groups``
-list), so subscriptions are left on disconnect and when the consumer ends abnormally, as
-the groups it joined on connect are.
+The mixins join groups with the consumer's ``group_join``, so a subscription is left when
+the consumer ends, however it ends, and a group that keeps history (the layer's
+``group_history`` setting) hands back its position, and with ``after`` the changes the
+client missed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.core.exceptions import PermissionDenied
 from django.db import models
 
 from ..concurrency import async_to_sync
 from ..db import database_sync_to_async
-from ..exceptions import InvalidChannelLayerError
-from ..types import ChannelLayer, Message, Scope
+from ..layers import GroupHistory
+from ..types import Message, Scope
 from ._observer import ModelObserver
 
-__all__ = ["AsyncObserverMixin", "ObserverMixin"]
+__all__ = ["AsyncObserverMixin", "ObserverMixin", "Subscription"]
 
 ObserverLike = ModelObserver | type[ModelObserver]
+
+
+class Subscription(NamedTuple):
+    """What :meth:`AsyncObserverMixin.subscribe` joined."""
+
+    #: The groups joined, in order.
+    groups: list[str]
+    #: What ``group_join`` answered for each group: its position for a group that keeps
+    #: history (``None`` otherwise) and, given ``after``, the missed changes replayed.
+    histories: dict[str, GroupHistory]
+
+    @property
+    def recovered(self) -> bool:
+        """Whether every group's missed changes were recovered (false: reload instead)."""
+        return all(history.recovered for history in self.histories.values())
+
+
+def _positions(groups: list[str], after: object) -> dict[str, object]:
+    """``after`` per group: a mapping of group to position, or one position for a
+    subscription of one group.
+
+    :raises ValueError: for one position and several groups (which group is it from?).
+    """
+    if after is None:
+        return {}
+    if isinstance(after, Mapping) and not ({"epoch", "offset"} <= set(after)):
+        return {str(group): position for group, position in after.items()}
+    if len(groups) != 1:
+        raise ValueError(
+            f"after= is one position but the subscription joins {len(groups)} groups "
+            f"({groups}); pass a mapping of group name to position"
+        )
+    return {groups[0]: after}
 
 
 def _observer(observer: ObserverLike) -> ModelObserver:
@@ -81,10 +115,6 @@ class _Subscriptions:
     """State shared by both mixins: which observer judges events of which model."""
 
     scope: Scope
-    channel_layer: ChannelLayer
-    channel_name: str
-    groups: list[str] | None
-    _joined: list[str]
 
     def _observers(self) -> dict[str, ModelObserver]:
         found: dict[str, ModelObserver] | None = self.__dict__.get("_observed_models")
@@ -102,26 +132,6 @@ class _Subscriptions:
                 f"observer, so {type(observer).__qualname__}'s permission could not be told apart)"
             )
         self._observers()[label] = observer
-
-    def _layer_with_groups(self) -> ChannelLayer:
-        layer = self.channel_layer
-        if layer is None or not hasattr(layer, "group_add"):
-            raise InvalidChannelLayerError(
-                "subscribe() needs a channel layer with the 'groups' extension: configure "
-                "CHANNEL_LAYERS"
-            )
-        return layer
-
-    def _record_joined(self, group: str) -> None:
-        # A fresh list: ``groups`` may be a class attribute shared by every instance.
-        self.groups = [*(self.groups or []), group]
-        joined = self.__dict__.setdefault("_joined", [])
-        joined.append(group)
-
-    def _record_left(self, groups: Iterable[str]) -> None:
-        gone = set(groups)
-        self.groups = [g for g in (self.groups or []) if g not in gone]
-        self._joined = [g for g in self.__dict__.get("_joined", []) if g not in gone]
 
     def model_event_content(self, event: Message) -> dict[str, Any]:
         """What the client receives for an event: the message as sent (``type``,
@@ -147,39 +157,47 @@ class AsyncObserverMixin(_Subscriptions):
 
         async def send_json(self, content: Any, close: bool | int = False) -> None: ...
 
+        async def group_join(self, group: str, after: object = None) -> GroupHistory: ...
+
+        async def group_leave(self, group: str) -> None: ...
+
     async def subscribe(
         self,
         observer: ObserverLike,
         target: models.Model | Iterable[models.Model] | None = None,
         /,
+        *,
+        after: object = None,
         **filters: Any,
-    ) -> list[str]:
-        """Join the groups for ``target`` or ``filters``; returns them.
+    ) -> Subscription:
+        """Join the groups for ``target`` or ``filters``.
+
+        ``after``: the last position the client saw (the ``__position__`` of an event),
+        or a mapping of group name to position; the changes since then are replayed
+        first, when the group keeps history and still has them all (see
+        :attr:`Subscription.recovered`).
 
         :raises ~django.core.exceptions.PermissionDenied: if the observer refuses (close
             the connection, or tell the client).
-        :raises ValueError: for neither or both of ``target`` and ``filters``, or a
-            second observer of the same model.
+        :raises ValueError: for neither or both of ``target`` and ``filters``, a second
+            observer of the same model, or one ``after`` position for several groups.
+        :raises ~channels.exceptions.InvalidChannelLayerError: without a layer with groups.
         """
         resolved = _observer(observer)
-        layer = self._layer_with_groups()
         user = self.scope.get("user")
         groups = await database_sync_to_async(_subscription)(resolved, user, target, filters)
+        positions = _positions(groups, after)
         self._remember(resolved)
+        histories = {}
         for group in groups:
-            if group in (self.groups or []):
-                continue
-            await layer.group_add(group, self.channel_name)
-            self._record_joined(group)
-        return groups
+            histories[group] = await self.group_join(group, positions.get(group))
+        return Subscription(groups, histories)
 
-    async def unsubscribe(self, groups: Iterable[str]) -> None:
-        """Leave ``groups`` (what :meth:`subscribe` returned)."""
-        layer = self._layer_with_groups()
-        groups = list(groups)
-        for group in groups:
-            await layer.group_discard(group, self.channel_name)
-        self._record_left(groups)
+    async def unsubscribe(self, subscription: Subscription | Iterable[str]) -> None:
+        """Leave the groups of a subscription (or the groups named)."""
+        groups = subscription.groups if isinstance(subscription, Subscription) else subscription
+        for group in list(groups):
+            await self.group_leave(group)
 
     async def forward_model_event(self, event: Message) -> None:
         """Send ``event`` to the client if the observer of its model permits."""
@@ -209,33 +227,33 @@ class ObserverMixin(_Subscriptions):
 
         def send_json(self, content: Any, close: bool | int = False) -> None: ...
 
+        def group_join(self, group: str, after: object = None) -> GroupHistory: ...
+
+        def group_leave(self, group: str) -> None: ...
+
     def subscribe(
         self,
         observer: ObserverLike,
         target: models.Model | Iterable[models.Model] | None = None,
         /,
+        *,
+        after: object = None,
         **filters: Any,
-    ) -> list[str]:
-        """Join the groups for ``target`` or ``filters``; returns them (see
+    ) -> Subscription:
+        """Join the groups for ``target`` or ``filters`` (see
         :meth:`AsyncObserverMixin.subscribe`)."""
         resolved = _observer(observer)
-        layer = self._layer_with_groups()
         groups = _subscription(resolved, self.scope.get("user"), target, filters)
+        positions = _positions(groups, after)
         self._remember(resolved)
-        for group in groups:
-            if group in (self.groups or []):
-                continue
-            async_to_sync(layer.group_add)(group, self.channel_name)
-            self._record_joined(group)
-        return groups
+        histories = {group: self.group_join(group, positions.get(group)) for group in groups}
+        return Subscription(groups, histories)
 
-    def unsubscribe(self, groups: Iterable[str]) -> None:
-        """Leave ``groups`` (what :meth:`subscribe` returned)."""
-        layer = self._layer_with_groups()
-        groups = list(groups)
-        for group in groups:
-            async_to_sync(layer.group_discard)(group, self.channel_name)
-        self._record_left(groups)
+    def unsubscribe(self, subscription: Subscription | Iterable[str]) -> None:
+        """Leave the groups of a subscription (or the groups named)."""
+        groups = subscription.groups if isinstance(subscription, Subscription) else subscription
+        for group in list(groups):
+            self.group_leave(group)
 
     def forward_model_event(self, event: Message) -> None:
         """Send ``event`` to the client if the observer of its model permits."""
