@@ -78,8 +78,11 @@ class SectionConsumer(AsyncObserverMixin, AsyncJsonWebsocketConsumer):
             return
         position = subscription.histories[f"section-{section}"].position
         await self.send_json(
-            {"subscribed": subscription.groups, "recovered": subscription.recovered,
-             "position": None if position is None else position.as_dict()}
+            {
+                "subscribed": subscription.groups,
+                "recovered": subscription.recovered,
+                "position": None if position is None else position.as_dict(),
+            }
         )
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
@@ -214,7 +217,9 @@ async def test_a_view_served_by_channels_http_sends_after_its_commit(
     )
     assert response["status"] == 200
     pk = int(response["body"])
-    assert await news.receive() == event("created", pk, title=f"from the {kind} view", section="news")
+    assert await news.receive() == event(
+        "created", pk, title=f"from the {kind} view", section="news"
+    )
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from django.core.exceptions import PermissionDenied
 from django.db import models
 
-from ..concurrency import async_to_sync
 from ..db import database_sync_to_async
 from ..layers import GroupHistory
 from ..types import Message, Scope

@@ -81,9 +81,7 @@ class ModelObserver(abc.ABC):
         to choose what clients may see)."""
         import json
 
-        fields: dict[str, Any] = json.loads(serializers.serialize("json", [instance]))[0][
-            "fields"
-        ]
+        fields: dict[str, Any] = json.loads(serializers.serialize("json", [instance]))[0]["fields"]
         return fields
 
     def subscription_groups(self, **filters: Any) -> Iterable[str]:
@@ -240,7 +238,9 @@ class ModelObserver(abc.ABC):
         stash: dict[str, Any] = instance.__dict__.setdefault(name, {})
         return stash
 
-    def _pre_save(self, sender: Any, instance: models.Model, raw: bool, using: str, **_: Any) -> None:
+    def _pre_save(
+        self, sender: Any, instance: models.Model, raw: bool, using: str, **_: Any
+    ) -> None:
         if raw:
             return
         old: set[str] = set()
@@ -288,11 +288,17 @@ class ModelObserver(abc.ABC):
         if action.startswith("pre_"):
             affected: list[models.Model] = [instance] if mine else []
             if theirs:
-                pks = pk_set if pk_set is not None else _related_pks(sender, instance, model, using)
+                pks = (
+                    pk_set if pk_set is not None else _related_pks(sender, instance, model, using)
+                )
                 affected.extend(model._base_manager.using(using).filter(pk__in=pks))
-            self._stash(instance, _M2M_BEFORE)[key] = [(obj, set(self.groups(obj))) for obj in affected]
+            self._stash(instance, _M2M_BEFORE)[key] = [
+                (obj, set(self.groups(obj))) for obj in affected
+            ]
             return
-        before: list[tuple[models.Model, set[str]]] = self._stash(instance, _M2M_BEFORE).pop(key, [])
+        before: list[tuple[models.Model, set[str]]] = self._stash(instance, _M2M_BEFORE).pop(
+            key, []
+        )
         for obj, old in before:
             self._queue(obj, old, set(self.groups(obj)), using)
 
@@ -304,11 +310,17 @@ class ModelObserver(abc.ABC):
     def _queue(self, instance: models.Model, old: set[str], new: set[str], using: str) -> None:
         layer = self._layer()
         sends: list[Send] = []
-        for action, groups in (("deleted", old - new), ("updated", old & new), ("created", new - old)):
+        for action, groups in (
+            ("deleted", old - new),
+            ("updated", old & new),
+            ("created", new - old),
+        ):
             sends.extend(self._sends(instance, cast(Action, action), groups, layer))
         queue_after_commit(layer, sends, using)
 
-    def _sends(self, instance: models.Model, action: Action, groups: set[str], layer: Any) -> list[Send]:
+    def _sends(
+        self, instance: models.Model, action: Action, groups: set[str], layer: Any
+    ) -> list[Send]:
         if not groups:
             return []
         message: Message = {
@@ -364,7 +376,9 @@ def _check_model(cls: type[ModelObserver], model: object) -> None:
             f"{model!r}"
         )
     if model._meta.abstract:
-        raise TypeError(f"{cls.__qualname__}.model is abstract ({model.__name__}): no rows to observe")
+        raise TypeError(
+            f"{cls.__qualname__}.model is abstract ({model.__name__}): no rows to observe"
+        )
 
 
 def _check_message_types(cls: type[ModelObserver]) -> None:
