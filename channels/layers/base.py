@@ -153,7 +153,9 @@ class BaseChannelLayer:
 
     def announces_presence(self, group: str) -> bool:
         """Whether joins and leaves in ``group`` are sent to it (``presence_events``)."""
-        return any(pattern.match(group) for pattern in getattr(self, "presence_event_patterns", ()))
+        return any(
+            pattern.match(group) for pattern in getattr(self, "presence_event_patterns", ())
+        )
 
     # -- names -------------------------------------------------------------------------
 
