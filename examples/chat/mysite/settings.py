@@ -48,9 +48,19 @@ TEMPLATES = [
 ]
 
 # Channels: the ASGI application to serve, and an in-process channel layer (one server
-# process; use channels.layers.redis.RedisChannelLayer for more).
+# process; use channels.layers.redis.RedisChannelLayer for more). Each room's group keeps
+# its last 100 messages for an hour, so a visitor whose connection dropped gets what was
+# sent meanwhile; rooms announce who comes and goes.
 ASGI_APPLICATION = "mysite.asgi.application"
-CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels.layers.InMemoryChannelLayer",
+        "CONFIG": {
+            "group_history": {"chat_*": {"size": 100, "ttl": 3600}},
+            "presence_events": ["chat_*"],
+        },
+    }
+}
 
 DATABASES = {
     "default": {
