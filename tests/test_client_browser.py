@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import time
 import unittest
-from typing import Any, ClassVar
+from typing import Any
 
 from channels.testing import ChannelsLiveServerTestCase
-from channels.testing.live import _ServerProcess
 
 from .browser import BROWSER_MISSING, BROWSER_REQUIRED, chromium, run_js, wait_for
 
@@ -42,8 +41,6 @@ class ClientInBrowser:
     """Run once per backend by the subclasses below."""
 
     live_server_url: str
-    _port: ClassVar[int]
-    _server: ClassVar[_ServerProcess]
     driver: Any
     _browser: Any
 
@@ -130,12 +127,10 @@ class ClientInBrowser:
 
     def test_reconnects_after_the_server_is_killed_and_restarted(self) -> None:
         self.open_lab(minDelay=200, maxDelay=2000)
-        cls = type(self)
-        cls._server.kill()
+        self.stop_live_server(kill=True)  # type: ignore[attr-defined]
         wait_for(self.driver, "socket.state === 'reconnecting'", "the drop to be seen")
         time.sleep(1)  # the client retries against a port nobody listens on
-        cls._server = _ServerProcess([*cls._server_arguments(), "--port", str(cls._port)])  # type: ignore[attr-defined]
-        assert cls._server.wait_until_ready() == cls._port
+        self.start_live_server()  # type: ignore[attr-defined]
         ready = self.js("return performance.now();")
         wait_for(self.driver, "socket.state === 'open'", "the reconnection")
         opened = self.js("return window.events.filter((e) => e[0] === 'open').at(-1);")

@@ -131,6 +131,15 @@ describe("backoff", () => {
     assert.equal(FakeWebSocket.instances.length, 2);
   });
 
+  test("close() refuses a code the WebSocket API refuses, before changing anything", () => {
+    const socket = socketWith();
+    FakeWebSocket.last().open();
+    assert.throws(() => socket.close(1001), /close\(\) codes are 1000 or 3000-4999, got 1001/);
+    assert.equal(socket.state, "open");
+    socket.close(4000);
+    assert.equal(FakeWebSocket.last().closedWith.code, 4000);
+  });
+
   test("unknown options are refused by name", () => {
     assert.throws(() => socketWith({bufferLimt: 3}), /Unknown Socket option "bufferLimt"/);
   });

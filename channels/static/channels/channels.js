@@ -211,7 +211,8 @@ export class Socket extends Emitter {
     const ws = new WebSocketClass(this.connectUrl(), this.options.protocols);
     this.ws = ws;
     this._connectTimer = setTimeout(() => {
-      if (this.ws === ws && ws.readyState !== 1) ws.close();
+      if (this.ws !== ws) return;
+      ws.close(); // even if it opened just now: its open event has not been seen
       this._lost(ws, {code: 1006, reason: "connect timeout", wasClean: false});
     }, this.options.connectTimeout);
     ws.onopen = () => this._opened(ws);
@@ -236,6 +237,10 @@ export class Socket extends Emitter {
 
   /** Close for good (until connect()): no reconnection; waiting sends and requests fail. */
   close(code = 1000, reason = "") {
+    // The WebSocket API's rule, checked before anything changes (it would throw midway).
+    if (code !== 1000 && !(code >= 3000 && code <= 4999)) {
+      throw new TypeError(`close() codes are 1000 or 3000-4999, got ${code}`);
+    }
     this._closedByUser = true;
     clearTimeout(this._reconnectTimer);
     this._reconnectTimer = null;
