@@ -46,7 +46,7 @@ from .websocket import REPLY_KEY, AsyncJsonWebsocketConsumer
 
 __all__ = ["AsyncJsonWebsocketDemultiplexer"]
 
-logger = logging.getLogger("channels.multiplex")
+logger: logging.Logger = logging.getLogger("channels.multiplex")
 
 #: The ref of the client frame a stream's consumer is handling. Set in the task that
 #: received the frame (the consumer's ASGI listener), so a handler, and any task it

@@ -22,7 +22,7 @@ The ``notifications`` stream (:class:`NotificationConsumer`) tells a visitor abo
 messages in the other rooms: ``{"room", "name", "text"}``.
 """
 
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -30,6 +30,7 @@ from channels.generic.multiplex import AsyncJsonWebsocketDemultiplexer
 from channels.generic.recovery import positions_from_scope, recovery_status
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.types import Message as Event
+from channels.types import PresenceChannelLayer, Scope
 
 from .models import MAX_MESSAGE_LENGTH, MAX_NAME_LENGTH, Message
 
@@ -48,7 +49,7 @@ def latest_messages(room: str) -> list[Message]:
     return list(reversed(latest))
 
 
-def visitor_name(scope: dict[str, Any]) -> str:
+def visitor_name(scope: Scope) -> str:
     """The name the page chose (``?name=``), trimmed to a sane length; "guest" if none."""
     query = scope.get("query_string", b"").decode("latin-1")
     name = " ".join(parse_qs(query).get("name", [""])[-1].split())[:MAX_NAME_LENGTH]
@@ -81,7 +82,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 }
             )
         await self.presence_join(group, {"name": self.visitor})
-        members = await self.channel_layer.presence(group)
+        layer = cast(PresenceChannelLayer, self.channel_layer)  # the settings' layer has it
+        members = await layer.presence(group)
         await self.send_json({"type": "presence.snapshot", "group": group, "members": members})
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:

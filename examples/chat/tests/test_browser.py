@@ -67,7 +67,6 @@ class ChatInBrowser:
     """The browser tests, run against one server per backend by the subclasses below."""
 
     live_server_url: str
-    server_backend: str
     driver: WebDriver
     _profile: Any
 
@@ -280,8 +279,9 @@ class ChatInBrowser:
         self.wait_for_log([*expected, "after"])
         shown = self.js(LOG_TEXTS)
         lost = len([text for text in [*expected, "after"] if text not in shown])
+        backend = type(self).server_backend  # type: ignore[attr-defined]
         print(
-            f"\n[{self.server_backend}] reconnect {reconnect_ms:.0f} ms after the server was "
+            f"\n[{backend}] reconnect {reconnect_ms:.0f} ms after the server was "
             f"ready; messages lost: {lost}; shown twice: {len(shown) - len(set(shown))}"
         )
         assert lost == 0
