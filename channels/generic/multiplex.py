@@ -40,7 +40,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ..consumer import AsyncConsumer
 from ..exceptions import StopConsumer
-from ..types import ASGIApp, Message, Scope
+from ..types import ASGIApp, Message, Receive, Scope, Send
 from ..utils import name_that_thing
 from .websocket import REPLY_KEY, AsyncJsonWebsocketConsumer
 
@@ -92,17 +92,17 @@ class AsyncJsonWebsocketDemultiplexer(AsyncJsonWebsocketConsumer):
     #: Seconds the streams get to run ``disconnect()`` once the socket has closed.
     stream_close_timeout: ClassVar[float] = 5.0
 
+    _applications: dict[str, ASGIApp]
     _streams: dict[str, _Stream]
     _stream_group: anyio.abc.TaskGroup
     _send_lock: anyio.Lock
     _socket_open: bool
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._streams = {}
         self._send_lock = anyio.Lock()
         self._socket_open = False
-        applications = {name: _as_application(name, app) for name, app in self._classes()}
-        self._applications = applications
+        self._applications = {name: _as_application(name, app) for name, app in self._classes()}
         async with anyio.create_task_group() as self._stream_group:
             await super().__call__(scope, receive, send)
             # The socket has closed (streams were sent websocket.disconnect) or the
