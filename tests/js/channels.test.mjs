@@ -325,6 +325,23 @@ describe("recovery", () => {
     assert.deepEqual(seen, ["a", "b", "c", "z"]);
   });
 
+  test("recovery: false neither tracks positions nor drops repeats", () => {
+    const socket = socketWith({recovery: false, minDelay: 10});
+    FakeWebSocket.last().open();
+    const seen = [];
+    socket.stream("chat").on((payload) => seen.push(payload.text));
+    for (const text of ["a", "a"]) {
+      FakeWebSocket.last().receive({
+        stream: "chat",
+        payload: {group: "room", text, __position__: position(1)},
+      });
+    }
+    assert.deepEqual(seen, ["a", "a"]);
+    FakeWebSocket.last().drop();
+    mock.timers.tick(10);
+    assert.equal(FakeWebSocket.last().url, "ws://server/ws/");
+  });
+
   test("__recovery__ frames become recovery events; not recovered adopts the top", () => {
     const socket = socketWith({positions: {room: position(3)}});
     assert.match(FakeWebSocket.last().url, /positions=/);

@@ -39,7 +39,7 @@ export interface SocketOptions extends BackoffOptions {
   requestTimeout?: number;
   /** Query parameter carrying the positions on (re)connect. Default "positions". */
   positionsParam?: string;
-  /** Track "__position__" and send positions on reconnect. Default true. */
+  /** Track "__position__" (dropping repeats) and send positions on reconnect. Default true. */
   recovery?: boolean;
   /** Positions to start from (from a previous page, say). */
   positions?: Record<string, Position> | null;

@@ -399,7 +399,7 @@ export class Socket extends Emitter {
       return false;
     }
     const position = message.__position__;
-    if (isObject(position) && typeof message.group === "string") {
+    if (this.options.recovery && isObject(position) && typeof message.group === "string") {
       const last = this._positions.get(message.group);
       if (last && last.epoch === position.epoch && position.offset <= last.offset) return false;
       this._positions.set(message.group, {epoch: position.epoch, offset: position.offset});
