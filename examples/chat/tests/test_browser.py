@@ -1,9 +1,11 @@
 """The chat in a real headless Chromium, served by hypercorn on asyncio and on trio.
 
 The page uses channels.js: one socket with the chat and notifications streams, a presence
-list, recovery after a reconnection and an offline buffer. Skipped only when Chromium is
-not installed and CHANNELS_REQUIRE_BROWSER is unset (CI sets it, so there a missing
-browser fails the run instead of hiding it).
+list, recovery after a reconnection and an offline buffer. Every test runs on the
+in-memory layer and on the Redis layer (Redis on 127.0.0.1:6379, or CHAT_TEST_REDIS_URL),
+whose history outlives a server restart. Skipped only when Chromium is not installed
+and CHANNELS_REQUIRE_BROWSER is unset (CI sets it, so there a missing browser fails the
+run instead of hiding it).
 """
 
 import os
@@ -13,6 +15,7 @@ import unittest
 from pathlib import Path
 from typing import Any
 
+import anyio
 from channels.testing import ChannelsLiveServerTestCase
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -249,6 +252,11 @@ class ChatInBrowser:
         self.driver.switch_to.window(second)
         self.wait_for_log(["typed while offline"])
 
+
+class ChatInMemoryInBrowser(ChatInBrowser):
+    """The chat on the in-memory layer (the example's settings): a restart loses the
+    groups' history, so the page is told to reload."""
+
     def test_reconnects_after_a_server_restart_and_loses_nothing(self) -> None:
         self.open_room("lobby", "ann")
         self.send("before the restart")
@@ -288,9 +296,132 @@ class ChatInBrowser:
         assert len(shown) == len(set(shown))
 
 
-class ChatOnAsyncio(ChatInBrowser, ChannelsLiveServerTestCase):
+REDIS_URL = os.environ.get("CHAT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def publish_to_room(prefix: str, room: str, messages: list[dict[str, Any]]) -> None:
+    """group_send through a Redis layer of our own, as another server process would."""
+    from channels.layers.redis import RedisChannelLayer
+
+    from mysite.settings import CHANNEL_LAYERS
+
+    config = CHANNEL_LAYERS["default"]["CONFIG"]
+
+    async def publish() -> None:
+        layer = RedisChannelLayer(
+            hosts=[REDIS_URL],
+            prefix=prefix,
+            group_history=config["group_history"],
+            presence_events=config["presence_events"],
+        )
+        try:
+            for message in messages:
+                await layer.group_send(f"chat_{room}", {"type": "chat.message", **message})
+        finally:
+            await layer.close()
+
+    anyio.run(publish)
+
+
+def flush_redis(prefix: str) -> None:
+    from channels.layers.redis import RedisChannelLayer
+
+    async def flush() -> None:
+        layer = RedisChannelLayer(hosts=[REDIS_URL], prefix=prefix)
+        try:
+            await layer.flush()
+        finally:
+            await layer.close()
+
+    anyio.run(flush)
+
+
+@unittest.skipIf(
+    not CHROMIUM.exists() and not BROWSER_REQUIRED,
+    f"{CHROMIUM} is not installed (set CHANNELS_REQUIRE_BROWSER=1 to fail instead)",
+)
+class ChatOnRedisInBrowser(ChatInBrowser):
+    """The chat on the Redis layer: its groups' history outlives a server restart, so the
+    page recovers what it missed from the layer instead of reloading."""
+
+    _prefix: str
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        # Server processes (the first, and those start_live_server() starts) read these
+        # in the settings; this process has loaded its own settings already.
+        cls._prefix = f"chat-browser-{os.getpid()}-{cls.__name__}"
+        os.environ["CHAT_REDIS_URL"] = REDIS_URL
+        os.environ["CHAT_REDIS_PREFIX"] = cls._prefix
+        try:
+            super().setUpClass()
+        except BaseException:
+            cls._forget_redis()
+            raise
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        try:
+            super().tearDownClass()
+        finally:
+            cls._forget_redis()
+
+    @classmethod
+    def _forget_redis(cls) -> None:
+        del os.environ["CHAT_REDIS_URL"], os.environ["CHAT_REDIS_PREFIX"]
+        flush_redis(cls._prefix)
+
+    def test_after_a_server_restart_what_was_published_meanwhile_is_recovered(self) -> None:
+        # A room of its own: the killed server's presence entries stay in Redis until
+        # presence_timeout, as they should, and would show in the other tests' lobby.
+        self.open_room("restart", "ann")
+        self.send("before the restart")
+        self.wait_for_log(["before the restart"])
+
+        self.stop_live_server(kill=True)  # type: ignore[attr-defined]
+        status = self.driver.find_element(By.ID, "chat-status")
+        self.wait_until(lambda _: status.text == "reconnecting", "the drop")
+        # Published while the client was away (by another process on the same Redis):
+        # in the group's history, not in the database.
+        texts = [f"away {n}" for n in range(5)]
+        away = [{"id": 10_000 + n, "name": "bob", "text": text} for n, text in enumerate(texts)]
+        publish_to_room(self._prefix, "restart", away)
+
+        self.start_live_server()  # type: ignore[attr-defined]
+        ready = self.js("return performance.now();")
+        self.js(
+            "window.chat.opened = null;"
+            "window.chat.socket.on('open', () => (window.chat.opened = performance.now()));"
+        )
+        self.wait_until(lambda _: self.js("return window.chat.opened") is not None, "reconnect")
+        reconnect_ms = self.js("return window.chat.opened") - ready
+        self.wait_until(lambda _: self.js("return window.chat.recoveries.length") == 2, "replay")
+        assert self.js("return window.chat.recoveries[1].recovered") is True
+        expected = ["before the restart", *texts]
+        self.wait_for_log(expected)
+        self.send("after")
+        self.wait_for_log([*expected, "after"])
+        shown = self.js(LOG_TEXTS)
+        lost = len([text for text in [*expected, "after"] if text not in shown])
+        backend = type(self).server_backend  # type: ignore[attr-defined]
+        print(
+            f"\n[{backend}, Redis] reconnect {reconnect_ms:.0f} ms after the server was "
+            f"ready; recovered from the layer; messages lost: {lost}"
+        )
+        assert lost == 0
+
+
+class ChatOnRedisAsyncio(ChatOnRedisInBrowser, ChannelsLiveServerTestCase):
     server_backend = "asyncio"
 
 
-class ChatOnTrio(ChatInBrowser, ChannelsLiveServerTestCase):
+class ChatOnRedisTrio(ChatOnRedisInBrowser, ChannelsLiveServerTestCase):
+    server_backend = "trio"
+
+
+class ChatOnAsyncio(ChatInMemoryInBrowser, ChannelsLiveServerTestCase):
+    server_backend = "asyncio"
+
+
+class ChatOnTrio(ChatInMemoryInBrowser, ChannelsLiveServerTestCase):
     server_backend = "trio"
