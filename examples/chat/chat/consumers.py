@@ -104,15 +104,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def model_created(self, event: Event) -> None:
         """A message saved anywhere (here, the admin, a shell), from the observer."""
-        if event["pk"] > self.seen_up_to:
-            await self.send_json(
-                {
-                    "type": "chat.message",
-                    **event["data"],
-                    "group": self.room_group_name,
-                    "__position__": event["__position__"],
-                }
-            )
+        await self.chat_message(
+            {"type": "chat.message", **event["data"], "__position__": event["__position__"]}
+        )
+
+    async def chat_message(self, event: Event) -> None:
+        """A message sent to the room's group by code that stores none (a bot, say)."""
+        if event["id"] > self.seen_up_to:
+            await self.send_json({**event, "group": self.room_group_name})
 
     async def model_updated(self, event: Event) -> None:
         """An edited message: the page shows messages as they arrived, so nothing to do."""

@@ -37,7 +37,13 @@ async def test_a_message_saved_in_the_admin_reaches_every_open_page_of_its_room(
     ):
         for visitor in (alice, bob, eve):
             await visitor.welcome()
-        form = {"room": "lobby", "text": "from the admin", "csrfmiddlewaretoken": csrf}
+        await eve.next_of("presence.join")  # its own
+        form = {
+            "room": "lobby",
+            "name": "admin",
+            "text": "from the admin",
+            "csrfmiddlewaretoken": csrf,
+        }
         response = await HttpCommunicator(
             application,
             "POST",
