@@ -33,13 +33,13 @@ import anyio
 
 from ...types import Message
 from ...utils import unwrap_exception_groups
-from ..base import BaseChannelLayer, CapacityPattern
-from ..inmemory import copy_message
+from ..base import CapacityPattern
+from .base import RedisLayerBase
 from .connection import CONNECTION_ERRORS, Connection, Pool, connect
-from .errors import InvalidPrefixError
 from .hosts import Host, consistent_hash, parse_hosts
-from .local import Mailboxes, PerLoop, Readers
-from .serializers import MessageSerializer, as_message, registry
+from .local import Mailboxes, Readers, deliver
+from .retry import Backoff
+from .serializers import MessageSerializer, registry
 
 __all__ = ["RedisPubSubChannelLayer"]
 
@@ -148,7 +148,7 @@ class _LoopState:
             await subscriber.aclose()
 
 
-class RedisPubSubChannelLayer(BaseChannelLayer):
+class RedisPubSubChannelLayer(RedisLayerBase[_LoopState]):
     """A channel layer on Redis PUBLISH/SUBSCRIBE, compatible with channels_redis's.
 
     Settings: ``hosts`` (as for :class:`~channels.layers.redis.RedisChannelLayer`),
@@ -165,7 +165,6 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
     """
 
     extensions: list[str] = ["groups", "flush"]
-    _drop_logger = logger
 
     def __init__(
         self,
@@ -181,10 +180,14 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         channel_capacity: Mapping[CapacityPattern, int] | None = None,
         **ignored: Any,
     ) -> None:
-        super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
-        if not isinstance(prefix, str):
-            raise InvalidPrefixError(f"prefix must be a str, got {type(prefix).__name__}")
-        self.prefix = prefix
+        super().__init__(
+            prefix=prefix,
+            expiry=expiry,
+            capacity=capacity,
+            channel_capacity=channel_capacity,
+            new_state=self._new_loop_state,
+            close_state=_LoopState.aclose,
+        )
         self.on_disconnect = on_disconnect
         self.on_reconnect = on_reconnect
         self.hosts: list[Host] = parse_hosts(hosts)
@@ -192,7 +195,6 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         self._serializer: MessageSerializer = registry.get_serializer(
             serializer_format, symmetric_encryption_keys=symmetric_encryption_keys
         )
-        self._loops: PerLoop[_LoopState] = PerLoop(self._new_loop_state, _LoopState.aclose)
         if ignored:
             _log_ignored(type(self).__name__, ignored)
 
@@ -207,10 +209,6 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         for subscriber in state.subscribers:
             subscriber.on_message = functools.partial(self._file_message, state)
         return state
-
-    def __repr__(self) -> str:
-        hosts = ", ".join(host.describe() for host in self.hosts)
-        return f"<{type(self).__name__} prefix={self.prefix!r} hosts=[{hosts}]>"
 
     # channels_redis's pub/sub layer forwards unknown attributes to the current loop's
     # layer; ``channels`` and ``groups`` are the public ones with a meaning here.
@@ -246,17 +244,6 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         if state is None:
             return {}
         return {name: frozenset(members) for name, members in state.groups.items()}
-
-    def serialize(self, message: Message) -> bytes:
-        """The bytes published for ``message`` (by the ``serializer_format``'s class)."""
-        return self._serializer.serialize(message)
-
-    def deserialize(self, data: bytes) -> Message:
-        """The message in published bytes.
-
-        :raises ValueError: if they hold no message (or, encrypted, cannot be decrypted).
-        """
-        return as_message(self._serializer.deserialize(data))
 
     def _shard(self, name: str) -> int:
         return consistent_hash(name, self.ring_size)
@@ -301,8 +288,7 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
     async def _publish(self, name: str, data: bytes) -> None:
         state = await self._loops.get()
         shard = self._shard(name)
-        deadline = anyio.current_time() + 10
-        delay = 0.02
+        backoff = Backoff(self.reconnect_timeout)
         while True:
             try:
                 # Our own subscriptions first: if one was dropped, what we publish now
@@ -310,12 +296,7 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
                 await self._repair(state)
                 (reply,) = await state.pools[shard].execute([("PUBLISH", name, data)])
             except CONNECTION_ERRORS as exc:
-                if anyio.current_time() + delay > deadline:
-                    raise ConnectionError(
-                        f"Redis at {self.hosts[shard].describe()} is unreachable: {exc}"
-                    ) from exc
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                await backoff.wait(self.hosts[shard].describe(), exc)
                 continue
             if isinstance(reply, Exception):
                 raise reply
@@ -407,7 +388,7 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         scope.cancel()
 
     async def _read_one(self, state: _LoopState, subscriber: _Subscriber) -> None:
-        delay = 0.02
+        backoff = Backoff()  # a reader waits for as long as the server is away
         while True:
             connection: Connection | None = None
             try:
@@ -419,13 +400,9 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
                 # This connection only: another task may already have replaced it.
                 if connection is not None:
                     connection.broken = True
-                logger.info(
-                    "Redis pub/sub at %s: %s; reconnecting", subscriber.host.describe(), exc
-                )
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                await backoff.wait(subscriber.host.describe(), exc)
                 continue
-            delay = 0.02
+            backoff.reset()
             connection.parser.feed(data)
             if self._file_replies(state, connection):
                 return
@@ -451,16 +428,9 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
             logger.error("Dropped a pub/sub message that cannot be read: %s", exc)
             return False
         members = state.groups.get(name)
-        targets = members if members is not None else (name,)
-        now = time.monotonic()
-        first = True
-        filed = False
-        for target in targets:
-            state.mailboxes.file(target, message if first else copy_message(message), now)
-            state.readers.wake(target)
-            first = False
-            filed = True
-        return filed
+        return deliver(
+            state.mailboxes, state.readers, members if members is not None else (name,), message
+        )
 
     # -- groups --------------------------------------------------------------------------
 
@@ -513,9 +483,4 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
 
     async def close(self) -> None:
         """Close this event loop's connections and forget its subscriptions."""
-        await self._loops.aclose_current()
-
-    async def close_pools(self) -> None:
-        """The same as :meth:`close`, under the core layer's channels_redis name, so code
-        written for either layer can call it."""
         await self._loops.aclose_current()
