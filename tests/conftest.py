@@ -78,3 +78,26 @@ def private_redis() -> Any:
 def prefix() -> str:
     """A key prefix of this test's own, so tests sharing a Redis never see each other."""
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def private_cluster() -> Any:
+    """A Redis Cluster of the suite's own (six nodes), which tests may fail over, kill
+    and reshard; each such test leaves it healthy again (see tests/redis_cluster.py)."""
+    from tests.redis_cluster import Cluster
+
+    cluster = Cluster()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_urls(request: pytest.FixtureRequest) -> list[str]:
+    """Startup URLs of a Redis Cluster: ``CHANNELS_TEST_REDIS_CLUSTER``, or our own."""
+    from tests.redis_cluster import external_cluster_urls
+
+    urls = external_cluster_urls()
+    if urls:
+        return urls
+    cluster = request.getfixturevalue("private_cluster")
+    return list(cluster.urls)
