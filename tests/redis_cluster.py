@@ -147,6 +147,8 @@ class Cluster:
                 timeout=60,
             )  # fmt: skip
             self.wait_ok()
+            for node in self.nodes:
+                self.wait_synced(node)
         except BaseException:
             self.close()
             raise
@@ -213,9 +215,30 @@ class Cluster:
         self.wait_ok()
 
     def revive(self, node: Node) -> None:
-        """Start a killed node again; it rejoins (as a replica of whoever took over)."""
+        """Start a killed node again; it rejoins as a replica of whoever took over, and
+        is back once it has synced (a replica that has not could not be promoted)."""
         node.start(self.binary)
         self.wait_ok()
+        self.wait_synced(node)
+
+    def wait_synced(self, node: Node) -> None:
+        """Until ``node``, if a replica, has synced with its master (only then could it be
+        promoted)."""
+        deadline = time.monotonic() + 20
+        while True:
+            replication = info(node.port, "replication")
+            if replication["role"] == "master" or replication.get("master_link_status") == "up":
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"replica {node.port} did not sync with its master")
+            time.sleep(0.02)
+
+    def wait_promoted(self, replica: Node, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while replica.role() != "master":
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"replica {replica.port} was not promoted")
+            time.sleep(0.02)
 
     def migrate_slot(self, slot: int, target: Node) -> None:
         """Move ``slot`` to ``target`` with the steps ``redis-cli --cluster reshard`` takes:
