@@ -168,7 +168,10 @@ class Cluster:
                 states = [info(node.port, "") for node in self.alive()]
                 maps = {self._slot_owners(node.port) for node in self.alive()}
                 if (
-                    all(s["cluster_state"] == "ok" and s["cluster_slots_ok"] == "16384" for s in states)
+                    all(
+                        s["cluster_state"] == "ok" and s["cluster_slots_ok"] == "16384"
+                        for s in states
+                    )
                     and len(maps) == 1
                 ):
                     return
