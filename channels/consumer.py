@@ -11,6 +11,11 @@ exception group.
 
 A message a listener has received but not yet dispatched when the consumer stops is
 dropped, as in upstream Channels.
+
+Durable groups (:meth:`AsyncConsumer.group_join`, :meth:`AsyncConsumer.presence_join`):
+replays of missed messages and presence heartbeats run in the same task group, so they end
+with the consumer; what it joined this way is left when it ends, whatever ended it (see
+``channels._durable``).
 """
 
 from __future__ import annotations
@@ -23,12 +28,22 @@ from typing import Any, ClassVar, cast
 from asgiref.sync import markcoroutinefunction
 
 from . import DEFAULT_CHANNEL_LAYER
+from ._durable import DurableState
 from .concurrency import async_to_sync
 from .db import aclose_old_connections, database_sync_to_async
-from .exceptions import StopConsumer
+from .exceptions import InvalidChannelLayerError, StopConsumer
 from .layers import get_channel_layer
-from .types import ChannelLayer, Message, Receive, Scope, Send
-from .utils import await_many_dispatch
+from .layers.durable import GroupHistory, StreamPosition
+from .types import (
+    ChannelLayer,
+    HistoryChannelLayer,
+    Message,
+    PresenceChannelLayer,
+    Receive,
+    Scope,
+    Send,
+)
+from .utils import Dispatcher
 
 __all__ = ["AsyncConsumer", "SyncConsumer", "get_handler_name"]
 
@@ -71,6 +86,8 @@ class AsyncConsumer:
     channel_name: str
     channel_receive: Callable[[], Awaitable[Message]]
     base_send: Callable[[Message], Any]
+    _dispatcher: Dispatcher[Message] | None = None
+    _durable: DurableState | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope = scope
@@ -85,9 +102,14 @@ class AsyncConsumer:
             sources.append(self.channel_receive)
         self.base_send = async_to_sync(send) if self._sync else send
 
-        # StopConsumer comes from a handler or, as upstream allows, from receive().
-        with contextlib.suppress(StopConsumer):
-            await await_many_dispatch(sources, self.dispatch)
+        self._dispatcher = Dispatcher(self.dispatch)
+        try:
+            # StopConsumer comes from a handler or, as upstream allows, from receive().
+            with contextlib.suppress(StopConsumer):
+                await self._dispatcher.run(sources)
+        finally:
+            if self._durable is not None:
+                await self._durable.clean_up()
 
     async def dispatch(self, message: Message) -> None:
         """Run the handler named by the message's type.
@@ -103,6 +125,113 @@ class AsyncConsumer:
     async def send(self, message: Message) -> None:
         """Send an ASGI event to the client (the server's ``send``)."""
         await self.base_send(message)
+
+    # -- durable groups ----------------------------------------------------------------
+
+    async def group_join(self, group: str, after: object = None) -> GroupHistory:
+        """Join ``group``; with ``after``, also receive what it was sent since then.
+
+        ``after`` is a position the client saw last (a :class:`~channels.layers.StreamPosition`
+        or the ``{"epoch", "offset"}`` dict messages carry as ``__position__``). When the
+        layer still has every message after it, they are queued for this consumer's
+        handlers: they run one at a time, after the handler calling this returns, in
+        order, before any live message of the group, none twice. Returns the
+        :class:`~channels.layers.GroupHistory`: its ``messages`` are those queued, and
+        ``recovered=False`` (nothing queued) tells the client to reload its state. For a
+        group that keeps no history, ``position`` is ``None``. The group is left when
+        the consumer ends, or with :meth:`group_leave`.
+
+        :raises TypeError, ValueError: for a malformed ``after``, before joining.
+        """
+        since = None if after is None else StreamPosition.from_value(after)
+        layer = self._layer_for("groups")
+        state = self._durable_state()
+        await layer.group_add(group, self.channel_name)
+        state.joined.add(group)
+        if "history" not in layer.extensions:
+            return GroupHistory(None, [], False)
+        history_policy = getattr(layer, "history_policy", None)
+        if callable(history_policy) and history_policy(group) is None:
+            return GroupHistory(None, [], False)
+        if since is None:
+            return await cast(HistoryChannelLayer, layer).group_history(group, limit=0)
+        history = await cast(HistoryChannelLayer, layer).group_history(group, after=since)
+        if history.recovered and history.position is not None:
+            top = history.position
+            state.queue_replay(group, top.epoch, top.offset, history.messages)
+            if self._dispatcher is not None:
+                self._dispatcher.dispatch = self._dispatch_live
+        return history
+
+    async def group_leave(self, group: str) -> None:
+        """Leave ``group`` (joined with :meth:`group_join`); its queued replay is dropped."""
+        layer = self._layer_for("groups")
+        await layer.group_discard(group, self.channel_name)
+        if self._durable is not None:
+            self._durable.forget(group)
+
+    async def presence_join(self, group: str, info: dict[str, Any] | None = None) -> None:
+        """Be present in ``group`` with ``info`` (a JSON-serialisable dict) until this
+        consumer ends or calls :meth:`presence_leave`; joining again updates ``info``.
+
+        The entry is refreshed by a heartbeat owned by this consumer (on layers whose
+        entries expire after ``presence_timeout``), and removed when it ends.
+
+        A ``presence.join`` event sent to a group this consumer is in is also dispatched
+        here, by its type; it goes on to :meth:`presence_event`.
+        """
+        if isinstance(cast(object, group), dict):  # dispatched: a presence event
+            await self.presence_event(cast(Message, group))
+            return
+        layer = self._layer_for("presence")
+        state = self._durable_state()
+        await cast(PresenceChannelLayer, layer).presence_join(group, self.channel_name, info)
+        state.present[group] = info
+        state.start_heartbeat()
+
+    async def presence_leave(self, group: str) -> None:
+        """Remove this consumer's presence entry in ``group``.
+
+        A ``presence.leave`` event dispatched here goes on to :meth:`presence_event`.
+        """
+        if isinstance(cast(object, group), dict):  # dispatched: a presence event
+            await self.presence_event(cast(Message, group))
+            return
+        layer = self._layer_for("presence")
+        await cast(PresenceChannelLayer, layer).presence_leave(group, self.channel_name)
+        if self._durable is not None:
+            self._durable.present.pop(group, None)
+
+    async def presence_event(self, event: Message) -> None:
+        """Handle a ``presence.join`` or ``presence.leave`` event of one of our groups.
+
+        Their types name the methods that make presence entries, so they come here
+        instead. Ignored by default; override to pass them on (``send_json(event)``).
+        """
+
+    def _layer_for(self, extension: str) -> ChannelLayer:
+        layer: ChannelLayer | None = getattr(self, "channel_layer", None)
+        if layer is None or extension not in layer.extensions:
+            raise InvalidChannelLayerError(
+                f"this needs a channel layer with the {extension!r} extension: "
+                "configure one in CHANNEL_LAYERS"
+            )
+        return layer
+
+    def _durable_state(self) -> DurableState:
+        if self._durable is None:
+            if self._dispatcher is None:
+                raise RuntimeError("group_join() and presence_join() need a running consumer")
+            self._durable = DurableState(
+                self.channel_layer, self.channel_name, self._dispatcher, self.dispatch
+            )
+        return self._durable
+
+    async def _dispatch_live(self, message: Message) -> None:
+        # Replaces self.dispatch once a replay was queued (see channels._durable).
+        durable = self._durable
+        if durable is None or durable.should_dispatch_live(message):
+            await self.dispatch(message)
 
     @classmethod
     def as_asgi(cls, **initkwargs: Any) -> _ConsumerApp:
@@ -152,3 +281,28 @@ class SyncConsumer(AsyncConsumer):
     def send(self, message: Message) -> None:  # type: ignore[override]
         """Send an ASGI event to the client, from the handler's thread."""
         self.base_send(message)
+
+    def group_join(self, group: str, after: object = None) -> GroupHistory:  # type: ignore[override]
+        """:meth:`AsyncConsumer.group_join`, from the handler's thread."""
+        return async_to_sync(super().group_join)(group, after)
+
+    def group_leave(self, group: str) -> None:  # type: ignore[override]
+        """:meth:`AsyncConsumer.group_leave`, from the handler's thread."""
+        async_to_sync(super().group_leave)(group)
+
+    def presence_join(self, group: str, info: dict[str, Any] | None = None) -> None:  # type: ignore[override]
+        """:meth:`AsyncConsumer.presence_join`, from the handler's thread."""
+        if isinstance(cast(object, group), dict):  # dispatched: a presence event
+            self.presence_event(cast(Message, group))
+        else:
+            async_to_sync(super().presence_join)(group, info)
+
+    def presence_leave(self, group: str) -> None:  # type: ignore[override]
+        """:meth:`AsyncConsumer.presence_leave`, from the handler's thread."""
+        if isinstance(cast(object, group), dict):  # dispatched: a presence event
+            self.presence_event(cast(Message, group))
+        else:
+            async_to_sync(super().presence_leave)(group)
+
+    def presence_event(self, event: Message) -> None:  # type: ignore[override]
+        """:meth:`AsyncConsumer.presence_event`, in the handler's thread."""

@@ -21,17 +21,26 @@ A third-party layer needs no base class from this package. It type-checks agains
 
 Subclassing :class:`~channels.layers.BaseChannelLayer` adds Channels' name validation and
 capacity settings, and still satisfies the protocol.
+
+Layers that list the durable-groups extensions also satisfy :class:`HistoryChannelLayer`
+(``"history"``) or :class:`PresenceChannelLayer` (``"presence"``); code that calls those
+methods narrows to them: ``isinstance(layer, PresenceChannelLayer)`` or ``cast``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from .layers.durable import GroupHistory, StreamPosition
 
 __all__ = [
     "ASGIApp",
     "ChannelLayer",
+    "HistoryChannelLayer",
     "Message",
+    "PresenceChannelLayer",
     "Receive",
     "Scope",
     "Send",
@@ -107,4 +116,34 @@ class ChannelLayer(Protocol):
 
     async def close(self) -> None:
         """Release the layer's connections; lifespan shutdown and the worker call it."""
+        ...
+
+
+@runtime_checkable
+class HistoryChannelLayer(ChannelLayer, Protocol):
+    """A channel layer with the ``history`` extension (durable groups)."""
+
+    async def group_history(
+        self, group: str, *, after: StreamPosition | None = None, limit: int | None = None
+    ) -> GroupHistory:
+        """The messages ``group``'s stream retains, all or after a position."""
+        ...
+
+
+@runtime_checkable
+class PresenceChannelLayer(ChannelLayer, Protocol):
+    """A channel layer with the ``presence`` extension (durable groups)."""
+
+    async def presence_join(
+        self, group: str, channel: str, info: dict[str, Any] | None = None
+    ) -> None:
+        """Record ``channel`` as present in ``group``; joining again refreshes it."""
+        ...
+
+    async def presence_leave(self, group: str, channel: str) -> None:
+        """Remove ``channel``'s presence entry in ``group``."""
+        ...
+
+    async def presence(self, group: str) -> dict[str, dict[str, Any]]:
+        """``{channel: info}`` for everyone present in ``group``."""
         ...

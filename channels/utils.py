@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import sniffio
 
 __all__ = ["await_many_dispatch", "name_that_thing", "unwrap_exception_groups"]
 
 _T = TypeVar("_T")
+_S = TypeVar("_S")
 
 
 class _Turn:
@@ -73,49 +75,95 @@ async def await_many_dispatch(
     are cancelled; a source's error first waits for a dispatch under way to finish) or
     until the caller is cancelled.
     """
-    turn = _Turn()
-    ended = False
-    # Between two dispatches, one pass through the event loop, as upstream's loop makes:
-    # a task the handler just started runs (up to its first wait) before the next message
-    # already queued is handled; libraries register state in such tasks. asyncio runs ready
-    # tasks first in, first out, so one yield is a pass. trio runs each batch of ready
-    # tasks in a random order, so it takes a second yield to be sure that the batch
-    # holding the new task has run.
-    loop_passes = 2 if sniffio.current_async_library() == "trio" else 1
+    await Dispatcher(dispatch).run(consumer_callables)
 
-    async def pump(source: Callable[[], Awaitable[_T]]) -> None:
-        nonlocal ended
+
+class SourceExhausted(Exception):
+    """Raised by a source to say it has nothing more: its listener ends quietly."""
+
+
+class Dispatcher(Generic[_T]):
+    """The engine of :func:`await_many_dispatch`, which sources can also join later.
+
+    A consumer uses it directly so that work it starts while running (a replay of
+    missed group messages, a presence heartbeat) lives in the same task group as its
+    listeners: owned by the consumer, cancelled with it, dispatched in the same turns.
+    """
+
+    def __init__(self, dispatch: Callable[[_T], Awaitable[Any]]) -> None:
+        #: Where the results of the sources given to :meth:`run` go; may be replaced
+        #: while running (the next result goes to the new one).
+        self.dispatch = dispatch
+        self._turn = _Turn()
+        self._ended = False
+        self._group: anyio.abc.TaskGroup | None = None
+        # Between two dispatches, one pass through the event loop, as upstream's loop
+        # makes: a task the handler just started runs (up to its first wait) before the
+        # next message already queued is handled; libraries register state in such tasks.
+        # asyncio runs ready tasks first in, first out, so one yield is a pass. trio runs
+        # each batch of ready tasks in a random order, so it takes a second yield to be
+        # sure that the batch holding the new task has run.
+        self._loop_passes = 2 if sniffio.current_async_library() == "trio" else 1
+
+    async def run(self, sources: Sequence[Callable[[], Awaitable[_T]]]) -> None:
+        """Listen on ``sources`` (and any added later) until one raises or we are cancelled."""
+        with unwrap_exception_groups():
+            async with anyio.create_task_group() as group:
+                self._group = group
+                for source in sources:
+                    group.start_soon(self._pump, source, None)
+
+    def add_source(
+        self, source: Callable[[], Awaitable[_S]], dispatch: Callable[[_S], Awaitable[Any]]
+    ) -> None:
+        """Listen on ``source`` too, handing its results to ``dispatch`` in the same
+        turns as every other source's, until it raises :class:`SourceExhausted`."""
+        self.task_group.start_soon(self._pump, source, dispatch)
+
+    @property
+    def task_group(self) -> anyio.abc.TaskGroup:
+        """The task group the listeners run in, for work that must end with them."""
+        if self._group is None:
+            raise RuntimeError("the dispatcher is not running")
+        return self._group
+
+    async def _pump(
+        self,
+        source: Callable[[], Awaitable[_S]],
+        dispatch: Callable[[_S], Awaitable[Any]] | None,
+    ) -> None:
+        turn = self._turn
         while True:
             try:
                 result = await source()
+            except SourceExhausted:
+                return
             except Exception:
                 # Wait for the dispatch under way before the error cancels it: it may be
                 # inside the server's send(), and a cancellation landing there breaks the
                 # server's own work (hypercorn-trio arms its keep-alive timer in send()).
                 # Dispatches are one at a time anyway; this one is the last.
                 await turn.take()
-                ended = True
+                self._ended = True
                 turn.give_up()
                 raise
             await turn.take()
             try:
                 # A source waiting for its turn when a dispatch raised gets the turn before
                 # the cancellation reaches it: it must not start another dispatch.
-                if ended:
+                if self._ended:
                     return
-                await dispatch(result)
+                if dispatch is None:
+                    await self.dispatch(result)  # type: ignore[arg-type]  # _S is _T here
+                else:
+                    await dispatch(result)
             except BaseException:
-                ended = True
+                self._ended = True
                 raise
             finally:
                 turn.give_up()
-            for _ in range(loop_passes):
+            for _ in range(self._loop_passes):
                 await anyio.lowlevel.checkpoint()
-
-    with unwrap_exception_groups():
-        async with anyio.create_task_group() as group:
-            for source in consumer_callables:
-                group.start_soon(pump, source)
 
 
 @contextmanager

@@ -28,6 +28,7 @@ from docs.snippets import (
     authentication,
     consumers,
     databases,
+    durable,
     enqueue,
     layer_settings,
     migrating,
@@ -501,3 +502,46 @@ async def test_lifespan_snippet_ticks_while_the_server_runs() -> None:
     await server.send_input({"type": "lifespan.shutdown"})
     assert await server.receive_output() == {"type": "lifespan.shutdown.complete"}
     await server.wait()
+
+
+async def test_durable_groups_chat_consumer_recovers_and_shows_presence() -> None:
+    from django.urls import re_path
+
+    route = re_path(r"^ws/chat/(?P<room>\w+)/$", durable.ChatConsumer.as_asgi())
+    application = URLRouter([route])
+    with override_settings(CHANNEL_LAYERS=durable.CHANNEL_LAYERS):
+        first = WebsocketCommunicator(application, "/ws/chat/lobby/")
+        assert (await first.connect())[0]
+        joined = await first.receive_json_from()
+        assert joined["recovered"] is False
+        assert [info["name"] for info in joined["present"].values()] == ["guest"]
+        # Its own join reaches the room too (after connect() returned).
+        assert (await first.receive_json_from())["type"] == "presence.join"
+        await first.send_json_to({"text": "hello"})
+        message = await first.receive_json_from()
+        assert message["text"] == "hello"
+        await first.disconnect()
+
+        layer = get_channel_layer()
+        await layer.group_send("chat_lobby", {"type": "chat.message", "text": "while away"})
+        assert await durable.last_messages("lobby") == ["hello", "while away"]
+
+        position = message["position"]
+        query = f"epoch={position['epoch']}&offset={position['offset']}"
+        second = WebsocketCommunicator(application, f"/ws/chat/lobby/?{query}")
+        watcher = WebsocketCommunicator(application, "/ws/chat/lobby/")
+        assert (await second.connect())[0]
+        assert (await second.receive_json_from())["recovered"] is True
+        # What was missed, in order: the first client leaving, then the message; then
+        # (live) its own join.
+        assert (await second.receive_json_from())["type"] == "presence.leave"
+        assert (await second.receive_json_from())["text"] == "while away"
+        assert (await second.receive_json_from())["type"] == "presence.join"
+        assert (await watcher.connect())[0]
+        assert (await watcher.receive_json_from())["type"] == "joined"
+        event = await second.receive_json_from()
+        assert event["type"] == "presence.join"
+        assert event["info"] == {"name": "guest"}
+        await watcher.disconnect()
+        assert (await second.receive_json_from())["type"] == "presence.leave"
+        await second.disconnect()

@@ -85,6 +85,10 @@ class BaseChannelLayer:
 
     extensions: list[str] = []
 
+    #: Whether presence entries expire unless refreshed (``presence_timeout``): consumers
+    #: then refresh theirs with a heartbeat. A process-local layer's die with the process.
+    presence_expires: ClassVar[bool] = True
+
     #: At most one WARNING per group (and one about local buffers) per this many seconds
     #: when messages are dropped; every drop is still logged at INFO and counted.
     drop_warning_interval: float = 60.0
@@ -119,7 +123,7 @@ class BaseChannelLayer:
             raise ValueError(
                 f"presence_timeout must be a number of seconds > 0, got {presence_timeout!r}"
             )
-        self.presence_timeout = float(presence_timeout)
+        self.presence_timeout: float = float(presence_timeout)
 
     # -- capacities --------------------------------------------------------------------
 
@@ -146,14 +150,18 @@ class BaseChannelLayer:
     def history_policy(self, group: str) -> HistoryPolicy | None:
         """The ``group_history`` entry for ``group`` (first matching pattern), or ``None``."""
         # getattr: third-party subclasses need not call our __init__.
-        for pattern, policy in getattr(self, "group_history_policies", ()):
+        policies: list[tuple[re.Pattern[str], HistoryPolicy]] = getattr(
+            self, "group_history_policies", []
+        )
+        for pattern, policy in policies:
             if pattern.match(group):
                 return policy
         return None
 
     def announces_presence(self, group: str) -> bool:
         """Whether joins and leaves in ``group`` are sent to it (``presence_events``)."""
-        return any(pattern.match(group) for pattern in getattr(self, "presence_event_patterns", ()))
+        patterns: list[re.Pattern[str]] = getattr(self, "presence_event_patterns", [])
+        return any(pattern.match(group) for pattern in patterns)
 
     # -- names -------------------------------------------------------------------------
 

@@ -21,8 +21,8 @@ import json
 import math
 import re
 import secrets
-from collections.abc import Mapping
-from typing import Any, NamedTuple
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple, cast
 
 from ..types import Message
 
@@ -31,9 +31,11 @@ __all__ = [
     "GroupHistory",
     "HistoryPolicy",
     "StreamPosition",
+    "check_history_limit",
     "compile_group_patterns",
     "compile_history_policies",
     "new_epoch",
+    "presence_event",
     "validate_presence_info",
 ]
 
@@ -169,19 +171,27 @@ def compile_history_policies(
     return compiled
 
 
-def compile_group_patterns(
-    patterns: Mapping[GroupPattern, Any] | list[GroupPattern] | tuple[GroupPattern, ...] | None,
-    setting: str,
-) -> list[re.Pattern[str]]:
+def compile_group_patterns(patterns: object, setting: str) -> list[re.Pattern[str]]:
     """A list of group globs or regexes (``presence_events``) as compiled regexes.
 
     :raises TypeError: if ``patterns`` is a single string or holds something else.
     """
     if patterns is None:
         return []
-    if isinstance(patterns, (str, bytes)):
-        raise TypeError(f"{setting} is a list of group patterns, not a single {patterns!r}")
-    return [_compile(pattern) for pattern in patterns]
+    if isinstance(patterns, (str, bytes)) or not isinstance(patterns, Iterable):
+        raise TypeError(f"{setting} is a list of group patterns, got {patterns!r}")
+    return [_compile(pattern) for pattern in cast("Iterable[GroupPattern]", patterns)]
+
+
+def check_history_limit(limit: object) -> None:
+    """:raises ValueError: unless ``limit`` is ``None`` or a whole number >= 0."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"limit must be None or an int >= 0, got {limit!r}")
+
+
+def presence_event(kind: str, group: str, channel: str, info: dict[str, Any]) -> Message:
+    """The ``presence.join`` / ``presence.leave`` message sent to an announcing group."""
+    return {"type": kind, "group": group, "channel": channel, "info": info}
 
 
 def validate_presence_info(info: object) -> dict[str, Any]:

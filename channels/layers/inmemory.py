@@ -46,6 +46,17 @@ import anyio.lowlevel
 from ..exceptions import ChannelFull
 from ..types import Message
 from .base import BaseChannelLayer, CapacityPattern
+from .durable import (
+    POSITION_KEY,
+    GroupHistory,
+    GroupPattern,
+    HistoryPolicy,
+    StreamPosition,
+    check_history_limit,
+    new_epoch,
+    presence_event,
+    validate_presence_info,
+)
 
 __all__ = ["InMemoryChannelLayer"]
 
@@ -145,6 +156,41 @@ class _Channel:
             return
 
 
+class _Stream:
+    """One group's history: its epoch, the last offset given, and the retained messages.
+
+    Entries are ``(offset, appended at, message)``; the message is kept without its
+    ``__position__``, which is added to each copy handed out.
+    """
+
+    __slots__ = ("entries", "epoch", "expires", "policy", "top")
+
+    def __init__(self, policy: HistoryPolicy) -> None:
+        self.policy = policy
+        self.epoch = new_epoch()
+        self.top = 0
+        self.entries: deque[tuple[int, float, Message]] = deque()
+        self.expires = _NEVER
+
+    def trim(self, now: float) -> None:
+        entries = self.entries
+        while len(entries) > self.policy.size:
+            entries.popleft()
+        oldest = now - self.policy.ttl
+        while entries and entries[0][1] < oldest:
+            entries.popleft()
+
+    def position(self) -> StreamPosition:
+        return StreamPosition(self.epoch, self.top)
+
+
+def _positioned(message: Message, epoch: str, offset: int) -> Message:
+    """A copy of ``message`` carrying its position (the caller's dict is left alone)."""
+    copied: Message = copy_message(message)
+    copied[POSITION_KEY] = {"epoch": epoch, "offset": offset}
+    return copied
+
+
 class InMemoryChannelLayer(BaseChannelLayer):
     """The in-memory layer: Channels' ``InMemoryChannelLayer`` API on anyio.
 
@@ -157,7 +203,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
     ``close()`` has nothing to release.
     """
 
-    extensions: list[str] = ["groups", "flush"]
+    extensions: list[str] = ["groups", "flush", "history", "presence"]
+    presence_expires = False
 
     def __init__(
         self,
@@ -165,8 +212,26 @@ class InMemoryChannelLayer(BaseChannelLayer):
         group_expiry: float = 86400,
         capacity: int = 100,
         channel_capacity: Mapping[CapacityPattern, int] | None = None,
+        *,
+        group_history: Mapping[GroupPattern, Mapping[str, Any]] | None = None,
+        presence_events: list[GroupPattern] | tuple[GroupPattern, ...] | None = None,
+        presence_timeout: float = 30,
     ) -> None:
-        super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
+        super().__init__(
+            expiry=expiry,
+            capacity=capacity,
+            channel_capacity=channel_capacity,
+            group_history=group_history,
+            presence_events=presence_events,
+            presence_timeout=presence_timeout,
+        )
+        # History: streams by group, oldest append first (see ``_expire_streams``), and
+        # each group's policy once looked up.
+        self._streams: dict[str, _Stream] = {}
+        self._policies: dict[str, HistoryPolicy | None] = {}
+        # Presence: {group: {channel: info}}. Entries live as long as this process, so
+        # ``presence_timeout`` has nothing to do here.
+        self._presence: dict[str, dict[str, dict[str, Any]]] = {}
         self.group_expiry = group_expiry
         self.channels: dict[str, _Channel] = {}
         self.groups: dict[str, dict[str, float]] = {}
@@ -432,11 +497,37 @@ class InMemoryChannelLayer(BaseChannelLayer):
         now = _monotonic()
         if self._next_deadline <= now:
             self._clean_expired()
+        if self.group_history_policies:
+            stream = self._append_to_history(group, message, now)
+            if stream is not None:
+                await self._deliver_positioned(group, message, stream.epoch, stream.top, now)
+                return
         members = self.groups.get(group)
         if not members:
             return
         # Look at the message once, not once per member.
         copy = dict.copy if type(message) is dict and _is_flat(message) else copy_message
+        self._deliver(group, members, message, copy, now)
+
+    async def _deliver_positioned(
+        self, group: str, message: Message, epoch: str, offset: int, now: float
+    ) -> None:
+        members = self.groups.get(group)
+        if members:
+
+            def copy(message: Message) -> Message:
+                return _positioned(message, epoch, offset)
+
+            self._deliver(group, members, message, copy, now)
+
+    def _deliver(
+        self,
+        group: str,
+        members: dict[str, float],
+        message: Message,
+        copy: Any,
+        now: float,
+    ) -> None:
         full = []
         failed: list[tuple[str, Exception]] = []
         for channel in list(members):
@@ -455,6 +546,143 @@ class InMemoryChannelLayer(BaseChannelLayer):
                 logger.error("group_send to %r failed for %r", group, channel, exc_info=exc)
             # As upstream's, once every member has been tried, the error is the caller's.
             raise failed[0][1]
+
+    # -- history extension ---------------------------------------------------------------
+
+    def _policy(self, group: str) -> HistoryPolicy | None:
+        policies = self._policies
+        try:
+            return policies[group]
+        except KeyError:
+            pass
+        if len(policies) >= _IDLE_CACHE:
+            policies.clear()
+        policy = policies[group] = self.history_policy(group)
+        return policy
+
+    def _stream(self, group: str, now: float, create: bool) -> _Stream | None:
+        """``group``'s live stream (a fresh one, with a new epoch, if ``create``)."""
+        self._expire_streams(now)
+        stream = self._streams.get(group)
+        if stream is not None and stream.expires <= now:
+            del self._streams[group]
+            stream = None
+        if stream is None and create:
+            policy = self._policy(group)
+            if policy is not None:
+                stream = self._streams[group] = _Stream(policy)
+                stream.expires = now + policy.ttl
+        return stream
+
+    def _expire_streams(self, now: float) -> None:
+        """Forget streams nothing was appended to for their ``ttl`` (their epoch with them).
+
+        ``_streams`` is kept in order of last append, so the streams to forget are at its
+        front; with several ``ttl``s one that lives longer can hold others back, which
+        only delays when their (already expired) entries are freed.
+        """
+        streams = self._streams
+        while streams:
+            group = next(iter(streams))
+            if streams[group].expires > now:
+                return
+            del streams[group]
+
+    def _append_to_history(self, group: str, message: Message, now: float) -> _Stream | None:
+        if self._policy(group) is None:
+            return None
+        stream = self._stream(group, now, create=True)
+        assert stream is not None
+        # Move to the end: ``_streams`` stays in order of last append.
+        del self._streams[group]
+        self._streams[group] = stream
+        stream.top += 1
+        stored = copy_message(message)
+        stored.pop(POSITION_KEY, None)
+        stream.entries.append((stream.top, now, stored))
+        stream.expires = now + stream.policy.ttl
+        stream.trim(now)
+        return stream
+
+    async def group_history(
+        self, group: str, *, after: StreamPosition | None = None, limit: int | None = None
+    ) -> GroupHistory:
+        """The messages ``group``'s stream retains; see :class:`~channels.layers.GroupHistory`.
+
+        A group that matches no ``group_history`` pattern keeps no stream:
+        ``GroupHistory(None, [], False)``.
+        """
+        self.require_valid_group_name(group)
+        check_history_limit(limit)
+        since = None if after is None else StreamPosition.from_value(after)
+        now = _monotonic()
+        stream = self._stream(group, now, create=True)
+        if stream is None:
+            return GroupHistory(None, [], False)
+        stream.trim(now)
+        position = stream.position()
+        entries = stream.entries
+        if since is None:
+            skip = 0 if limit is None else max(0, len(entries) - limit)
+            chosen = list(entries)[skip:]
+            recovered = False
+        else:
+            if since.epoch != stream.epoch or since.offset > stream.top:
+                return GroupHistory(position, [], False)
+            missed = stream.top - since.offset
+            if missed == 0:
+                return GroupHistory(position, [], True)
+            if not entries or entries[0][0] > since.offset + 1:
+                return GroupHistory(position, [], False)  # some were dropped already
+            if limit is not None and missed > limit:
+                return GroupHistory(position, [], False)  # never a partial replay
+            chosen = list(entries)[len(entries) - missed :]
+            recovered = True
+        messages = [_positioned(message, stream.epoch, offset) for offset, _, message in chosen]
+        return GroupHistory(position, messages, recovered)
+
+    # -- presence extension --------------------------------------------------------------
+
+    async def presence_join(
+        self, group: str, channel: str, info: dict[str, Any] | None = None
+    ) -> None:
+        """Record ``channel`` as present in ``group``; joining again updates ``info``.
+
+        For groups matching ``presence_events``, a new entry or changed ``info`` is sent
+        to the group as ``presence.join``.
+        """
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        kept = copy_message(validate_presence_info(info))
+        entries = self._presence.setdefault(group, {})
+        if entries.get(channel) == kept:
+            return
+        entries[channel] = kept
+        if self.announces_presence(group):
+            await self.group_send(group, presence_event("presence.join", group, channel, kept))
+
+    async def presence_leave(self, group: str, channel: str) -> None:
+        """Remove ``channel``'s entry in ``group`` (nothing happens if there is none).
+
+        For groups matching ``presence_events``, the group is sent ``presence.leave``.
+        """
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        entries = self._presence.get(group)
+        if entries is None or channel not in entries:
+            return
+        info = entries.pop(channel)
+        if not entries:
+            del self._presence[group]
+        if self.announces_presence(group):
+            await self.group_send(group, presence_event("presence.leave", group, channel, info))
+
+    async def presence(self, group: str) -> dict[str, dict[str, Any]]:
+        """``{channel: info}`` for every entry in ``group`` (copies)."""
+        self.require_valid_group_name(group)
+        return {
+            channel: copy_message(info) for channel, info in self._presence.get(group, {}).items()
+        }
 
     def _discard(self, group: str, channel: str) -> None:
         members = self.groups.get(group)
@@ -488,6 +716,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
                 del self.channels[name]
         self.groups.clear()
         self._memberships.clear()
+        self._streams.clear()
+        self._presence.clear()
         self._message_deadlines.clear()
         self._membership_deadlines.clear()
         self._next_deadline = self._batch_deadline = _NEVER
