@@ -19,8 +19,8 @@ __all__ = ["FIRST_DELAY", "MAX_DELAY", "Backoff"]
 
 logger: logging.Logger = logging.getLogger("channels.layers.redis")
 
-FIRST_DELAY = 0.02
-MAX_DELAY = 1.0
+FIRST_DELAY: float = 0.02
+MAX_DELAY: float = 1.0
 
 
 class Backoff:
@@ -31,8 +31,8 @@ class Backoff:
     """
 
     def __init__(self, timeout: float | None = None) -> None:
-        self.timeout = timeout
-        self.delay = FIRST_DELAY
+        self.timeout: float | None = timeout
+        self.delay: float = FIRST_DELAY
         self._deadline: float | None = None
 
     def reset(self) -> None:
