@@ -127,6 +127,9 @@ def test_settings_are_checked(redis_cluster_urls: list[str]) -> None:
         RedisClusterChannelLayer(hosts=redis_cluster_urls, prefix="a{b}")
     with pytest.raises(ValueError, match="partitions must be"):
         RedisClusterChannelLayer(hosts=redis_cluster_urls, partitions=0)
+    with pytest.raises(ValueError, match="reconnect_timeout must be"):
+        RedisClusterChannelLayer(hosts=redis_cluster_urls, reconnect_timeout=0)
+    assert RedisClusterChannelLayer(hosts=redis_cluster_urls).reconnect_timeout == 20
     with pytest.raises(ValueError, match="group_expiry must be"):
         RedisClusterChannelLayer(hosts=redis_cluster_urls, group_expiry=0)
     with pytest.raises(ValueError, match="only database 0"):

@@ -210,7 +210,10 @@ class RedisClusterChannelLayer(RedisLayerBase[_LoopState]):
     channel's buffer), ``symmetric_encryption_keys``, ``serializer_format`` and
     ``partitions`` (how many shard channels names are spread over; more spreads fan-out
     over more shards and sends a process fewer messages for groups it has no member in,
-    at up to one subscription per partition per process).
+    at up to one subscription per partition per process) and ``reconnect_timeout`` (how
+    long a send keeps retrying while its slot has no reachable master: set it above the
+    cluster's failover time, about ``cluster-node-timeout`` plus a second or two; the
+    default, 20 s, covers Redis's default 15 s node timeout).
 
     Group membership lives in the process that receives, per event loop, as on the pub/sub
     layer: :meth:`group_add` takes channels made by :meth:`new_channel` or received on in
@@ -232,6 +235,7 @@ class RedisClusterChannelLayer(RedisLayerBase[_LoopState]):
         symmetric_encryption_keys: Iterable[str | bytes] | None = None,
         serializer_format: str = "msgpack",
         partitions: int = 16,
+        reconnect_timeout: float = 20.0,
     ) -> None:
         super().__init__(
             prefix=prefix,
@@ -257,8 +261,17 @@ class RedisClusterChannelLayer(RedisLayerBase[_LoopState]):
             raise ValueError(
                 f"partitions must be a whole number from 1 to 1024, got {partitions!r}"
             )
+        if (
+            isinstance(reconnect_timeout, bool)
+            or not isinstance(reconnect_timeout, (int, float))
+            or not 0 < reconnect_timeout < float("inf")
+        ):
+            raise ValueError(
+                f"reconnect_timeout must be a number of seconds > 0, got {reconnect_timeout!r}"
+            )
         self.group_expiry = group_expiry
         self.partitions = partitions
+        self.reconnect_timeout = float(reconnect_timeout)
         self.hosts: list[Host] = parse_hosts(hosts)
         for host in self.hosts:
             if host.address is None:
