@@ -94,7 +94,7 @@ FAN_OUT_LATENCY = (
     Metric("p99_ms", "p99 latency (ms)", higher_is_better=False),
     Metric("drops", "drops", higher_is_better=False, ratio=False),
 )
-MULTIPROCESS = {"processes": 4, "members": 1_000, "sends": 200, "rate": 100}
+MULTIPROCESS = {"processes": 4, "members": 1_000, "sends": 100, "rate": 25}
 MULTIPROCESS_QUICK = {"processes": 4, "members": 40, "sends": 10, "rate": 100}
 HTTP_QUICK = {"server": "hypercorn", "connections": 4, "requests": 10}
 ECHO_LOAD = {"connections": 50, "round_trips": 200, "churn": 500, "churn_concurrency": 10}
@@ -190,7 +190,7 @@ CASES = [
     ),
     Case(
         "mp-fanout-redis",
-        "Redis pub/sub: 4 processes, 1,000 members, 200 sends at 100/s",
+        "Redis pub/sub: 4 processes, 1,000 members, 100 sends at 25/s",
         "multiprocess-fanout",
         {"layer": "redis-pubsub", **MULTIPROCESS},
         {"layer": "redis-pubsub", **MULTIPROCESS_QUICK},
@@ -199,7 +199,7 @@ CASES = [
     ),
     Case(
         "mp-fanout-cluster",
-        "Redis Cluster: 4 processes, 1,000 members, 200 sends at 100/s",
+        "Redis Cluster: 4 processes, 1,000 members, 100 sends at 25/s",
         "multiprocess-fanout",
         {"layer": "redis-cluster", **MULTIPROCESS},
         {"layer": "redis-cluster", **MULTIPROCESS_QUICK},
