@@ -270,9 +270,9 @@ class RedisClusterChannelLayer(RedisLayerBase[_LoopState]):
             raise ValueError(
                 f"reconnect_timeout must be a number of seconds > 0, got {reconnect_timeout!r}"
             )
-        self.group_expiry = group_expiry
-        self.partitions = partitions
-        self.reconnect_timeout = float(reconnect_timeout)
+        self.group_expiry: int = group_expiry
+        self.partitions: int = partitions
+        self.reconnect_timeout: float = float(reconnect_timeout)
         self.hosts: list[Host] = parse_hosts(hosts)
         for host in self.hosts:
             if host.address is None:
