@@ -77,6 +77,16 @@ DELIVERIES = (
     Metric("deliveries_per_s", "deliveries/s"),
     Metric("drops", "drops", higher_is_better=False, ratio=False),
 )
+GROUP_SENDS = (
+    Metric("sends_per_s", "group_sends/s"),
+    Metric("deliveries_per_s", "deliveries/s"),
+    Metric("drops", "drops", higher_is_better=False, ratio=False),
+)
+RECOVERY = (
+    Metric("recoveries_per_s", "recoveries/s"),
+    Metric("ms_per_recovery", "ms per recovery", higher_is_better=False),
+)
+OURS = (OURS_ASYNCIO, OURS_TRIO)
 ECHO = (
     Metric("round_trips_per_s", "round trips/s"),
     Metric("p50_ms", "p50 latency (ms)", higher_is_better=False),
@@ -151,6 +161,60 @@ CASES = [
         {"members": 100, "sends": 200},
         {"members": 100, "sends": 5},
         DELIVERIES,
+    ),
+    # Durable groups (this package only). Each "history on" row has a "history off" twin
+    # with the same sizes (and the upstream column) just above it.
+    Case(
+        "group-send-10",
+        "in-memory: group_send to 10 members x 5,000, history off",
+        "fanout",
+        {"members": 10, "sends": 5_000},
+        {"members": 10, "sends": 100},
+        GROUP_SENDS,
+    ),
+    Case(
+        "group-send-10-history",
+        "in-memory: group_send to 10 members x 5,000, history on",
+        "fanout-history",
+        {"members": 10, "sends": 5_000},
+        {"members": 10, "sends": 100},
+        GROUP_SENDS,
+        OURS,
+    ),
+    Case(
+        "recovery-100",
+        "in-memory: group_history(after=...) returning 100 messages, x 1,000",
+        "recovery",
+        {"missed": 100, "reads": 1_000},
+        {"missed": 100, "reads": 10},
+        RECOVERY,
+        OURS,
+    ),
+    Case(
+        "redis-group-send-10",
+        "Redis core: group_send to 10 members x 1,000, history off",
+        "redis-fanout",
+        {"members": 10, "sends": 1_000},
+        {"members": 10, "sends": 20},
+        GROUP_SENDS,
+    ),
+    Case(
+        "redis-group-send-10-history",
+        "Redis core: group_send to 10 members x 1,000, history on",
+        "redis-fanout-history",
+        {"members": 10, "sends": 1_000},
+        {"members": 10, "sends": 20},
+        GROUP_SENDS,
+        OURS,
+    ),
+    Case(
+        "redis-recovery-100",
+        "Redis core: group_history(after=...) returning 100 messages, x 500",
+        "redis-recovery",
+        {"missed": 100, "reads": 500},
+        {"missed": 100, "reads": 10},
+        RECOVERY,
+        OURS,
     ),
     Case(
         "redis-pubsub-p2p",

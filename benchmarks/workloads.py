@@ -228,6 +228,7 @@ async def fan_out(layer: Any, members: int, sends: int) -> dict[str, Any]:
     elapsed = max(last) - started
     return {
         "deliveries_per_s": delivered / elapsed,
+        "sends_per_s": sends / elapsed,
         "elapsed_s": elapsed,
         "delivered": delivered,
         "drops": members * sends - delivered,
@@ -258,6 +259,32 @@ async def many_channels(layer: Any, channels: int, per_channel: int) -> dict[str
         "receive_msgs_per_s": total / (received - sent),
         "elapsed_s": received - started,
         "out_of_order": wrong,
+    }
+
+
+# Group history for the fan-out group (this package only: upstream has none).
+HISTORY_CONFIG = {"group_history": {"bench-*": {"size": 1_000, "ttl": 600}}}
+
+
+async def recovery(layer: Any, missed: int, reads: int) -> dict[str, Any]:
+    """A client back after missing ``missed`` messages: ``group_history(after=...)``
+    returning them all, ``reads`` times (the stream holds ``missed`` more before them)."""
+    group_name = "bench-recovery"
+    for n in range(missed):
+        await layer.group_send(group_name, {"type": "bench.message", "n": n, "x": "hi"})
+    seen = (await layer.group_history(group_name)).position
+    for n in range(missed):
+        await layer.group_send(group_name, {"type": "bench.message", "n": n, "x": "hi"})
+    started = time.perf_counter()
+    for _ in range(reads):
+        history = await layer.group_history(group_name, after=seen)
+        if not history.recovered or len(history.messages) != missed:
+            raise RuntimeError(f"recovery failed: {len(history.messages)} messages")
+    elapsed = time.perf_counter() - started
+    return {
+        "recoveries_per_s": reads / elapsed,
+        "ms_per_recovery": 1000 * elapsed / reads,
+        "elapsed_s": elapsed,
     }
 
 
@@ -720,6 +747,10 @@ WORKLOADS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "many": layer_workload("inmemory", {}, many_channels),
     "redis-p2p": layer_workload("redis", {}, point_to_point),
     "redis-fanout": layer_workload("redis", {}, fan_out),
+    "fanout-history": layer_workload("inmemory", HISTORY_CONFIG, fan_out),
+    "recovery": layer_workload("inmemory", HISTORY_CONFIG, recovery),
+    "redis-fanout-history": layer_workload("redis", HISTORY_CONFIG, fan_out),
+    "redis-recovery": layer_workload("redis", HISTORY_CONFIG, recovery),
     "redis-pubsub-p2p": layer_workload("redis-pubsub", {}, point_to_point),
     "redis-pubsub-fanout": layer_workload("redis-pubsub", {}, fan_out),
     "redis-cluster-p2p": layer_workload("redis-cluster", {}, point_to_point),

@@ -551,3 +551,40 @@ async def test_durable_groups_chat_consumer_recovers_and_shows_presence() -> Non
         await watcher.disconnect()
         assert (await second.receive_json_from())["type"] == "presence.leave"
         await second.disconnect()
+
+
+# -- model observers -------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_observer_snippets_subscribe_notify_and_recover() -> None:
+    from channels.db import database_sync_to_async
+    from docs.snippets import observers
+    from tests.testapp.models import Article
+
+    observers.ArticleObserver.register()
+    try:
+        communicator = WebsocketCommunicator(observers.SectionConsumer.as_asgi(), "/")
+        communicator.scope["url_route"] = {"kwargs": {"section": "news"}}
+        await communicator.connect()
+        article = await Article.objects.acreate(section="news", title="hello")
+        assert await communicator.receive_json_from(timeout=5) == {
+            "type": "model.created",
+            "model": "testapp.article",
+            "pk": article.pk,
+            "data": {"id": article.pk, "title": "hello"},
+        }
+        await database_sync_to_async(observers.retitle_section)("news")
+        updated = await communicator.receive_json_from(timeout=5)
+        assert (updated["type"], updated["data"]["title"]) == ("model.updated", "[removed]")
+        await communicator.disconnect()
+
+        # No history kept for these groups: a position cannot be recovered.
+        recovering = WebsocketCommunicator(observers.RecoveringConsumer.as_asgi(), "/")
+        after = {"epoch": "0123456789abcdef", "offset": 1}
+        recovering.scope["url_route"] = {"kwargs": {"section": "news", "after": after}}
+        await recovering.connect()
+        assert await recovering.receive_json_from(timeout=5) == {"reload": True}
+        await recovering.disconnect()
+    finally:
+        observers.ArticleObserver.unregister()

@@ -82,6 +82,12 @@ PUBLIC = {
     "channels.apps": ["ChannelsConfig"],
     "channels.http": ["ASGIHandler", "get_asgi_application"],
     "channels.staticfiles": ["StaticFilesWrapper"],
+    "channels.observers": [
+        "ModelObserver",
+        "AsyncObserverMixin",
+        "ObserverMixin",
+        "Subscription",
+    ],
 }
 
 

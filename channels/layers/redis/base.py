@@ -10,11 +10,12 @@ cancellation. This base holds the parts that are the same code in every layer.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from typing import ClassVar, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, ClassVar, Generic, TypeVar
 
 from ...types import Message
 from ..base import BaseChannelLayer, CapacityPattern
+from ..durable import GroupPattern
 from .errors import InvalidPrefixError
 from .hosts import Host
 from .local import PerLoop
@@ -52,8 +53,18 @@ class RedisLayerBase(BaseChannelLayer, Generic[S]):
         channel_capacity: Mapping[CapacityPattern, int] | None,
         new_state: Callable[[], S],
         close_state: Callable[[S], Awaitable[None]],
+        group_history: Mapping[GroupPattern, Mapping[str, Any]] | None = None,
+        presence_events: Sequence[GroupPattern] | None = None,
+        presence_timeout: float = 30,
     ) -> None:
-        super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
+        super().__init__(
+            expiry=expiry,
+            capacity=capacity,
+            channel_capacity=channel_capacity,
+            group_history=group_history,
+            presence_events=presence_events,
+            presence_timeout=presence_timeout,
+        )
         if not isinstance(prefix, str):
             raise InvalidPrefixError(f"prefix must be a str, got {type(prefix).__name__}")
         self.prefix = prefix

@@ -24,12 +24,17 @@ What differs is how the work is done:
   every shard.
 - Expired messages are dropped when received, not only when a later send prunes them.
 - ``flush`` walks keys with ``SCAN``, never ``KEYS``.
+
+Groups with a ``group_history`` policy also keep a stream (``<prefix>:history:<group>``,
+with ``<prefix>:history-meta:<group>``) on the group's shard: one script reads the members
+and appends the message (see ``durable.py``), then delivery goes on as for any group.
+Presence lives in ``<prefix>:presence:<group>`` and ``<prefix>:presence-expiry:<group>``.
+channels_redis knows none of these keys; its group sends are delivered but not recorded.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import logging
 import time
@@ -40,20 +45,37 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from coredis.exceptions import NoScriptError
 
 from ...exceptions import ChannelFull
 from ...types import Message
 from ...utils import unwrap_exception_groups
 from ..base import CapacityPattern
+from ..durable import (
+    GroupHistory,
+    GroupPattern,
+    StreamPosition,
+    validate_history_args,
+    with_position,
+    without_position,
+)
 from .base import RedisLayerBase
 from .connection import CONNECTION_ERRORS, Command, Connection, Pool
+from .durable import (
+    RECORDED_GROUP_SEND,
+    DurableKeys,
+    RedisDurable,
+    Script,
+    presence,
+    presence_join,
+    presence_leave,
+    run_script,
+)
 from .errors import ForeignChannelError
 from .hosts import Host, consistent_hash, parse_hosts
 from .local import Mailboxes, Readers, deliver
 from .memberships import Memberships
 from .retry import Backoff
-from .serializers import MessageSerializer, registry
+from .serializers import MessageSerializer, as_message, registry
 
 __all__ = ["RedisChannelLayer"]
 
@@ -62,18 +84,7 @@ logger: logging.Logger = logging.getLogger("channels.layers.redis")
 Item = tuple[bytes, float, int]  # a popped member, its score, and its shard
 
 
-class _Script:
-    """A Lua script run by hash, loaded on the first ``NOSCRIPT``."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
-
-    def call(self, keys: Sequence[str | bytes], args: Sequence[Any]) -> Command:
-        return ("EVALSHA", self.sha, len(keys), *keys, *args)
-
-    def load(self, keys: Sequence[str | bytes], args: Sequence[Any]) -> Command:
-        return ("EVAL", self.source, len(keys), *keys, *args)
+_Script = Script
 
 
 # KEYS[1] the channel; ARGV: member, score, expired-before, capacity, expiry.
@@ -150,7 +161,7 @@ class RedisChannelLayer(RedisLayerBase[_LoopState]):
     ``reconnect_timeout`` seconds before raising :class:`ConnectionError`.
     """
 
-    extensions: list[str] = ["groups", "flush"]
+    extensions: list[str] = ["groups", "flush", "history", "presence"]
 
     #: Seconds a blocking pop waits on the server before asking again.
     brpop_timeout = 5
@@ -168,6 +179,10 @@ class RedisChannelLayer(RedisLayerBase[_LoopState]):
         symmetric_encryption_keys: Iterable[str | bytes] | None = None,
         random_prefix_length: int = 12,
         serializer_format: str = "msgpack",
+        *,
+        group_history: Mapping[GroupPattern, Mapping[str, Any]] | None = None,
+        presence_events: Sequence[GroupPattern] | None = None,
+        presence_timeout: float = 30,
     ) -> None:
         super().__init__(
             prefix=prefix,
@@ -176,6 +191,9 @@ class RedisChannelLayer(RedisLayerBase[_LoopState]):
             channel_capacity=channel_capacity,
             new_state=self._new_loop_state,
             close_state=_LoopState.aclose,
+            group_history=group_history,
+            presence_events=presence_events,
+            presence_timeout=presence_timeout,
         )
         for name, value in (("expiry", expiry), ("group_expiry", group_expiry)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -203,6 +221,21 @@ class RedisChannelLayer(RedisLayerBase[_LoopState]):
         self._memberships = Memberships(live_for=expiry)
         # Per shard, the run id of the server last seen there (None: not connected yet).
         self._run_ids: list[str | None] = [None] * self.ring_size
+        # History entries live as long as their stream's ttl, not a message's expiry: their
+        # own serializer (no random prefix, an encryption time-to-live of the longest ttl).
+        longest = max((policy.ttl for _, policy in self.group_history_policies), default=expiry)
+        history_serializer = registry.get_serializer(
+            serializer_format,
+            random_prefix_length=0,
+            expiry=longest,
+            symmetric_encryption_keys=symmetric_encryption_keys,
+        )
+        self._durable = RedisDurable(
+            self._execute,
+            self._durable_keys,
+            history_serializer.serialize,
+            lambda data: as_message(history_serializer.deserialize(data)),
+        )
 
     def _new_loop_state(self) -> _LoopState:
         pools = [
@@ -215,6 +248,16 @@ class RedisChannelLayer(RedisLayerBase[_LoopState]):
 
     def _group_key(self, group: str) -> str:
         return f"{self.prefix}:group:{group}"
+
+    def _durable_keys(self, group: str) -> DurableKeys:
+        # On the shard of the group's membership key, so one script reads both.
+        return DurableKeys(
+            shard=self.consistent_hash(group),
+            stream=f"{self.prefix}:history:{group}",
+            meta=f"{self.prefix}:history-meta:{group}",
+            presence=f"{self.prefix}:presence:{group}",
+            expiries=f"{self.prefix}:presence-expiry:{group}",
+        )
 
     def consistent_hash(self, name: str) -> int:
         return consistent_hash(name, self.ring_size)
@@ -248,12 +291,7 @@ class RedisChannelLayer(RedisLayerBase[_LoopState]):
     async def _script(
         self, shard: int, script: _Script, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
-        (reply,) = await self._execute(shard, [script.call(keys, args)])
-        if _is_noscript(reply):
-            (reply,) = await self._execute(shard, [script.load(keys, args)])
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
+        return await run_script(self._execute, shard, script, keys, args)
 
     # -- channels ------------------------------------------------------------------------
 
@@ -544,17 +582,32 @@ class RedisChannelLayer(RedisLayerBase[_LoopState]):
         A member whose channel is full is skipped, logged and counted (:meth:`stats`); the
         others still get it. Members sharing a Redis key (the process-local channels of one
         process) share one stored message listing them all, as channels_redis does.
+
+        For a group with a ``group_history`` policy, the same script that reads the members
+        appends the message to the group's stream; members get it with ``__position__``.
         """
         self.require_valid_message(message)
         self.require_valid_group_name(group)
         key = self._group_key(group)
-        _, members = await self._check(
-            self.consistent_hash(group),
-            [
-                ("ZREMRANGEBYSCORE", key, 0, int(time.time()) - int(self.group_expiry)),
-                ("ZRANGE", key, 0, -1),
-            ],
-        )
+        expired_members = int(time.time()) - int(self.group_expiry)
+        policy = self.history_policy(group)
+        if policy is None:
+            _, members = await self._check(
+                self.consistent_hash(group),
+                [("ZREMRANGEBYSCORE", key, 0, expired_members), ("ZRANGE", key, 0, -1)],
+            )
+        else:
+            keys = self._durable_keys(group)
+            members, epoch, offset = await self._script(
+                keys.shard,
+                RECORDED_GROUP_SEND,
+                [key, keys.stream, keys.meta],
+                [
+                    expired_members,
+                    *self._durable.append_args(policy, without_position(message)),
+                ],
+            )
+            message = with_position(message, StreamPosition(epoch.decode("utf-8"), offset))
         if not members:
             return
         by_key: dict[str, list[str]] = defaultdict(list)
@@ -589,6 +642,53 @@ class RedisChannelLayer(RedisLayerBase[_LoopState]):
                             tasks.start_soon(deliver, shard, targets)
         finally:
             self.record_group_send_skips(group, skipped, len(members))
+
+    # -- history and presence ----------------------------------------------------------
+
+    async def group_history(
+        self, group: str, *, after: StreamPosition | None = None, limit: int | None = None
+    ) -> GroupHistory:
+        """The messages ``group``'s stream retains (see
+        :meth:`~channels.layers.BaseChannelLayer.group_history`).
+
+        Only messages sent by this package's layers are recorded: a channels_redis process's
+        group sends reach the members but not the stream.
+
+        :raises TypeError: if ``after`` is not a position.
+        :raises ValueError: if ``after`` is malformed or ``limit`` is not ``None`` or an
+            int >= 0.
+        """
+        self.require_valid_group_name(group)
+        position, limit = validate_history_args(after, limit)
+        policy = self.history_policy(group)
+        if policy is None:
+            return GroupHistory(None, [], False)
+        return await self._durable.history(group, policy, position, limit)
+
+    async def presence_join(
+        self, group: str, channel: str, info: dict[str, Any] | None = None
+    ) -> None:
+        """Record ``channel`` as present in ``group`` for ``presence_timeout`` seconds.
+
+        Joining again refreshes the entry (and updates its info): whoever calls this
+        directly must call it again well within ``presence_timeout`` (consumers do it for
+        you). For groups in ``presence_events``, a new entry or changed info sends
+        ``presence.join`` to the group; expired entries this call found are removed and
+        their ``presence.leave`` sent.
+
+        :raises TypeError: for an invalid group or channel name, or ``info`` that is not a
+            JSON-serialisable dict.
+        """
+        await presence_join(self, self._durable, group, channel, info)
+
+    async def presence_leave(self, group: str, channel: str) -> None:
+        """Remove ``channel``'s entry in ``group`` (nothing happens if there is none);
+        for groups in ``presence_events``, send its ``presence.leave``."""
+        await presence_leave(self, self._durable, group, channel)
+
+    async def presence(self, group: str) -> dict[str, dict[str, Any]]:
+        """``{channel: info}`` of the live entries in ``group``, from every process."""
+        return await presence(self, self._durable, group)
 
     async def _on_connect(self, shard: int, connection: Connection) -> None:
         """Before a new connection is used: if a new server answers on ``shard`` (its run id
@@ -672,10 +772,6 @@ class RedisChannelLayer(RedisLayerBase[_LoopState]):
         channels_redis's receive leaves cleanup tasks running (its ``$inflight`` backups);
         this layer's receive finishes its work before it returns.
         """
-
-
-def _is_noscript(reply: Any) -> bool:
-    return isinstance(reply, NoScriptError)
 
 
 def _parse_pop(reply: Any, shard: int) -> list[Item]:

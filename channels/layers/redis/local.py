@@ -226,6 +226,35 @@ class Readers:
                 raise
             self._forget(channel, event)
 
+    async def until(
+        self, key: str, done: Callable[[], bool], fetch: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Return once ``done()``, reading the source in turn with the receivers.
+
+        For something the reader notices without filing a message (a subscription's
+        confirmation): whoever notices it calls :meth:`wake` with ``key``. ``key`` must be
+        no channel's name.
+        """
+        while not done():
+            if not self.reading:
+                self.reading = True
+                try:
+                    await fetch()
+                finally:
+                    self.reading = False
+                    self._hand_off()
+                continue
+            event = anyio.Event()
+            self.waiters.setdefault(key, []).append(event)
+            try:
+                await event.wait()
+            except BaseException:
+                self._forget(key, event)
+                if event.is_set():
+                    self._hand_off()
+                raise
+            self._forget(key, event)
+
     def _forget(self, channel: str, event: anyio.Event) -> None:
         events = self.waiters[channel]
         events.remove(event)
