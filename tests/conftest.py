@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import subprocess
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -86,7 +87,15 @@ def private_cluster() -> Any:
     and reshard; each such test leaves it healthy again (see tests/redis_cluster.py)."""
     from tests.redis_cluster import Cluster
 
-    cluster = Cluster()
+    # Free ports are found by binding and releasing them: on a busy machine another
+    # process may take one before its node binds it. A new set of ports then does.
+    for attempt in range(3):
+        try:
+            cluster = Cluster()
+            break
+        except (RuntimeError, subprocess.CalledProcessError):
+            if attempt == 2:
+                raise
     yield cluster
     cluster.close()
 

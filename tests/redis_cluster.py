@@ -208,7 +208,12 @@ class Cluster:
         return [node for node in self.alive() if node.role() == "master"]
 
     def failover(self, replica: Node) -> None:
-        """``CLUSTER FAILOVER`` on ``replica``: the graceful switch an operator starts."""
+        """``CLUSTER FAILOVER`` on ``replica``: the graceful switch an operator starts.
+
+        Only a replica in sync can take over this way, and the demoted master is left in
+        sync with it, so another failover can follow."""
+        self.wait_synced(replica)
+        old_master = self.node(int(info(replica.port, "replication")["master_port"]))
         assert command(replica.port, "CLUSTER", "FAILOVER") == b"OK"
         deadline = time.monotonic() + 20
         while replica.role() != "master":
@@ -216,6 +221,7 @@ class Cluster:
                 raise RuntimeError(f"replica {replica.port} was not promoted")
             time.sleep(0.02)
         self.wait_ok()
+        self.wait_synced(old_master)
 
     def revive(self, node: Node) -> None:
         """Start a killed node again; it rejoins as a replica of whoever took over, and

@@ -27,6 +27,7 @@ from channels.layers.redis.connection import connect
 from channels.layers.redis.hosts import parse_hosts
 from channels.layers.redis.slots import key_slot
 from channels.types import ChannelLayer
+from tests import test_layers_redis_history as history_tests
 from tests.redis_cluster import Cluster, command
 from tests.test_layers_redis_processes import driver
 
@@ -61,7 +62,7 @@ async def nothing_on(layer: RedisClusterChannelLayer, channel: str) -> bool:
 async def test_channels_and_groups_across_layers(make_layer: MakeLayer) -> None:
     here, there = make_layer(), make_layer()  # two processes, as far as the cluster knows
     assert isinstance(here, ChannelLayer)
-    assert here.extensions == ["groups", "flush"]
+    assert here.extensions == ["groups", "flush", "history", "presence"]
     mine = await here.new_channel()
     theirs = [await there.new_channel() for _ in range(2)]
     assert mine.startswith("specific.")
@@ -486,3 +487,112 @@ async def test_slot_migrated_mid_traffic(private_cluster: Cluster, prefix: str) 
     finally:
         await traffic.sender.close()
         await traffic.receiver.close()
+
+
+# -- durable groups: history and presence ---------------------------------------------------
+#
+# The layer-generic history tests of tests/test_layers_redis_history.py, run here on the
+# cluster layer (the ones that need one Redis server, its keys or its restarts stay there).
+
+
+@pytest.fixture
+async def history_layer(
+    redis_cluster_urls: list[str], prefix: str
+) -> AsyncIterator[Callable[..., RedisClusterChannelLayer]]:
+    made: list[RedisClusterChannelLayer] = []
+
+    def make(**config: Any) -> RedisClusterChannelLayer:
+        config.setdefault("hosts", redis_cluster_urls)
+        config.setdefault("group_history", history_tests.HISTORY)
+        layer = RedisClusterChannelLayer(prefix=prefix, **config)
+        made.append(layer)
+        return layer
+
+    yield make
+    for layer in made:
+        await layer.flush()
+        await layer.close()
+
+
+@pytest.mark.parametrize(
+    "test",
+    [
+        history_tests.test_members_get_positions_and_the_stream_keeps_the_messages,
+        history_tests.test_a_forwarded_position_is_replaced,
+        history_tests.test_a_second_process_continues_the_same_stream,
+        history_tests.test_the_stream_keeps_the_newest_size_messages,
+        history_tests.test_joining_while_others_send_leaves_no_gap,
+        history_tests.test_bad_arguments_are_refused_before_anything_is_read,
+        history_tests.test_sync_code_reads_history_through_async_to_sync,
+    ],
+    ids=lambda test: test.__name__.removeprefix("test_"),
+)
+async def test_history_contract(
+    history_layer: Callable[..., RedisClusterChannelLayer], test: Any
+) -> None:
+    await test(history_layer)
+
+
+async def test_history_lives_in_the_partition_slot_and_flush_starts_a_new_epoch(
+    history_layer: Callable[..., RedisClusterChannelLayer], redis_cluster_urls: list[str]
+) -> None:
+    layer = history_layer()
+    assert layer.extensions == ["groups", "flush", "history", "presence"]
+    await layer.group_send("chat", {"type": "a"})
+    before = (await layer.group_history("chat")).position
+    assert before is not None
+    shard_channel = layer._partition("chat")
+    node = _node_serving(redis_cluster_urls, shard_channel)
+    port = int(node.rsplit(":", 1)[1])
+    key = f"{shard_channel}history:chat"
+    assert command(port, "TYPE", key) == b"stream"  # on the partition's master
+    await layer.flush()
+    assert command(port, "EXISTS", key) == 0
+    await layer.group_send("chat", {"type": "b"})
+    after = (await layer.group_history("chat")).position
+    assert after is not None
+    assert (after.epoch != before.epoch, after.offset) == (True, 1)
+
+
+async def test_presence_across_processes(
+    history_layer: Callable[..., RedisClusterChannelLayer],
+) -> None:
+    here = history_layer(presence_events=["chat*"], presence_timeout=5)
+    there = history_layer(presence_events=["chat*"], presence_timeout=5)
+    mine = await here.new_channel()
+    await here.group_add("chat", mine)
+    await there.presence_join("chat", "specific.x!y", {"user": "ann"})
+    joined = await here.receive(mine)
+    assert (joined["type"], joined["channel"], joined["info"]) == (
+        "presence.join",
+        "specific.x!y",
+        {"user": "ann"},
+    )
+    assert await here.presence("chat") == {"specific.x!y": {"user": "ann"}}
+    await there.presence_leave("chat", "specific.x!y")
+    assert (await here.receive(mine))["type"] == "presence.leave"
+    assert await here.presence("chat") == {}
+    with pytest.raises(TypeError):
+        await here.presence_join("chat", mine, {"not": object()})  # type: ignore[dict-item]
+
+
+async def test_history_survives_a_failover(private_cluster: Cluster, prefix: str) -> None:
+    """The stream is replicated: after its master fails over, recovery still works."""
+    layer = RedisClusterChannelLayer(
+        hosts=private_cluster.urls, prefix=prefix, group_history=history_tests.HISTORY
+    )
+    try:
+        start = (await layer.group_history("chat")).position
+        for n in range(3):
+            await layer.group_send("chat", {"type": "m", "n": n})
+        master = private_cluster.master_of(layer._partition("chat"))
+        await anyio.to_thread.run_sync(
+            private_cluster.failover, private_cluster.replica_of(master)
+        )
+        await layer.group_send("chat", {"type": "m", "n": 3})
+        history = await layer.group_history("chat", after=start)
+        assert history.recovered
+        assert [m["n"] for m in history.messages] == [0, 1, 2, 3]
+    finally:
+        await layer.flush()
+        await layer.close()

@@ -2,9 +2,11 @@
 
 Redis 7's ``SPUBLISH`` sends a message only to the shard (master and replicas) that owns
 the channel's hash slot, so fan-out work is split across the shards instead of being
-copied to every node as classic ``PUBLISH`` is on a cluster. Nothing is stored: like
+copied to every node as classic ``PUBLISH`` is on a cluster. Messages are not stored: like
 :class:`~channels.layers.redis.RedisPubSubChannelLayer`, a message reaches whoever is
-subscribed when it is published, and capacity and expiry bound each local buffer.
+subscribed when it is published, and capacity and expiry bound each local buffer. Only
+the streams of groups with a ``group_history`` policy and presence entries are kept, in
+the slot of their group's partition (``durable.py`` has their shapes).
 
 Names map onto a bounded set of ``partitions`` shard channels, each a hash tag
 ``{<prefix>:p<N>}``, so a process holds at most ``partitions + 1`` subscriptions however
@@ -50,7 +52,7 @@ import logging
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,8 +68,17 @@ from coredis.exceptions import (
 from ...types import Message
 from ...utils import unwrap_exception_groups
 from ..base import CapacityPattern
+from ..durable import (
+    GroupHistory,
+    GroupPattern,
+    StreamPosition,
+    validate_history_args,
+    with_position,
+    without_position,
+)
 from .base import RedisLayerBase
 from .connection import CONNECTION_ERRORS, Command, Connection, Pool, connect
+from .durable import DurableKeys, RedisDurable, presence, presence_join, presence_leave
 from .errors import ForeignChannelError
 from .hosts import Host, parse_hosts
 from .local import Mailboxes, Readers, deliver
@@ -218,12 +229,12 @@ class RedisClusterChannelLayer(RedisLayerBase[_LoopState]):
 
     Group membership lives in the process that receives, per event loop, as on the pub/sub
     layer: :meth:`group_add` takes channels made by :meth:`new_channel` or received on in
-    the same event loop. Nothing is stored in the cluster, so a failover or a restart of
-    one shard loses only what was in flight through that shard, and the memberships are
-    asserted again by subscribing again.
+    the same event loop. Memberships are not stored in the cluster, so a failover or a
+    restart of one shard loses only what was in flight through that shard, and the
+    memberships are asserted again by subscribing again.
     """
 
-    extensions: list[str] = ["groups", "flush"]
+    extensions: list[str] = ["groups", "flush", "history", "presence"]
 
     def __init__(
         self,
@@ -237,6 +248,10 @@ class RedisClusterChannelLayer(RedisLayerBase[_LoopState]):
         serializer_format: str = "msgpack",
         partitions: int = 16,
         reconnect_timeout: float = 20.0,
+        *,
+        group_history: Mapping[GroupPattern, Mapping[str, Any]] | None = None,
+        presence_events: Sequence[GroupPattern] | None = None,
+        presence_timeout: float = 30,
     ) -> None:
         super().__init__(
             prefix=prefix,
@@ -245,6 +260,9 @@ class RedisClusterChannelLayer(RedisLayerBase[_LoopState]):
             channel_capacity=channel_capacity,
             new_state=self._new_loop_state,
             close_state=_LoopState.aclose,
+            group_history=group_history,
+            presence_events=presence_events,
+            presence_timeout=presence_timeout,
         )
         if "{" in prefix or "}" in prefix:
             raise ValueError(
@@ -294,6 +312,9 @@ class RedisClusterChannelLayer(RedisLayerBase[_LoopState]):
             self._node_hosts.setdefault(host.address, host)
         self._slot_of: dict[str, int] = {}
         self._routes: dict[str, tuple[str, bytes]] = {}
+        self._durable = RedisDurable(
+            self._execute, self._durable_keys, self.serialize, self.deserialize
+        )
 
     def _new_loop_state(self) -> _LoopState:
         mailboxes = Mailboxes(self.expiry, self.get_capacity, self.record_buffer_drop)
@@ -304,6 +325,18 @@ class RedisClusterChannelLayer(RedisLayerBase[_LoopState]):
     def _partition(self, name: str) -> str:
         """The shard channel of partition ``crc32(name) % partitions``."""
         return f"{{{self.prefix}:p{zlib.crc32(name.encode('utf-8')) % self.partitions}}}"
+
+    def _durable_keys(self, group: str) -> DurableKeys:
+        # In the slot of the group's partition channel, so a history append and its
+        # publish go to one server, one after the other (see group_send), and move with it.
+        tag = self._partition(group)
+        return DurableKeys(
+            shard=self._slot(tag),
+            stream=f"{tag}history:{group}",
+            meta=f"{tag}history-meta:{group}",
+            presence=f"{tag}presence:{group}",
+            expiries=f"{tag}presence-expiry:{group}",
+        )
 
     def _inbox(self, client: str) -> str:
         return self._partition(client) + client
@@ -399,9 +432,23 @@ class RedisClusterChannelLayer(RedisLayerBase[_LoopState]):
     # -- publishing ----------------------------------------------------------------------
 
     async def _publish(self, state: _LoopState, name: str, payload: bytes) -> None:
-        """``SPUBLISH`` to the node that serves ``name``, following redirections, retrying
-        (with the map reloaded) for ``reconnect_timeout`` seconds while it is unreachable."""
-        slot = self._slot(name)
+        """``SPUBLISH`` to the node that serves ``name`` (see :meth:`_execute`)."""
+        (reply,) = await self._execute(self._slot(name), [("SPUBLISH", name, payload)], state)
+        if isinstance(reply, Exception):
+            raise reply
+
+    async def _execute(
+        self, slot: int, commands: Sequence[Command], state: _LoopState | None = None
+    ) -> list[Any]:
+        """Run ``commands`` (all on ``slot``) on the master serving it, in one round trip.
+
+        Follows ``MOVED`` (the map is corrected) and ``ASK`` (sent again with ``ASKING``),
+        and retries, with the map reloaded, for ``reconnect_timeout`` seconds while the
+        slot's master is unreachable or the cluster says it is down. Other error replies
+        are returned in the list, as :meth:`Connection.execute` does.
+        """
+        if state is None:
+            state = await self._loops.get()
         backoff = Backoff(self.reconnect_timeout)
         asking: Address | None = None
         redirects = 0
@@ -410,36 +457,40 @@ class RedisClusterChannelLayer(RedisLayerBase[_LoopState]):
             try:
                 if node is None:
                     node = await self._node_of(state, slot)
-                commands: list[Command] = [("SPUBLISH", name, payload)]
+                batch: list[Command] = list(commands)
                 if asking is not None:
-                    commands.insert(0, ("ASKING",))
-                reply = (await self._pool(state, node).execute(commands))[-1]
+                    batch.insert(0, ("ASKING",))
+                replies = await self._pool(state, node).execute(batch)
             except CONNECTION_ERRORS as exc:
                 self._slots.stale = True
                 asking = None
                 await backoff.wait(self._describe(node), exc)
                 continue
-            if not isinstance(reply, Exception):
-                return
-            if isinstance(reply, (MovedError, AskError)):
+            if asking is not None:
+                replies = replies[1:]
+            redirect = next((r for r in replies if isinstance(r, AskError)), None)
+            if redirect is not None:  # MovedError is an AskError too
                 redirects += 1
                 if redirects > _MAX_REDIRECTS:
                     raise ConnectionError(
-                        f"Redis Cluster redirected a publish to slot {slot} "
-                        f"{redirects} times: {reply}"
+                        f"Redis Cluster redirected a command for slot {slot} "
+                        f"{redirects} times: {redirect}"
                     )
-                if isinstance(reply, MovedError):
-                    self._slots.moved(slot, _redirect_address(reply, node))
+                if isinstance(redirect, MovedError):
+                    self._slots.moved(slot, _redirect_address(redirect, node))
                     asking = None
                 else:
-                    asking = _redirect_address(reply, node)
+                    asking = _redirect_address(redirect, node)
                 continue
-            if isinstance(reply, (ClusterDownError, TryAgainError)):
+            down = next(
+                (r for r in replies if isinstance(r, (ClusterDownError, TryAgainError))), None
+            )
+            if down is not None:
                 self._slots.stale = True
                 asking = None
-                await backoff.wait(self._describe(node), reply)
+                await backoff.wait(self._describe(node), down)
                 continue
-            raise reply
+            return replies
 
     # -- subscribing ---------------------------------------------------------------------
 
@@ -501,6 +552,9 @@ class RedisClusterChannelLayer(RedisLayerBase[_LoopState]):
                     return
                 subscriber.names.add(name)
                 state.awaiting.add(name)
+                # The current round may not read this connection (it had no names when
+                # the round began): start a new one that does.
+                self._new_round(state)
                 try:
                     await subscriber.command("SSUBSCRIBE", name)
                     # The answer comes to whoever reads this loop's subscriptions: if
@@ -868,21 +922,95 @@ class RedisClusterChannelLayer(RedisLayerBase[_LoopState]):
 
     async def group_send(self, group: str, message: Message) -> None:
         """Publish once to the group's partition; each process there delivers to its
-        members. Retries as :meth:`send` does."""
+        members. Retries as :meth:`send` does.
+
+        For a group with a ``group_history`` policy, the message is first appended to the
+        group's stream (a script gives it its offset), then published with ``__position__``.
+        """
         self.require_valid_message(message)
         self.require_valid_group_name(group)
         state = await self._loops.get()
+        policy = self.history_policy(group)
+        if policy is not None:
+            # As on the pub/sub layer: the append and the publish run on the same master
+            # (the group's partition slot) one after the other, and a joiner's group_add
+            # returns once its subscription is in force, so a joiner that then reads the
+            # history misses nothing between the two.
+            position = await self._durable.append(group, policy, without_position(message))
+            message = with_position(message, position)
         frame = b"g" + group.encode("ascii") + b"\x00" + self.serialize(message)
         await self._publish(state, self._partition(group), frame)
+
+    # -- history and presence ------------------------------------------------------------
+
+    async def group_history(
+        self, group: str, *, after: StreamPosition | None = None, limit: int | None = None
+    ) -> GroupHistory:
+        """The messages ``group``'s stream retains (see
+        :meth:`~channels.layers.BaseChannelLayer.group_history`). Kept in the cluster, in
+        the slot of the group's partition, so shared by every process on the layer.
+
+        :raises TypeError: if ``after`` is not a position.
+        :raises ValueError: if ``after`` is malformed or ``limit`` is not ``None`` or an
+            int >= 0.
+        """
+        self.require_valid_group_name(group)
+        position, limit = validate_history_args(after, limit)
+        policy = self.history_policy(group)
+        if policy is None:
+            return GroupHistory(None, [], False)
+        return await self._durable.history(group, policy, position, limit)
+
+    async def presence_join(
+        self, group: str, channel: str, info: dict[str, Any] | None = None
+    ) -> None:
+        """Record ``channel`` as present in ``group`` for ``presence_timeout`` seconds
+        (see :meth:`RedisChannelLayer.presence_join
+        <channels.layers.redis.RedisChannelLayer.presence_join>`: the same keys' shapes)."""
+        await presence_join(self, self._durable, group, channel, info)
+
+    async def presence_leave(self, group: str, channel: str) -> None:
+        """Remove ``channel``'s entry in ``group``; for groups in ``presence_events``, send
+        its ``presence.leave``."""
+        await presence_leave(self, self._durable, group, channel)
+
+    async def presence(self, group: str) -> dict[str, dict[str, Any]]:
+        """``{channel: info}`` of the live entries in ``group``, from every process."""
+        return await presence(self, self._durable, group)
 
     # -- flush ---------------------------------------------------------------------------
 
     async def flush(self) -> None:
         """Forget every channel and group of this event loop and close its connections.
 
-        Nothing is stored in the cluster, so nothing is deleted there.
+        Messages are not stored in the cluster; group histories and presence entries are,
+        and are deleted on every master (``SCAN``, never ``KEYS``), so streams start new
+        epochs afterwards.
         """
+        state = await self._loops.get()
+        if self._slots.stale:
+            await self._refresh(state)
+        pattern = _glob_escape(f"{{{self.prefix}:p") + "*"
+        for master in self._slots.masters():
+            pool = self._pool(state, master)
+            cursor = b"0"
+            while True:
+                (reply,) = await pool.execute([("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)])
+                if isinstance(reply, Exception):
+                    raise reply
+                cursor, keys = reply
+                # One DEL per key: keys of different slots cannot share one in a cluster.
+                if keys:
+                    for reply in await pool.execute([("DEL", key) for key in keys]):
+                        if isinstance(reply, Exception) and not isinstance(reply, AskError):
+                            raise reply
+                if cursor == b"0":
+                    break
         await self._loops.aclose_current()
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
 
 
 class _Refused(Exception):
