@@ -33,6 +33,7 @@ from docs.snippets import (
     layer_settings,
     migrating,
     migrating_before,
+    multiplex,
     outside,
     security,
     sessions,
@@ -588,3 +589,40 @@ async def test_observer_snippets_subscribe_notify_and_recover() -> None:
         await recovering.disconnect()
     finally:
         observers.ArticleObserver.unregister()
+
+
+async def test_the_multiplexer_and_recovery_snippet() -> None:
+    import json
+    from urllib.parse import quote
+
+    with override_settings(CHANNEL_LAYERS=multiplex.CHANNEL_LAYERS):
+        first = WebsocketCommunicator(multiplex.Multiplexer.as_asgi(), "/ws/")
+        assert (await first.connect())[0]
+        status = await first.receive_json_from()
+        assert status["payload"]["__recovery__"]["recovered"] is False
+        assert (await first.receive_json_from())["payload"] == {"type": "reload"}
+        await first.send_json_to({"stream": "chat", "payload": {"text": "hi"}, "ref": 1})
+        frames = [await first.receive_json_from() for _ in range(2)]
+        assert {"stream": "chat", "payload": {"ok": True}, "ref": 1} in frames
+        message = next(f["payload"] for f in frames if "ref" not in f)
+        assert message["group"] == "chat_lobby"
+        await first.disconnect()
+
+        layer = get_channel_layer()
+        await layer.group_send("chat_lobby", {"type": "chat.message", "text": "while away"})
+        await layer.group_send("notifications", {"type": "notify", "text": "news"})
+        positions = quote(json.dumps({"chat_lobby": message["__position__"]}))
+        second = WebsocketCommunicator(
+            multiplex.Multiplexer.as_asgi(), f"/ws/?positions={positions}"
+        )
+        assert (await second.connect())[0]
+        status = await second.receive_json_from()
+        assert status["payload"]["__recovery__"]["recovered"] is True
+        replayed = await second.receive_json_from()
+        assert (replayed["stream"], replayed["payload"]["text"]) == ("chat", "while away")
+        await layer.group_send("notifications", {"type": "notify", "text": "live"})
+        assert await second.receive_json_from() == {
+            "stream": "notifications",
+            "payload": {"text": "live"},
+        }
+        await second.disconnect()

@@ -15,7 +15,7 @@ class MessageObserver(ModelObserver):
         return [room_group(instance.room)]
 
     def serialize(self, instance: Message, action: str) -> dict[str, Any]:
-        return {"text": instance.text}
+        return instance.as_dict()
 
 
 def room_group(room: str) -> str:

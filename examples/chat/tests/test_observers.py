@@ -2,16 +2,14 @@
 reaches every open page of its room, and no other room."""
 
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import HttpCommunicator, WebsocketCommunicator
+from channels.testing import HttpCommunicator
 from django.contrib.auth.models import User
 from django.test import Client
+from test_consumers import visiting
 
 from chat.models import Message
 from mysite.asgi import application
@@ -19,20 +17,6 @@ from mysite.asgi import application
 pytestmark = [pytest.mark.anyio, pytest.mark.django_db(transaction=True)]
 
 HOST = (b"host", b"localhost")
-
-
-@asynccontextmanager
-async def room_page(room: str) -> AsyncIterator[Any]:
-    """What a room page's script does: open the room's WebSocket."""
-    communicator = WebsocketCommunicator(
-        application, f"/ws/chat/{room}/", headers=[(b"origin", b"http://localhost"), HOST]
-    )
-    accepted, _ = await communicator.connect()
-    assert accepted
-    try:
-        yield communicator
-    finally:
-        await communicator.disconnect()
 
 
 @database_sync_to_async
@@ -46,8 +30,20 @@ def admin_session() -> str:
 async def test_a_message_saved_in_the_admin_reaches_every_open_page_of_its_room() -> None:
     session = await admin_session()
     csrf = secrets.token_hex(16)  # a 32-character CSRF secret, as Django's cookie holds
-    async with room_page("lobby") as alice, room_page("lobby") as bob, room_page("attic") as eve:
-        form = {"room": "lobby", "text": "from the admin", "csrfmiddlewaretoken": csrf}
+    async with (
+        visiting("lobby", "alice") as alice,
+        visiting("lobby", "bob") as bob,
+        visiting("attic", "eve") as eve,
+    ):
+        for visitor in (alice, bob, eve):
+            await visitor.welcome()
+        await eve.next_of("presence.join")  # its own
+        form = {
+            "room": "lobby",
+            "name": "admin",
+            "text": "from the admin",
+            "csrfmiddlewaretoken": csrf,
+        }
         response = await HttpCommunicator(
             application,
             "POST",
@@ -60,15 +56,18 @@ async def test_a_message_saved_in_the_admin_reaches_every_open_page_of_its_room(
             ],
         ).get_response(timeout=10)
         assert response["status"] == 302, response["body"][:500]
-        assert await alice.receive_json_from(timeout=5) == {"message": "from the admin"}
-        assert await bob.receive_json_from(timeout=5) == {"message": "from the admin"}
-        assert await eve.receive_nothing()
+        for visitor in (alice, bob):
+            message = await visitor.next_of("chat.message")
+            assert (message["text"], message["group"]) == ("from the admin", "chat_lobby")
+        assert await eve.communicator.receive_nothing()
     assert await Message.objects.filter(room="lobby").acount() == 1
 
 
 async def test_a_visitors_message_is_delivered_once_through_the_observer() -> None:
-    async with room_page("lobby") as alice, room_page("lobby") as bob:
-        await alice.send_json_to({"message": "hi"})
-        assert await alice.receive_json_from(timeout=5) == {"message": "hi"}
-        assert await bob.receive_json_from(timeout=5) == {"message": "hi"}
-        assert await alice.receive_nothing()
+    async with visiting("lobby", "alice") as alice, visiting("lobby", "bob") as bob:
+        await alice.welcome()
+        await bob.welcome()
+        assert (await alice.request({"message": "hi"}))["ok"] is True
+        for visitor in (alice, bob):
+            assert (await visitor.next_of("chat.message"))["text"] == "hi"
+        assert await alice.communicator.receive_nothing()
