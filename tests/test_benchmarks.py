@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,6 +142,39 @@ def test_django_http_workload_counts_every_request(workloads: ModuleType, backen
     result = workloads.django_http(spec)
     assert result["requests"] == 12
     assert result["server_peak_rss_kib"] > 0
+
+
+# -- Redis fan-out across processes (make bench's mp-fanout rows), on real servers ----------
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("layer", ["redis-pubsub", "redis-cluster"])
+def test_multiprocess_fan_out_collects_every_delivery(
+    redis_url: str, redis_cluster_urls: list[str], layer: str, backend: str
+) -> None:
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "workloads.py"
+    params = {"layer": layer, "processes": 2, "members": 6, "sends": 5, "rate": 200}
+    spec = {
+        "workload": "multiprocess-fanout",
+        "side": "ours",
+        "backend": backend,
+        "params": params,
+        "redis_url": redis_url,
+        "redis_cluster": redis_cluster_urls,
+    }
+    done = subprocess.run(
+        [sys.executable, str(path), json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=path.parent,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["ok"], result
+    metrics = result["metrics"]
+    assert metrics["delivered"] == 30
+    assert metrics["drops"] == 0
+    assert 0 < metrics["p50_ms"] <= metrics["p99_ms"]
 
 
 async def test_fan_out_with_history_records_every_send(workloads: ModuleType) -> None:

@@ -209,6 +209,12 @@ async def test_pubsub_settings(redis_url: str, prefix: str) -> None:
     await round_trip(with_redis(layer_settings.PUBSUB, redis_url, prefix))
 
 
+async def test_cluster_settings(redis_cluster_urls: list[str], prefix: str) -> None:
+    settings = with_redis(layer_settings.CLUSTER, redis_cluster_urls[0], prefix)
+    settings["default"]["CONFIG"]["hosts"] = redis_cluster_urls
+    await round_trip(settings)
+
+
 def test_test_config_is_used_by_make_test_backend() -> None:
     with override_settings(CHANNEL_LAYERS=layer_settings.WITH_TEST_CONFIG):
         layer = channel_layers.make_test_backend("default")

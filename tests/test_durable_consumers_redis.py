@@ -1,6 +1,7 @@
 """The durable-groups consumers of tests/test_durable_consumers.py on the Redis layers.
 
-End to end on a real Redis, core and pub/sub layers: a reconnect replays what was missed,
+End to end on a real Redis, core and pub/sub layers (and on a real Redis Cluster, the
+cluster layer): a reconnect replays what was missed,
 once and in order, while messages keep coming; presence entries live with their consumer
 and are announced to the group.
 """
@@ -13,6 +14,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+from django.conf import settings
 from django.test import override_settings
 
 from channels.layers import channel_layers, get_channel_layer
@@ -27,16 +29,21 @@ from tests.test_durable_consumers import (
 BACKENDS = {
     "core": "channels.layers.redis.RedisChannelLayer",
     "pubsub": "channels.layers.redis.RedisPubSubChannelLayer",
+    "cluster": "channels.layers.redis.RedisClusterChannelLayer",
 }
 
 
-@pytest.fixture(params=["core", "pubsub"])
+@pytest.fixture(params=["core", "pubsub", "cluster"])
 def redis_layers(request: pytest.FixtureRequest, redis_url: str, prefix: str) -> Iterator[None]:
+    if request.param == "cluster":
+        hosts: list[str] = request.getfixturevalue("redis_cluster_urls")
+    else:
+        hosts = [redis_url]
     settings = {
         "default": {
             "BACKEND": BACKENDS[request.param],
             "CONFIG": {
-                "hosts": [redis_url],
+                "hosts": hosts,
                 "prefix": prefix,
                 "capacity": 1000,
                 "group_history": {"room_*": {"size": 500, "ttl": 600}},
@@ -140,7 +147,7 @@ async def test_concurrent_senders_reach_handlers_in_offset_order(
     communicator = await _connect(RoomConsumer)
     await communicator.receive_json_from()
     config = {
-        "hosts": [redis_url],
+        "hosts": settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"],  # this layer's
         "prefix": prefix,
         "group_history": {"room_*": {"size": 500, "ttl": 600}},
     }

@@ -49,7 +49,7 @@ import anyio
 from ...exceptions import ChannelFull
 from ...types import Message
 from ...utils import unwrap_exception_groups
-from ..base import BaseChannelLayer, CapacityPattern
+from ..base import CapacityPattern
 from ..durable import (
     GroupHistory,
     GroupPattern,
@@ -58,7 +58,7 @@ from ..durable import (
     with_position,
     without_position,
 )
-from ..inmemory import copy_message
+from .base import RedisLayerBase
 from .connection import CONNECTION_ERRORS, Command, Connection, Pool
 from .durable import (
     RECORDED_GROUP_SEND,
@@ -70,10 +70,11 @@ from .durable import (
     presence_leave,
     run_script,
 )
-from .errors import ForeignChannelError, InvalidPrefixError
+from .errors import ForeignChannelError
 from .hosts import Host, consistent_hash, parse_hosts
-from .local import Mailboxes, PerLoop, Readers
+from .local import Mailboxes, Readers, deliver
 from .memberships import Memberships
+from .retry import Backoff
 from .serializers import MessageSerializer, as_message, registry
 
 __all__ = ["RedisChannelLayer"]
@@ -145,7 +146,7 @@ class _LoopState:
             await pool.aclose()
 
 
-class RedisChannelLayer(BaseChannelLayer):
+class RedisChannelLayer(RedisLayerBase[_LoopState]):
     """A channel layer on one or more Redis servers, compatible with channels_redis 4.x.
 
     Settings are channels_redis's: ``hosts`` (a list of URLs, ``(host, port)`` pairs,
@@ -161,12 +162,9 @@ class RedisChannelLayer(BaseChannelLayer):
     """
 
     extensions: list[str] = ["groups", "flush", "history", "presence"]
-    _drop_logger = logger
 
     #: Seconds a blocking pop waits on the server before asking again.
     brpop_timeout = 5
-    #: Seconds a send, group call or flush keeps retrying while Redis is unreachable.
-    reconnect_timeout: float = 10.0
     #: Most messages one read of the process-local key takes (Redis 7+: BZMPOP).
     local_batch = 64
 
@@ -187,19 +185,19 @@ class RedisChannelLayer(BaseChannelLayer):
         presence_timeout: float = 30,
     ) -> None:
         super().__init__(
+            prefix=prefix,
             expiry=expiry,
             capacity=capacity,
             channel_capacity=channel_capacity,
+            new_state=self._new_loop_state,
+            close_state=_LoopState.aclose,
             group_history=group_history,
             presence_events=presence_events,
             presence_timeout=presence_timeout,
         )
-        if not isinstance(prefix, str):
-            raise InvalidPrefixError(f"prefix must be a str, got {type(prefix).__name__}")
         for name, value in (("expiry", expiry), ("group_expiry", group_expiry)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive whole number of seconds")
-        self.prefix = prefix
         self.group_expiry = group_expiry
         self.hosts: list[Host] = parse_hosts(hosts)
         self.ring_size: int = len(self.hosts)
@@ -220,7 +218,6 @@ class RedisChannelLayer(BaseChannelLayer):
         self._last_score = 0.0
         self._routes: dict[str, tuple[str, int | None]] = {}
         self._mailboxes = Mailboxes(expiry, self.get_capacity, self.record_buffer_drop)
-        self._loops: PerLoop[_LoopState] = PerLoop(self._new_loop_state, _LoopState.aclose)
         self._memberships = Memberships(live_for=expiry)
         # Per shard, the run id of the server last seen there (None: not connected yet).
         self._run_ids: list[str | None] = [None] * self.ring_size
@@ -247,10 +244,6 @@ class RedisChannelLayer(BaseChannelLayer):
         ]
         return _LoopState(pools, self._mailboxes)
 
-    def __repr__(self) -> str:
-        hosts = ", ".join(host.describe() for host in self.hosts)
-        return f"<{type(self).__name__} prefix={self.prefix!r} hosts=[{hosts}]>"
-
     # -- names, keys, shards -------------------------------------------------------------
 
     def _group_key(self, group: str) -> str:
@@ -268,17 +261,6 @@ class RedisChannelLayer(BaseChannelLayer):
 
     def consistent_hash(self, name: str) -> int:
         return consistent_hash(name, self.ring_size)
-
-    def serialize(self, message: Message) -> bytes:
-        """The bytes stored in Redis for ``message`` (by the ``serializer_format``'s class)."""
-        return self._serializer.serialize(message)
-
-    def deserialize(self, data: bytes) -> Message:
-        """The message in bytes read from Redis.
-
-        :raises ValueError: if they hold no message (or, encrypted, cannot be decrypted).
-        """
-        return as_message(self._serializer.deserialize(data))
 
     def _score(self) -> float:
         # Strictly increasing, so two sends in the same clock tick keep their order
@@ -299,21 +281,12 @@ class RedisChannelLayer(BaseChannelLayer):
         silently dropped).
         """
         state = await self._loops.get()
-        deadline: float | None = None
-        delay = 0.02
+        backoff = Backoff(self.reconnect_timeout)
         while True:
             try:
                 return await state.pools[shard].execute(commands)
             except CONNECTION_ERRORS as exc:
-                if deadline is None:
-                    deadline = anyio.current_time() + self.reconnect_timeout
-                if anyio.current_time() + delay > deadline:
-                    raise ConnectionError(
-                        f"Redis at {self.hosts[shard].describe()} is unreachable: {exc}"
-                    ) from exc
-                logger.info("Redis at %s: %s; retrying", self.hosts[shard].describe(), exc)
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+                await backoff.wait(self.hosts[shard].describe(), exc)
 
     async def _script(
         self, shard: int, script: _Script, keys: Sequence[str], args: Sequence[Any]
@@ -452,10 +425,7 @@ class RedisChannelLayer(BaseChannelLayer):
             if not isinstance(targets, list) or not targets:
                 logger.warning("Dropped a message on %r with no target channel", key)
                 continue
-            for index, target in enumerate(targets):
-                # One copy per receiver, so no receiver sees another's changes.
-                self._mailboxes.file(target, message if index == 0 else copy_message(message), now)
-                readers.wake(target)
+            deliver(self._mailboxes, readers, targets, message, now)
 
     def _decode(self, member: bytes, score: float) -> Message | None:
         if score < int(time.time()) - int(self.expiry):
@@ -515,16 +485,14 @@ class RedisChannelLayer(BaseChannelLayer):
         Reconnects (with backoff) for as long as the server is away.
         """
         pool = state.pools[shard]
-        delay = 0.02
+        backoff = Backoff()  # a reader waits for as long as the server is away
         while True:
             try:
                 connection = await pool.acquire()
             except CONNECTION_ERRORS as exc:
-                logger.info("Waiting for Redis at %s: %s", self.hosts[shard].describe(), exc)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                await backoff.wait(self.hosts[shard].describe(), exc)
                 continue
-            delay = 0.02
+            backoff.reset()
             try:
                 reply = await self._blocking_command(state, shard, connection, key, count, salvage)
             except CONNECTION_ERRORS:
@@ -797,21 +765,6 @@ class RedisChannelLayer(BaseChannelLayer):
                 if cursor == b"0":
                     break
         self._mailboxes.clear()
-
-    async def close(self) -> None:
-        """Close this event loop's connections. The layer stays usable: a later call
-        opens new ones."""
-        await self._loops.aclose_current()
-
-    async def close_pools(self) -> None:
-        """Close this event loop's connections (channels_redis's name for :meth:`close`).
-
-        What a Celery task or script calls after ``async_to_sync(layer.group_send)(...)``,
-        as channels_redis documents: ``async_to_sync(layer.close_pools)()``. Connections of
-        other event loops are closed when those loops end (they cannot be closed from
-        here: they belong to the tasks of their loop).
-        """
-        await self._loops.aclose_current()
 
     async def wait_received(self) -> None:
         """Nothing to wait for: kept for channels_redis compatibility.

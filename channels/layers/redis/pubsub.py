@@ -36,7 +36,7 @@ import anyio
 
 from ...types import Message
 from ...utils import unwrap_exception_groups
-from ..base import BaseChannelLayer, CapacityPattern
+from ..base import CapacityPattern
 from ..durable import (
     GroupHistory,
     GroupPattern,
@@ -45,13 +45,13 @@ from ..durable import (
     with_position,
     without_position,
 )
-from ..inmemory import copy_message
+from .base import RedisLayerBase
 from .connection import CONNECTION_ERRORS, Command, Connection, Pool, connect
 from .durable import DurableKeys, RedisDurable, presence, presence_join, presence_leave
-from .errors import InvalidPrefixError
 from .hosts import Host, consistent_hash, parse_hosts
-from .local import Mailboxes, PerLoop, Readers
-from .serializers import MessageSerializer, as_message, registry
+from .local import Mailboxes, Readers, deliver
+from .retry import Backoff
+from .serializers import MessageSerializer, registry
 
 __all__ = ["RedisPubSubChannelLayer"]
 
@@ -172,7 +172,7 @@ class _LoopState:
             await subscriber.aclose()
 
 
-class RedisPubSubChannelLayer(BaseChannelLayer):
+class RedisPubSubChannelLayer(RedisLayerBase[_LoopState]):
     """A channel layer on Redis PUBLISH/SUBSCRIBE, compatible with channels_redis's.
 
     Settings: ``hosts`` (as for :class:`~channels.layers.redis.RedisChannelLayer`),
@@ -189,7 +189,6 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
     """
 
     extensions: list[str] = ["groups", "flush", "history", "presence"]
-    _drop_logger = logger
 
     def __init__(
         self,
@@ -209,16 +208,16 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         **ignored: Any,
     ) -> None:
         super().__init__(
+            prefix=prefix,
             expiry=expiry,
             capacity=capacity,
             channel_capacity=channel_capacity,
+            new_state=self._new_loop_state,
+            close_state=_LoopState.aclose,
             group_history=group_history,
             presence_events=presence_events,
             presence_timeout=presence_timeout,
         )
-        if not isinstance(prefix, str):
-            raise InvalidPrefixError(f"prefix must be a str, got {type(prefix).__name__}")
-        self.prefix = prefix
         self.on_disconnect = on_disconnect
         self.on_reconnect = on_reconnect
         self.hosts: list[Host] = parse_hosts(hosts)
@@ -226,7 +225,6 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         self._serializer: MessageSerializer = registry.get_serializer(
             serializer_format, symmetric_encryption_keys=symmetric_encryption_keys
         )
-        self._loops: PerLoop[_LoopState] = PerLoop(self._new_loop_state, _LoopState.aclose)
         self._durable = RedisDurable(
             self._execute, self._durable_keys, self.serialize, self.deserialize
         )
@@ -244,10 +242,6 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         for subscriber in state.subscribers:
             subscriber.on_message = functools.partial(self._file_message, state)
         return state
-
-    def __repr__(self) -> str:
-        hosts = ", ".join(host.describe() for host in self.hosts)
-        return f"<{type(self).__name__} prefix={self.prefix!r} hosts=[{hosts}]>"
 
     # channels_redis's pub/sub layer forwards unknown attributes to the current loop's
     # layer; ``channels`` and ``groups`` are the public ones with a meaning here.
@@ -283,17 +277,6 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         if state is None:
             return {}
         return {name: frozenset(members) for name, members in state.groups.items()}
-
-    def serialize(self, message: Message) -> bytes:
-        """The bytes published for ``message`` (by the ``serializer_format``'s class)."""
-        return self._serializer.serialize(message)
-
-    def deserialize(self, data: bytes) -> Message:
-        """The message in published bytes.
-
-        :raises ValueError: if they hold no message (or, encrypted, cannot be decrypted).
-        """
-        return as_message(self._serializer.deserialize(data))
 
     def _shard(self, name: str) -> int:
         return consistent_hash(name, self.ring_size)
@@ -354,11 +337,10 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
             raise reply
 
     async def _execute(self, shard: int, commands: Sequence[Command]) -> list[Any]:
-        """Run ``commands`` on ``shard`` in one round trip, retrying for 10 s while Redis is
-        unreachable."""
+        """Run ``commands`` on ``shard`` in one round trip, retrying for
+        ``reconnect_timeout`` seconds while Redis is unreachable."""
         state = await self._loops.get()
-        deadline = anyio.current_time() + 10
-        delay = 0.02
+        backoff = Backoff(self.reconnect_timeout)
         while True:
             try:
                 # Our own subscriptions first: if one was dropped, what we publish now
@@ -366,12 +348,7 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
                 await self._repair(state)
                 return await state.pools[shard].execute(commands)
             except CONNECTION_ERRORS as exc:
-                if anyio.current_time() + delay > deadline:
-                    raise ConnectionError(
-                        f"Redis at {self.hosts[shard].describe()} is unreachable: {exc}"
-                    ) from exc
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                await backoff.wait(self.hosts[shard].describe(), exc)
 
     async def _subscribe(self, state: _LoopState, name: str) -> None:
         subscriber = state.subscribers[self._shard(name)]
@@ -473,7 +450,7 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         scope.cancel()
 
     async def _read_one(self, state: _LoopState, subscriber: _Subscriber) -> None:
-        delay = 0.02
+        backoff = Backoff()  # a reader waits for as long as the server is away
         while True:
             connection: Connection | None = None
             try:
@@ -485,13 +462,9 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
                 # This connection only: another task may already have replaced it.
                 if connection is not None:
                     connection.broken = True
-                logger.info(
-                    "Redis pub/sub at %s: %s; reconnecting", subscriber.host.describe(), exc
-                )
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                await backoff.wait(subscriber.host.describe(), exc)
                 continue
-            delay = 0.02
+            backoff.reset()
             connection.parser.feed(data)
             if self._file_replies(state, connection):
                 return
@@ -532,16 +505,9 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
             logger.error("Dropped a pub/sub message that cannot be read: %s", exc)
             return False
         members = state.groups.get(name)
-        targets = members if members is not None else (name,)
-        now = time.monotonic()
-        first = True
-        filed = False
-        for target in targets:
-            state.mailboxes.file(target, message if first else copy_message(message), now)
-            state.readers.wake(target)
-            first = False
-            filed = True
-        return filed
+        return deliver(
+            state.mailboxes, state.readers, members if members is not None else (name,), message
+        )
 
     # -- groups --------------------------------------------------------------------------
 
@@ -665,9 +631,4 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
 
     async def close(self) -> None:
         """Close this event loop's connections and forget its subscriptions."""
-        await self._loops.aclose_current()
-
-    async def close_pools(self) -> None:
-        """The same as :meth:`close`, under the core layer's channels_redis name, so code
-        written for either layer can call it."""
         await self._loops.aclose_current()
