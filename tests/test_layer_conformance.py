@@ -1,4 +1,4 @@
-"""Our three layers against the conformance kit (``channels.testing.layers``), on asyncio
+"""Our four layers against the conformance kit (``channels.testing.layers``), on asyncio
 and trio: the same suite a third-party layer runs."""
 
 from __future__ import annotations
@@ -9,7 +9,11 @@ from typing import Any
 import pytest
 
 from channels.layers import InMemoryChannelLayer
-from channels.layers.redis import RedisChannelLayer, RedisPubSubChannelLayer
+from channels.layers.redis import (
+    RedisChannelLayer,
+    RedisClusterChannelLayer,
+    RedisPubSubChannelLayer,
+)
 from channels.testing.layers import ChannelLayerConformance
 from channels.types import ChannelLayer
 
@@ -64,3 +68,24 @@ class TestRedisPubSubLayer(RedisUrl, ChannelLayerConformance):
 
     async def make_layer(self, **config: Any) -> ChannelLayer:
         return RedisPubSubChannelLayer(hosts=[self.url], prefix=self.prefix(), **config)
+
+
+class TestRedisClusterLayer(ChannelLayerConformance):
+    """The cluster layer on the suite's six-node cluster (tests/redis_cluster.py)."""
+
+    expected_extensions = RedisClusterChannelLayer.extensions
+    # It delivers on sharded pub/sub, as that layer does, but expires memberships.
+    lacks = {
+        name: reason
+        for name, reason in TestRedisPubSubLayer.lacks.items()
+        if name != "group_expiry"
+    }
+    urls: list[str] = []
+
+    @pytest.fixture(autouse=True)
+    def _cluster(self, redis_cluster_urls: list[str]) -> None:
+        self.urls = redis_cluster_urls
+
+    async def make_layer(self, **config: Any) -> ChannelLayer:
+        prefix = f"kit{uuid.uuid4().hex[:10]}."
+        return RedisClusterChannelLayer(hosts=self.urls, prefix=prefix, **config)
