@@ -234,3 +234,24 @@ async def test_a_flooded_receiver_takes_filed_messages_in_order_and_still_yields
     assert received == list(range(300))
     # Filed messages skip the checkpoint, but not more than 64 times in a row.
     assert 299 // 64 - 1 <= during <= 299 // 8
+
+
+async def test_a_prefix_outside_the_name_rules_works_as_on_channels_redis(
+    redis_url: str, prefix: str
+) -> None:
+    """channels_redis takes any prefix ("myapp:" is common); names this layer makes start
+    with it, and must be usable. What follows the prefix is still held to the rules."""
+    layer = RedisPubSubChannelLayer(hosts=[redis_url], prefix=f"{prefix}:")
+    try:
+        channel = await layer.new_channel()
+        assert channel.startswith(f"{prefix}:specific.")
+        await layer.send(channel, {"type": "hello"})
+        with anyio.fail_after(5):
+            assert await layer.receive(channel) == {"type": "hello"}
+        with pytest.raises(TypeError, match="Channel name"):
+            await layer.send(f"{prefix}:bad name", {"type": "hello"})
+        with pytest.raises(TypeError, match="Channel name"):
+            await layer.send("other:specific.x", {"type": "hello"})
+    finally:
+        await layer.flush()
+        await layer.close()

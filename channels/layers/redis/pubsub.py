@@ -299,6 +299,17 @@ class RedisPubSubChannelLayer(RedisLayerBase[_LoopState]):
 
     # -- channels ------------------------------------------------------------------------
 
+    def require_valid_channel_name(self, name: object, receive: bool = False) -> bool:
+        """Channels' name rules, applied to what follows this layer's ``prefix``.
+
+        :meth:`new_channel` names start with the prefix, and channels_redis takes any
+        prefix (``"myapp:"``, say), so the prefix itself is not held to the rules.
+        """
+        prefix = self.prefix
+        if prefix and isinstance(name, str) and name.startswith(prefix) and name != prefix:
+            name = name[len(prefix) :]
+        return super().require_valid_channel_name(name, receive=receive)
+
     async def new_channel(self, prefix: str = "specific.") -> str:
         """A new channel, subscribed at once so nothing sent to it from now on is missed."""
         channel = f"{self.prefix}{prefix}{uuid.uuid4().hex}"
