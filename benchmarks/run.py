@@ -85,6 +85,25 @@ HTTP = (
     Metric("p50_ms", "p50 latency (ms)", higher_is_better=False),
     Metric("p99_ms", "p99 latency (ms)", higher_is_better=False),
 )
+CORES = (
+    Metric("client_cpu_cores", "load generator CPU (cores)", ratio=False),
+    Metric("server_cpu_cores", "server CPU (cores)", ratio=False),
+)
+BROADCAST = (
+    Metric("deliveries_per_s", "deliveries/s"),
+    Metric("p50_ms", "p50 send-to-receive (ms)", higher_is_better=False),
+    Metric("p99_ms", "p99 send-to-receive (ms)", higher_is_better=False),
+    *CORES,
+)
+IDLE = (
+    Metric("rss_per_connection_kib", "server RSS per connection (KiB)", higher_is_better=False),
+    Metric("connects_per_s", "connects/s"),
+    *CORES,
+)
+# The load generator: raw WebSocket clients over selectors (wsclient.py), split over
+# processes so that it is not what limits the server.
+BROADCAST_LOAD = {"connections": 1_000, "processes": 4, "sends": 50, "payload": 64}
+BROADCAST_QUICK = {"connections": 40, "processes": 2, "sends": 5, "payload": 64}
 HTTP_QUICK = {"server": "hypercorn", "connections": 4, "requests": 10}
 ECHO_LOAD = {"connections": 50, "round_trips": 200, "churn": 500, "churn_concurrency": 10}
 ECHO_QUICK = {"connections": 10, "round_trips": 20, "churn": 20, "churn_concurrency": 5}
@@ -182,6 +201,40 @@ CASES = [
         {"server": "hypercorn", "app": "bare_app", **ECHO_QUICK},
         ECHO,
         (OURS_ASYNCIO, OURS_TRIO),
+    ),
+    Case(
+        "ws-broadcast",
+        "WebSocket broadcast on hypercorn: 1,000 clients in a group, 50 group_sends",
+        "ws-broadcast",
+        {"server": "hypercorn", "app": "broadcast_app", **BROADCAST_LOAD},
+        {"server": "hypercorn", "app": "broadcast_app", **BROADCAST_QUICK},
+        BROADCAST,
+    ),
+    Case(
+        "ws-broadcast-daphne",
+        "WebSocket broadcast on daphne: 1,000 clients in a group, 50 group_sends",
+        "ws-broadcast",
+        {"server": "daphne", "app": "broadcast_app", **BROADCAST_LOAD},
+        {"server": "daphne", "app": "broadcast_app", **BROADCAST_QUICK},
+        BROADCAST,
+        (UPSTREAM,),
+    ),
+    Case(
+        "ws-broadcast-bare",
+        "bare ASGI broadcast (no Channels) on hypercorn, reference",
+        "ws-broadcast",
+        {"server": "hypercorn", "app": "bare_broadcast_app", **BROADCAST_LOAD},
+        {"server": "hypercorn", "app": "bare_broadcast_app", **BROADCAST_QUICK},
+        BROADCAST,
+        (OURS_ASYNCIO, OURS_TRIO),
+    ),
+    Case(
+        "ws-idle",
+        "5,000 idle WebSockets to a JSON consumer in a group, on hypercorn",
+        "ws-idle",
+        {"server": "hypercorn", "connections": 5_000, "processes": 4, "concurrency": 25},
+        {"server": "hypercorn", "connections": 200, "processes": 2, "concurrency": 10},
+        IDLE,
     ),
     # Django views over HTTP/1.1 keep-alive on hypercorn: upstream Channels projects serve
     # plain HTTP with Django's own handler, this package with channels.http.
@@ -517,6 +570,16 @@ def notes(outcomes: dict[tuple[str, str], Outcome]) -> list[str]:
             found.append(
                 f"echo consumer on hypercorn-{backend} reaches {a / b:.0%} of the bare ASGI"
                 " echo app's round trips/s"
+            )
+    for backend in ("asyncio", "trio"):
+        channels = outcomes.get(("ws-broadcast", f"ours-{backend}"))
+        bare = outcomes.get(("ws-broadcast-bare", f"ours-{backend}"))
+        if channels and bare and channels.runs and bare.runs:
+            a = statistics.median(r["metrics"]["deliveries_per_s"] for r in channels.runs)
+            b = statistics.median(r["metrics"]["deliveries_per_s"] for r in bare.runs)
+            found.append(
+                f"the broadcast consumer on hypercorn-{backend} reaches {a / b:.0%} of the"
+                " bare ASGI broadcast's deliveries/s"
             )
     for backend in ("asyncio", "trio"):
         django = outcomes.get(("http-sync", f"ours-{backend}"))
