@@ -104,6 +104,8 @@ IDLE = (
 # processes so that it is not what limits the server.
 BROADCAST_LOAD = {"connections": 1_000, "processes": 4, "sends": 50, "payload": 64}
 BROADCAST_QUICK = {"connections": 40, "processes": 2, "sends": 5, "payload": 64}
+IDLE_LOAD = {"connections": 5_000, "processes": 4, "concurrency": 25}
+IDLE_QUICK = {"connections": 200, "processes": 2, "concurrency": 10}
 HTTP_QUICK = {"server": "hypercorn", "connections": 4, "requests": 10}
 ECHO_LOAD = {"connections": 50, "round_trips": 200, "churn": 500, "churn_concurrency": 10}
 ECHO_QUICK = {"connections": 10, "round_trips": 20, "churn": 20, "churn_concurrency": 5}
@@ -185,6 +187,15 @@ CASES = [
         ECHO,
     ),
     Case(
+        "ws-serving",
+        "WebSocket echo consumer on this package's server, 50 conns x 200",
+        "ws-echo",
+        {"server": "channels", "app": "channels_app", **ECHO_LOAD},
+        {"server": "channels", "app": "channels_app", **ECHO_QUICK},
+        ECHO,
+        (OURS_ASYNCIO, OURS_TRIO),
+    ),
+    Case(
         "ws-daphne",
         "WebSocket echo consumer on daphne, 50 conns x 200",
         "ws-echo",
@@ -229,12 +240,30 @@ CASES = [
         (OURS_ASYNCIO, OURS_TRIO),
     ),
     Case(
+        "ws-broadcast-serving",
+        "WebSocket broadcast on this package's server (python -m channels.serving)",
+        "ws-broadcast",
+        {"server": "channels", "app": "broadcast_app", **BROADCAST_LOAD},
+        {"server": "channels", "app": "broadcast_app", **BROADCAST_QUICK},
+        BROADCAST,
+        (OURS_ASYNCIO, OURS_TRIO),
+    ),
+    Case(
         "ws-idle",
         "5,000 idle WebSockets to a JSON consumer in a group, on hypercorn",
         "ws-idle",
-        {"server": "hypercorn", "connections": 5_000, "processes": 4, "concurrency": 25},
-        {"server": "hypercorn", "connections": 200, "processes": 2, "concurrency": 10},
+        {"server": "hypercorn", **IDLE_LOAD},
+        {"server": "hypercorn", **IDLE_QUICK},
         IDLE,
+    ),
+    Case(
+        "ws-idle-bare",
+        "5,000 idle WebSockets to a bare ASGI app (no Channels) on hypercorn, reference",
+        "ws-idle",
+        {"server": "hypercorn", "app": "bare_app", **IDLE_LOAD},
+        {"server": "hypercorn", "app": "bare_app", **IDLE_QUICK},
+        IDLE,
+        (OURS_ASYNCIO, OURS_TRIO),
     ),
     # Django views over HTTP/1.1 keep-alive on hypercorn: upstream Channels projects serve
     # plain HTTP with Django's own handler, this package with channels.http.

@@ -288,6 +288,11 @@ SERVER_COMMANDS = {
         "--log-level", "warning", "--keep-alive", "30", "e2e_app:{app}",
     ],
     "daphne": ["-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "-v", "0", "e2e_app:{app}"],
+    # This package's own server (hypercorn's per-connection servers behind its accept loop).
+    "channels": [
+        "-m", "channels.serving", "--backend", "{backend}", "--bind", "127.0.0.1:{port}",
+        "e2e_app:{app}",
+    ],
 }  # fmt: skip
 
 
@@ -361,6 +366,8 @@ def websocket_echo(spec: dict[str, Any]) -> dict[str, Any]:
     params = spec["params"]
     app = params["app"]
     needed = ["websockets", "daphne" if params["server"] == "daphne" else "hypercorn"]
+    if params["server"] == "channels":
+        needed.append("channels.serving")
     if app == "channels_app":
         needed.append("channels.generic.websocket")
     require(*needed)
@@ -482,6 +489,7 @@ class ClientPool:
         count, processes = params["connections"], params["processes"]
         shares = [count // processes + (i < count % processes) for i in range(processes)]
         self.children = []
+        self.errors: list[Any] = []
         for share in shares:
             spec = {
                 "host": "127.0.0.1",
@@ -492,11 +500,14 @@ class ClientPool:
                 "mode": mode,
                 "sends": params.get("sends", 0),
             }
+            errors = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in close())
+            self.errors.append(errors)
             self.children.append(
                 subprocess.Popen(
                     [sys.executable, str(HERE / "wsclient.py"), json.dumps(spec)],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
+                    stderr=errors,
                     text=True,
                 )
             )
@@ -504,11 +515,13 @@ class ClientPool:
     def read(self) -> list[dict[str, Any]]:
         """The next line of every client, in order; a client that died fails the run."""
         lines = []
-        for child in self.children:
+        for child, errors in zip(self.children, self.errors, strict=True):
             assert child.stdout is not None
             line = child.stdout.readline()
             if not line:
-                raise RuntimeError(f"a load generator exited with {child.wait()}")
+                code = child.wait()
+                errors.seek(0)
+                raise RuntimeError(f"a load generator exited with {code}: {errors.read()[-2000:]}")
             lines.append(json.loads(line))
         return lines
 
@@ -519,10 +532,11 @@ class ClientPool:
             child.stdin.flush()
 
     def close(self) -> None:
-        for child in self.children:
+        for child, errors in zip(self.children, self.errors, strict=True):
             if child.poll() is None:
                 child.kill()
             child.wait()
+            errors.close()
 
 
 def open_clients(port: int, path: str, params: dict[str, Any], mode: str) -> Iterator[Any]:
@@ -541,6 +555,8 @@ def ws_broadcast(spec: dict[str, Any]) -> dict[str, Any]:
     connection; deliveries/s at the clients and send-to-receive latency."""
     params = spec["params"]
     require("websockets", "daphne" if params["server"] == "daphne" else "hypercorn")
+    if params["server"] == "channels":
+        require("channels.serving")
     if params["app"] == "broadcast_app":
         require("channels.generic.websocket")
     raise_open_files_limit(params["connections"] + 512)
@@ -599,10 +615,15 @@ def ws_idle(spec: dict[str, Any]) -> dict[str, Any]:
     """``connections`` open, idle WebSockets to a JSON consumer in one group: what each
     costs the server in resident memory, and how fast they connect."""
     params = spec["params"]
-    require("websockets", "hypercorn", "channels.generic.websocket")
+    app = params.get("app", "idle_app")
+    require(
+        "websockets", "hypercorn", *(["channels.generic.websocket"] if app == "idle_app" else [])
+    )
+    if params["server"] == "channels":
+        require("channels.serving")
     count = params["connections"]
     raise_open_files_limit(count + 512)
-    with serving(spec, "idle_app") as (port, server):
+    with serving(spec, app) as (port, server):
         import anyio
 
         anyio.run(warm_up, port, backend="asyncio")  # lazy imports, first-use caches
@@ -636,8 +657,6 @@ async def warm_up(port: int) -> None:
 
     async with connect(f"ws://127.0.0.1:{port}/", compression=None):
         pass
-
-
 
 
 # -- end to end: Django views over HTTP/1.1 -------------------------------------------------

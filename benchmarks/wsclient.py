@@ -14,7 +14,7 @@ line):
    ``sends`` text frames and prints the latencies (receive time minus the ``t`` the
    sender stamped in each JSON payload), the first ``t``, the last receive time and its
    CPU seconds;
-   ``"mode": "idle"``: it waits for a line on stdin;
+   ``"mode": "idle"``: it waits for a line on stdin; either way it answers pings;
 3. it sends each connection a close frame and prints ``{"closed": n}``.
 
 Standard library only. Server frames are unmasked and, for these small messages, never
@@ -24,6 +24,7 @@ fragmented (hypercorn's and daphne's are not); a fragment fails the run.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import resource
@@ -85,15 +86,27 @@ class Connection:
         del buffer[:position]
         return found
 
+    def send_frame(self, opcode: int, payload: bytes) -> None:
+        """Send one small frame, masked as a client must (``close`` and ``pong`` here)."""
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.setblocking(True)
+        try:
+            self.sock.sendall(bytes([0x80 | opcode, 0x80 | len(masked)]) + mask + masked)
+        finally:
+            self.sock.setblocking(False)
+
+    def answer_control(self, opcode: int, payload: bytes) -> bool:
+        """Answer a ping with its pong; whether the frame was a ping or a pong."""
+        if opcode == 0x9:
+            self.send_frame(0xA, payload)
+            return True
+        return opcode == 0xA
+
     def close(self) -> None:
         """Send a close frame (masked, as a client must) and close the socket."""
-        mask = os.urandom(4)
-        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(_CLOSE_FRAME_PAYLOAD))
-        try:
-            self.sock.setblocking(True)
-            self.sock.sendall(bytes([0x88, 0x80 | len(payload)]) + mask + payload)
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            self.send_frame(0x8, _CLOSE_FRAME_PAYLOAD)
         self.sock.close()
 
 
@@ -175,6 +188,8 @@ def receive_broadcast(connections: list[Connection], sends: int) -> dict[str, An
             connection.buffer += data
             now = time.time()
             for opcode, payload in connection.frames():
+                if connection.answer_control(opcode, payload):
+                    continue
                 if opcode != 0x1:
                     raise RuntimeError(f"unexpected frame (opcode {opcode}): {payload!r}")
                 sent = json.loads(payload)["t"]
@@ -191,6 +206,29 @@ def receive_broadcast(connections: list[Connection], sends: int) -> dict[str, An
     if any(connection.received != sends for connection in connections):
         raise RuntimeError("a connection received more frames than were sent")
     return {"latencies": latencies, "first_sent": first_sent, "last_received": last_received}
+
+
+def stay_idle(connections: list[Connection]) -> None:
+    """Until a line arrives on stdin, answer pings (a server with keepalive drops peers
+    that do not) and fail on anything else."""
+    selector = selectors.DefaultSelector()
+    selector.register(sys.stdin, selectors.EVENT_READ, None)
+    for connection in connections:
+        selector.register(connection.sock, selectors.EVENT_READ, connection)
+    while True:
+        for key, _ in selector.select():
+            connection = key.data
+            if connection is None:
+                sys.stdin.readline()
+                selector.close()
+                return
+            data = connection.sock.recv(65536)
+            if not data:
+                raise RuntimeError("the server closed an idle connection")
+            connection.buffer += data
+            for opcode, payload in connection.frames():
+                if not connection.answer_control(opcode, payload):
+                    raise RuntimeError(f"an idle connection got a frame: {opcode} {payload!r}")
 
 
 def emit(value: dict[str, Any]) -> None:
@@ -219,7 +257,7 @@ def main() -> None:
         result = receive_broadcast(connections, spec["sends"])
         emit({**result, "cpu_s": cpu_seconds() - cpu})
     else:
-        sys.stdin.readline()
+        stay_idle(connections)
     for connection in connections:
         connection.close()
     emit({"closed": len(connections)})
