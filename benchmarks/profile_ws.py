@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE))
 import workloads  # noqa: E402
 
 
-def serve(app_name: str, backend: str, port: int, profile_to: str | None) -> None:
+def serve(app_name: str, backend: str, port: int, profile_to: str | None, server: str) -> None:
     """The child: hypercorn serving ``e2e_app:<app_name>``, profiled between signals."""
     import importlib
 
@@ -59,7 +59,12 @@ def serve(app_name: str, backend: str, port: int, profile_to: str | None) -> Non
 
         signal.signal(signal.SIGUSR1, start)
         signal.signal(signal.SIGUSR2, stop)
-    if backend == "trio":
+    if server == "channels":
+        from channels.serving import serve as channels_serve
+
+        # No keepalive: under valgrind, a slow connect phase would count as silence.
+        channels_serve(app, bind=[f"127.0.0.1:{port}"], backend=backend, ping_interval=None)  # type: ignore[arg-type]
+    elif backend == "trio":
         import trio
         from hypercorn.trio import serve as trio_serve
 
@@ -77,14 +82,18 @@ def main() -> None:
     parser.add_argument("phase", choices=["broadcast", "connect"])
     parser.add_argument("--app", default="broadcast_app")
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
+    parser.add_argument(
+        "--server", default="hypercorn", choices=["hypercorn", "channels"],
+        help="hypercorn's own serve(), or this package's channels.serving.serve()",
+    )  # fmt: skip
     parser.add_argument("--measure", default="cpu", choices=["cpu", "pyinstrument", "callgrind"])
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--sends", type=int, default=50)
     parser.add_argument("--out", default="/tmp/profile_ws")
     if sys.argv[1:2] == ["--serve"]:
-        app_name, backend, port, profile_to = sys.argv[2:6]
-        serve(app_name, backend, int(port), profile_to if profile_to != "-" else None)
+        app_name, backend, port, profile_to, server = sys.argv[2:7]
+        serve(app_name, backend, int(port), profile_to if profile_to != "-" else None, server)
         return
     args = parser.parse_args()
 
@@ -92,7 +101,7 @@ def main() -> None:
     port = workloads.free_port()
     profile_to = f"{args.out}.html" if args.measure == "pyinstrument" else "-"
     command = [sys.executable, __file__, "--serve", args.app, args.backend, str(port)]
-    command.append(profile_to)
+    command += [profile_to, args.server]
     if args.measure == "callgrind":
         command = [
             "valgrind", "--tool=callgrind", "--instr-atstart=no",

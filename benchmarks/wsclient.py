@@ -196,10 +196,9 @@ def receive_broadcast(connections: list[Connection], sends: int) -> dict[str, An
                 first_sent = min(first_sent, sent)
                 latencies.append(now - sent)
                 connection.received += 1
-            last_received = now
-        if events:
-            last_progress = time.monotonic()
-        elif time.monotonic() - last_progress > STALL_TIMEOUT:
+                last_received = now
+                last_progress = time.monotonic()
+        if time.monotonic() - last_progress > STALL_TIMEOUT:
             missing = expected - len(latencies)
             raise RuntimeError(f"{missing} frames did not arrive within {STALL_TIMEOUT:.0f} s")
     selector.close()
