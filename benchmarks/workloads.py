@@ -374,9 +374,11 @@ def websocket_echo(spec: dict[str, Any]) -> dict[str, Any]:
     with serving(spec, app) as (port, server):
         import anyio
 
+        cpu = tree_cpu_s(server.pid)
         metrics: dict[str, Any] = anyio.run(
             echo_client, f"ws://127.0.0.1:{port}/", params, backend="asyncio"
         )
+        metrics["server_cpu_s"] = tree_cpu_s(server.pid) - cpu  # echo and churn phases
         metrics["server_peak_rss_kib"] = tree_peak_rss_kib(server.pid)
         return metrics
 
@@ -673,7 +675,12 @@ def django_http(spec: dict[str, Any]) -> dict[str, Any]:
     with serving(spec, params.get("app") or HTTP_APPS[spec["side"]]) as (port, server):
         import anyio
 
+        cpu = tree_cpu_s(server.pid)
         metrics: dict[str, Any] = anyio.run(http_client, port, params, backend="asyncio")
+        # Less sensitive to other load than the rates: for A/B work on a busy machine.
+        metrics["server_cpu_us_per_request"] = (
+            (tree_cpu_s(server.pid) - cpu) / metrics["requests"] * 1e6
+        )
         metrics["server_peak_rss_kib"] = tree_peak_rss_kib(server.pid)
         return metrics
 
