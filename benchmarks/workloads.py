@@ -538,6 +538,9 @@ class ClientPool:
             if child.poll() is None:
                 child.kill()
             child.wait()
+            for pipe in (child.stdin, child.stdout):
+                if pipe is not None:
+                    pipe.close()
             errors.close()
 
 
