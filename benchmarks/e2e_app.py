@@ -45,7 +45,6 @@ django.setup()
 import time  # noqa: E402
 from collections.abc import AsyncIterator, Iterator  # noqa: E402
 
-from django.core.asgi import get_asgi_application as django_asgi_application  # noqa: E402
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse  # noqa: E402
 from django.urls import path  # noqa: E402
 
@@ -102,7 +101,24 @@ urlpatterns = [
     path("sync-stream", sync_stream_view),
 ]
 
-django_http_app = django_asgi_application()
+
+def __getattr__(name: str) -> Any:
+    """The HTTP handlers, built (and their modules imported) only when a server asks for
+    one, so the WebSocket rows carry neither handler in their memory."""
+    if name == "django_http_app":
+        from django.core.asgi import get_asgi_application
+
+        app = get_asgi_application()
+    elif name == "channels_http_app":
+        try:
+            from channels.http import get_asgi_application as channels_asgi_application
+        except ImportError:  # upstream Channels 4 has no HTTP handler of its own
+            raise AttributeError(name) from None
+        app = channels_asgi_application()
+    else:
+        raise AttributeError(name)
+    globals()[name] = app
+    return app
 
 
 async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -243,10 +259,3 @@ else:
 
     broadcast_app = ProtocolTypeRouter({"websocket": broadcast_route})
     idle_app = ProtocolTypeRouter({"websocket": IdleMember.as_asgi()})
-
-try:
-    from channels.http import get_asgi_application as channels_asgi_application
-except ImportError:  # upstream Channels 4 has no HTTP handler of its own
-    pass
-else:
-    channels_http_app = channels_asgi_application()

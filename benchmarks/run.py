@@ -79,6 +79,8 @@ ECHO = (
     Metric("p50_ms", "p50 latency (ms)", higher_is_better=False),
     Metric("p99_ms", "p99 latency (ms)", higher_is_better=False),
     Metric("churn_per_s", "connect+echo+close/s"),
+    Metric("server_cpu_us_per_round_trip", "server CPU per round trip (us)", False),
+    Metric("server_cpu_us_per_churn", "server CPU per connect+echo+close (us)", False),
 )
 HTTP = (
     Metric("requests_per_s", "requests/s"),
@@ -93,6 +95,7 @@ BROADCAST = (
     Metric("deliveries_per_s", "deliveries/s"),
     Metric("p50_ms", "p50 send-to-receive (ms)", higher_is_better=False),
     Metric("p99_ms", "p99 send-to-receive (ms)", higher_is_better=False),
+    Metric("server_cpu_us_per_delivery", "server CPU per delivery (us)", higher_is_better=False),
     *CORES,
 )
 IDLE = (

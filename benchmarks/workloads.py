@@ -374,16 +374,14 @@ def websocket_echo(spec: dict[str, Any]) -> dict[str, Any]:
     with serving(spec, app) as (port, server):
         import anyio
 
-        cpu = tree_cpu_s(server.pid)
         metrics: dict[str, Any] = anyio.run(
-            echo_client, f"ws://127.0.0.1:{port}/", params, backend="asyncio"
+            echo_client, f"ws://127.0.0.1:{port}/", params, server.pid, backend="asyncio"
         )
-        metrics["server_cpu_s"] = tree_cpu_s(server.pid) - cpu  # echo and churn phases
         metrics["server_peak_rss_kib"] = tree_peak_rss_kib(server.pid)
         return metrics
 
 
-async def echo_client(url: str, params: dict[str, Any]) -> dict[str, Any]:
+async def echo_client(url: str, params: dict[str, Any], server_pid: int = 0) -> dict[str, Any]:
     """``connections`` clients doing ``round_trips`` echoes each, then connection churn.
 
     The client is asyncio-only (``websockets``) whatever the server runs on.
@@ -407,11 +405,15 @@ async def echo_client(url: str, params: dict[str, Any]) -> dict[str, Any]:
                 await echo(ws, payload)
                 latencies.append(time.perf_counter() - sent)
 
+    # The server's CPU per round trip and per connection: less sensitive to other load
+    # on the machine than the rates, for A/B work (0 without a server pid).
+    cpu = tree_cpu_s(server_pid) if server_pid else 0.0
     started = time.perf_counter()
     async with anyio.create_task_group() as group:
         for _ in range(params["connections"]):
             group.start_soon(client)
     echo_elapsed = time.perf_counter() - started
+    echo_cpu = tree_cpu_s(server_pid) - cpu if server_pid else 0.0
 
     churn = params["churn"]
     remaining = [churn]
@@ -427,9 +429,12 @@ async def echo_client(url: str, params: dict[str, Any]) -> dict[str, Any]:
         for _ in range(params["churn_concurrency"]):
             group.start_soon(churner)
     churn_elapsed = time.perf_counter() - started
+    churn_cpu = tree_cpu_s(server_pid) - cpu - echo_cpu if server_pid else 0.0
 
     latencies.sort()
     return {
+        "server_cpu_us_per_round_trip": echo_cpu / max(len(latencies), 1) * 1e6,
+        "server_cpu_us_per_churn": churn_cpu / max(churn, 1) * 1e6,
         "round_trips_per_s": len(latencies) / echo_elapsed,
         "p50_ms": latencies[len(latencies) // 2] * 1000,
         "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
@@ -584,6 +589,7 @@ def ws_broadcast(spec: dict[str, Any]) -> dict[str, Any]:
         "p50_ms": percentile(latencies, 0.5) * 1000,
         "p99_ms": percentile(latencies, 0.99) * 1000,
         "delivered": len(latencies),
+        "server_cpu_us_per_delivery": server_cpu / len(latencies) * 1e6,
         "elapsed_s": elapsed,
         **cpu_metrics(sum(r["cpu_s"] for r in results), server_cpu, elapsed),
         "connected": sum(r["ready"] for r in ready),
