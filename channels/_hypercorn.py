@@ -326,27 +326,27 @@ def _direct_send_trio_server() -> type[Any]:
     write is in progress (the lock is free), the data is written here with one
     non-blocking ``send``; only what the socket does not take then, or a write that
     fails, goes the usual way, so order, back-pressure and hypercorn's handling of a
-    broken connection are unchanged. No cancellation point is lost: nothing awaited
-    here, and the application's sends are checkpoints of their own (``_server._send``).
+    broken connection are unchanged. No cancellation point is lost: nothing is awaited
+    here, and the application's sends are cancellation points of their own
+    (``_server._send``).
     """
     import trio  # interop: hypercorn's trio server
     from hypercorn.events import Closed, RawData
     from hypercorn.trio.tcp_server import TCPServer
 
     class DirectSendServer(TCPServer):
-        stream: _NotingTrioStream
-
         async def protocol_send(self, event: Any) -> None:
             if type(event) is not RawData or self.send_lock.locked():
                 await super().protocol_send(event)
                 return
-            rest = self.stream.send_now(event.data)
+            stream = cast(_NotingTrioStream, self.stream)  # what serve_connection gives it
+            rest = stream.send_now(event.data)
             if rest is None:
                 return
             async with self.send_lock:  # as hypercorn writes, for what is left
                 try:
                     with trio.CancelScope(shield=True):
-                        await self.stream.send_rest(rest)
+                        await stream.send_rest(rest)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     await self.protocol.handle(Closed())
 
