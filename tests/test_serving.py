@@ -403,3 +403,42 @@ async def test_writes_arrive_whole_and_in_order_and_skip_trio_send_all_when_they
         # The handshake, the accept and most frames went straight to the socket: trio's
         # send_all only carried what the socket could not take at once.
         assert calls[0] < SMALL_FRAMES // 2, calls
+
+
+async def test_every_send_is_a_cancellation_point_and_every_16th_lets_others_run() -> None:
+    import anyio.lowlevel
+
+    from channels import _server
+
+    left, right = socket.socketpair()
+    with left, right:
+        connection = _server._Connection(left, 0.0, None, None)  # type: ignore[arg-type]
+        sent: list[Message] = []
+
+        async def server_send(message: Message) -> None:
+            sent.append(message)  # as hypercorn's, awaiting nothing
+
+        others_ran = [0]
+
+        async def other() -> None:
+            while True:
+                others_ran[0] += 1
+                await anyio.lowlevel.checkpoint()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(other)
+            await anyio.lowlevel.checkpoint()
+            before = others_ran[0]
+            for n in range(4 * _server.SCHEDULE_EVERY):
+                await _server._send(
+                    connection, server_send, {"type": "websocket.send", "text": str(n)}
+                )
+            assert others_ran[0] - before >= 4  # the loop of sends let the other task in
+            group.cancel_scope.cancel()
+        assert len(sent) == 4 * _server.SCHEDULE_EVERY
+
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await _server._send(connection, server_send, {"type": "websocket.send", "text": "x"})
+        assert scope.cancelled_caught  # cancelled before the message was handed over
+        assert len(sent) == 4 * _server.SCHEDULE_EVERY
