@@ -351,7 +351,7 @@ class _NoteWebSockets:
 
 
 async def _send(connection: _Connection, send: Send, message: Message) -> None:
-    # First: see "Every send is a checkpoint" above.
+    # First: see "Every send is a cancellation point, and lets other tasks run often".
     connection.sends += 1
     if connection.sends % SCHEDULE_EVERY:
         await anyio.lowlevel.checkpoint_if_cancelled()
