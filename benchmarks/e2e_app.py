@@ -23,6 +23,7 @@ numbers are the handlers' and the views', equal on both sides.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from typing import Any
 from urllib.parse import parse_qs
@@ -102,23 +103,39 @@ urlpatterns = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """The HTTP handlers, built (and their modules imported) only when a server asks for
-    one, so the WebSocket rows carry neither handler in their memory."""
-    if name == "django_http_app":
-        from django.core.asgi import get_asgi_application
+class _BuiltOnFirstUse:
+    """An HTTP handler built on its first request (the harness's untimed warm-up), so
+    the WebSocket rows carry neither handler in their memory. (A module ``__getattr__``
+    would not do: hypercorn looks the application up with ``eval`` in the module.)"""
 
-        app = get_asgi_application()
-    elif name == "channels_http_app":
-        try:
-            from channels.http import get_asgi_application as channels_asgi_application
-        except ImportError:  # upstream Channels 4 has no HTTP handler of its own
-            raise AttributeError(name) from None
-        app = channels_asgi_application()
-    else:
-        raise AttributeError(name)
-    globals()[name] = app
-    return app
+    def __init__(self, build: Any) -> None:
+        self._build = build
+        self._app: Any = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await bare_app(scope, receive, send)  # neither handler speaks lifespan
+            return
+        if self._app is None:
+            self._app = self._build()
+        await self._app(scope, receive, send)
+
+
+def _django_handler() -> Any:
+    from django.core.asgi import get_asgi_application
+
+    return get_asgi_application()
+
+
+def _channels_handler() -> Any:
+    from channels.http import get_asgi_application
+
+    return get_asgi_application()
+
+
+django_http_app = _BuiltOnFirstUse(_django_handler)
+if importlib.util.find_spec("channels.http") is not None:  # upstream Channels 4 has none
+    channels_http_app = _BuiltOnFirstUse(_channels_handler)
 
 
 async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
