@@ -13,6 +13,7 @@ Only the standard library is used here: this script runs on whatever ``python3``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,7 @@ COLUMNS = {
     OURS_TRIO: "channels-anyio (trio)",
 }
 ALL = (UPSTREAM, OURS_ASYNCIO, OURS_TRIO)
+OURS = (OURS_ASYNCIO, OURS_TRIO)
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,16 @@ DELIVERIES = (
     Metric("deliveries_per_s", "deliveries/s"),
     Metric("drops", "drops", higher_is_better=False, ratio=False),
 )
+GROUP_SENDS = (
+    Metric("sends_per_s", "group_sends/s"),
+    Metric("deliveries_per_s", "deliveries/s"),
+    Metric("drops", "drops", higher_is_better=False, ratio=False),
+)
+RECOVERY = (
+    Metric("recoveries_per_s", "recoveries/s"),
+    Metric("ms_per_recovery", "ms per recovery", higher_is_better=False),
+)
+OURS = (OURS_ASYNCIO, OURS_TRIO)
 ECHO = (
     Metric("round_trips_per_s", "round trips/s"),
     Metric("p50_ms", "p50 latency (ms)", higher_is_better=False),
@@ -109,6 +122,14 @@ BROADCAST_LOAD = {"connections": 1_000, "processes": 4, "sends": 50, "payload": 
 BROADCAST_QUICK = {"connections": 40, "processes": 2, "sends": 5, "payload": 64}
 IDLE_LOAD = {"connections": 5_000, "processes": 4, "concurrency": 25}
 IDLE_QUICK = {"connections": 200, "processes": 2, "concurrency": 10}
+FAN_OUT_LATENCY = (
+    Metric("deliveries_per_s", "deliveries/s"),
+    Metric("p50_ms", "p50 latency (ms)", higher_is_better=False),
+    Metric("p99_ms", "p99 latency (ms)", higher_is_better=False),
+    Metric("drops", "drops", higher_is_better=False, ratio=False),
+)
+MULTIPROCESS = {"processes": 4, "members": 1_000, "sends": 100, "rate": 25}
+MULTIPROCESS_QUICK = {"processes": 4, "members": 40, "sends": 10, "rate": 100}
 HTTP_QUICK = {"server": "hypercorn", "connections": 4, "requests": 10}
 ECHO_LOAD = {"connections": 50, "round_trips": 200, "churn": 500, "churn_concurrency": 10}
 ECHO_QUICK = {"connections": 10, "round_trips": 20, "churn": 20, "churn_concurrency": 5}
@@ -165,6 +186,60 @@ CASES = [
         {"members": 100, "sends": 5},
         DELIVERIES,
     ),
+    # Durable groups (this package only). Each "history on" row has a "history off" twin
+    # with the same sizes (and the upstream column) just above it.
+    Case(
+        "group-send-10",
+        "in-memory: group_send to 10 members x 5,000, history off",
+        "fanout",
+        {"members": 10, "sends": 5_000},
+        {"members": 10, "sends": 100},
+        GROUP_SENDS,
+    ),
+    Case(
+        "group-send-10-history",
+        "in-memory: group_send to 10 members x 5,000, history on",
+        "fanout-history",
+        {"members": 10, "sends": 5_000},
+        {"members": 10, "sends": 100},
+        GROUP_SENDS,
+        OURS,
+    ),
+    Case(
+        "recovery-100",
+        "in-memory: group_history(after=...) returning 100 messages, x 1,000",
+        "recovery",
+        {"missed": 100, "reads": 1_000},
+        {"missed": 100, "reads": 10},
+        RECOVERY,
+        OURS,
+    ),
+    Case(
+        "redis-group-send-10",
+        "Redis core: group_send to 10 members x 1,000, history off",
+        "redis-fanout",
+        {"members": 10, "sends": 1_000},
+        {"members": 10, "sends": 20},
+        GROUP_SENDS,
+    ),
+    Case(
+        "redis-group-send-10-history",
+        "Redis core: group_send to 10 members x 1,000, history on",
+        "redis-fanout-history",
+        {"members": 10, "sends": 1_000},
+        {"members": 10, "sends": 20},
+        GROUP_SENDS,
+        OURS,
+    ),
+    Case(
+        "redis-recovery-100",
+        "Redis core: group_history(after=...) returning 100 messages, x 500",
+        "redis-recovery",
+        {"missed": 100, "reads": 500},
+        {"missed": 100, "reads": 10},
+        RECOVERY,
+        OURS,
+    ),
     Case(
         "redis-pubsub-p2p",
         "Redis pub/sub: 1 channel, 20k msgs",
@@ -180,6 +255,44 @@ CASES = [
         {"members": 100, "sends": 200},
         {"members": 100, "sends": 5},
         DELIVERIES,
+    ),
+    # Redis Cluster (three masters, three replicas on this machine) by sharded pub/sub,
+    # against the same workloads on one Redis by pub/sub (the rows above).
+    Case(
+        "redis-cluster-p2p",
+        "Redis Cluster: 1 channel, 20k msgs",
+        "redis-cluster-p2p",
+        {"count": 20_000},
+        {"count": 500},
+        (THROUGHPUT,),
+        OURS,
+    ),
+    Case(
+        "redis-cluster-fanout",
+        "Redis Cluster: fan-out 100 members x 200 sends",
+        "redis-cluster-fanout",
+        {"members": 100, "sends": 200},
+        {"members": 100, "sends": 5},
+        DELIVERIES,
+        OURS,
+    ),
+    Case(
+        "mp-fanout-redis",
+        "Redis pub/sub: 4 processes, 1,000 members, 100 sends at 25/s",
+        "multiprocess-fanout",
+        {"layer": "redis-pubsub", **MULTIPROCESS},
+        {"layer": "redis-pubsub", **MULTIPROCESS_QUICK},
+        FAN_OUT_LATENCY,
+        OURS,
+    ),
+    Case(
+        "mp-fanout-cluster",
+        "Redis Cluster: 4 processes, 1,000 members, 100 sends at 25/s",
+        "multiprocess-fanout",
+        {"layer": "redis-cluster", **MULTIPROCESS},
+        {"layer": "redis-cluster", **MULTIPROCESS_QUICK},
+        FAN_OUT_LATENCY,
+        OURS,
     ),
     Case(
         "ws-hypercorn",
@@ -466,6 +579,7 @@ def run_all(args: argparse.Namespace, cases: list[Case]) -> dict[tuple[str, str]
                 "backend": backend,
                 "params": case.quick if args.quick else case.params,
                 "redis_url": args.redis_url,
+                "redis_cluster": args.redis_cluster,
             }
             progress.start(label)
             result = run_once(pythons[side], spec, args.timeout)
@@ -484,6 +598,30 @@ def run_all(args: argparse.Namespace, cases: list[Case]) -> dict[tuple[str, str]
 
 
 # -- reporting ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def cluster_for(args: argparse.Namespace, cases: list[Case]) -> Iterator[None]:
+    """A Redis Cluster of six local nodes for the cluster cases, unless one was named
+    (the test suite's: tests/redis_cluster.py); stopped afterwards."""
+    needed = any("cluster" in case.workload or "cluster" in str(case.params) for case in cases)
+    if args.redis_cluster or not needed:
+        yield
+        return
+    sys.path.insert(0, str(REPO))
+    from tests.redis_cluster import Cluster
+
+    try:
+        cluster = Cluster()
+    except RuntimeError as exc:  # no redis-server here: those rows say so
+        print(f"no Redis Cluster for the cluster rows: {exc}", file=sys.stderr)
+        yield
+        return
+    args.redis_cluster = cluster.urls
+    try:
+        yield
+    finally:
+        cluster.close()
 
 
 def human(value: float) -> str:
@@ -658,7 +796,13 @@ def main() -> int:
         "--redis-url",
         default=os.environ.get("CHANNELS_BENCH_REDIS_URL", "redis://127.0.0.1:6379"),
     )
+    parser.add_argument(
+        "--redis-cluster",
+        default=os.environ.get("CHANNELS_BENCH_REDIS_CLUSTER", ""),
+        help="comma-separated startup URLs of a Redis Cluster (default: start one here)",
+    )
     args = parser.parse_args()
+    args.redis_cluster = [url for url in args.redis_cluster.split(",") if url]
     if args.reps is not None and args.reps < 1:
         parser.error("--reps must be at least 1")
     cases = CASES
@@ -670,7 +814,8 @@ def main() -> int:
         cases = [case for case in CASES if case.id in wanted]
 
     before = machine()
-    outcomes = run_all(args, cases)
+    with cluster_for(args, cases):
+        outcomes = run_all(args, cases)
     rows = table_rows(cases, outcomes, args.quick)
     print(text_table(rows))
     print()

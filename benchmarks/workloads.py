@@ -41,6 +41,7 @@ LAYER_BACKENDS = {
     ("upstream", "redis"): "channels_redis.core.RedisChannelLayer",
     ("ours", "redis-pubsub"): "channels.layers.redis.RedisPubSubChannelLayer",
     ("upstream", "redis-pubsub"): "channels_redis.pubsub.RedisPubSubChannelLayer",
+    ("ours", "redis-cluster"): "channels.layers.redis.RedisClusterChannelLayer",
 }
 
 
@@ -76,7 +77,13 @@ def make_layer(spec: dict[str, Any], kind: str, config: dict[str, Any]) -> Any:
         importlib.import_module(module)
     except ImportError as exc:
         raise Unavailable(f"cannot import {path}: {exc}") from None
-    if kind.startswith("redis"):
+    if kind == "redis-cluster":
+        hosts = spec.get("redis_cluster")
+        if not hosts:
+            raise Unavailable("no Redis Cluster (run.py starts one unless --redis-cluster)")
+        require_redis(hosts[0])
+        config = {"hosts": hosts, "prefix": f"bench{random.getrandbits(32):x}.", **config}
+    elif kind.startswith("redis"):
         require_redis(spec["redis_url"])
         # No ":" in it: the pub/sub layer's channel names start with the prefix, and our
         # layer (unlike upstream's) rejects names that are not valid Channels names.
@@ -222,6 +229,7 @@ async def fan_out(layer: Any, members: int, sends: int) -> dict[str, Any]:
     elapsed = max(last) - started
     return {
         "deliveries_per_s": delivered / elapsed,
+        "sends_per_s": sends / elapsed,
         "elapsed_s": elapsed,
         "delivered": delivered,
         "drops": members * sends - delivered,
@@ -255,6 +263,32 @@ async def many_channels(layer: Any, channels: int, per_channel: int) -> dict[str
     }
 
 
+# Group history for the fan-out group (this package only: upstream has none).
+HISTORY_CONFIG = {"group_history": {"bench-*": {"size": 1_000, "ttl": 600}}}
+
+
+async def recovery(layer: Any, missed: int, reads: int) -> dict[str, Any]:
+    """A client back after missing ``missed`` messages: ``group_history(after=...)``
+    returning them all, ``reads`` times (the stream holds ``missed`` more before them)."""
+    group_name = "bench-recovery"
+    for n in range(missed):
+        await layer.group_send(group_name, {"type": "bench.message", "n": n, "x": "hi"})
+    seen = (await layer.group_history(group_name)).position
+    for n in range(missed):
+        await layer.group_send(group_name, {"type": "bench.message", "n": n, "x": "hi"})
+    started = time.perf_counter()
+    for _ in range(reads):
+        history = await layer.group_history(group_name, after=seen)
+        if not history.recovered or len(history.messages) != missed:
+            raise RuntimeError(f"recovery failed: {len(history.messages)} messages")
+    elapsed = time.perf_counter() - started
+    return {
+        "recoveries_per_s": reads / elapsed,
+        "ms_per_recovery": 1000 * elapsed / reads,
+        "elapsed_s": elapsed,
+    }
+
+
 def layer_workload(kind: str, config: dict[str, Any], body: Callable[..., Awaitable[Any]]) -> Any:
     def run(spec: dict[str, Any]) -> dict[str, Any]:
         import anyio
@@ -278,6 +312,168 @@ def layer_workload(kind: str, config: dict[str, Any], body: Callable[..., Awaita
         return anyio.run(main, backend=spec["backend"])
 
     return run
+
+
+# -- fan-out across processes ---------------------------------------------------------------
+
+
+def multiprocess_fan_out(spec: dict[str, Any]) -> dict[str, Any]:
+    """A group of ``members`` channels spread over ``processes`` member processes; this
+    process sends ``sends`` group messages at ``rate`` per second and collects, from each
+    member process, every delivery's latency (send time to receive, one machine's clock).
+
+    Open loop: the sender keeps its pace whatever the members do, so the result says what
+    the layer delivered at that offered load (deliveries/s, p50/p99 latency, drops).
+    """
+    import anyio
+
+    params = spec["params"]
+    kind = params["layer"]
+    layer = make_layer(spec, kind, {})
+    hosts = spec["redis_cluster"] if kind == "redis-cluster" else [spec["redis_url"]]
+    child_config = {"hosts": hosts, "prefix": layer.prefix}
+    processes, members, sends, rate = (
+        params["processes"],
+        params["members"],
+        params["sends"],
+        params["rate"],
+    )
+    share = [members // processes + (i < members % processes) for i in range(processes)]
+
+    async def main() -> dict[str, Any]:
+        from anyio.streams.buffered import BufferedByteReceiveStream
+
+        children = []
+        readers = []
+        try:
+            for count in share:
+                child_spec = {
+                    **spec,
+                    "role": "member",
+                    "kind": kind,
+                    "config": child_config,
+                    "members": count,
+                    "expected": count * sends,
+                }
+                process = await anyio.open_process(
+                    [sys.executable, __file__, json.dumps(child_spec)], stderr=None
+                )
+                children.append(process)
+                assert process.stdout is not None
+                readers.append(BufferedByteReceiveStream(process.stdout))
+
+            async def line(index: int) -> dict[str, Any]:
+                with anyio.fail_after(120):
+                    data = await readers[index].receive_until(b"\n", 1 << 26)
+                result: dict[str, Any] = json.loads(data)
+                return result
+
+            for index in range(processes):
+                assert (await line(index))["state"] == "joined"
+            probed = anyio.Event()
+            acks = {"probed": 0}
+
+            async def wait_probed(index: int) -> None:
+                assert (await line(index))["state"] == "probed"
+                acks["probed"] += 1
+                if acks["probed"] == processes:
+                    probed.set()
+
+            async with anyio.create_task_group() as group:
+                for index in range(processes):
+                    group.start_soon(wait_probed, index)
+                await repeat_until(
+                    lambda: layer.group_send("bench-mp", {"type": "bench.probe"}), probed
+                )
+            started = time.time()
+            interval = 1 / rate
+            for n in range(sends):
+                due = started + n * interval
+                delay = due - time.time()
+                if delay > 0:
+                    await anyio.sleep(delay)
+                await layer.group_send(
+                    "bench-mp", {"type": "bench.message", "n": n, "t": time.time()}
+                )
+            results = [await line(index) for index in range(processes)]
+        finally:
+            for process in children:
+                with anyio.CancelScope(shield=True):
+                    with contextlib.suppress(Exception):
+                        await process.wait()
+                    await process.aclose()
+            with anyio.CancelScope(shield=True):
+                await layer.close()
+        latencies = sorted(value for result in results for value in result["latencies"])
+        delivered = len(latencies)
+        last = max(result["last"] for result in results)
+        elapsed = last - started
+        return {
+            "deliveries_per_s": delivered / elapsed,
+            "offered_per_s": rate * members,
+            "p50_ms": 1000 * latencies[delivered // 2] if latencies else 0.0,
+            "p99_ms": 1000 * latencies[min(delivered - 1, delivered * 99 // 100)]
+            if latencies
+            else 0.0,
+            "delivered": delivered,
+            "drops": members * sends - delivered,
+        }
+
+    return anyio.run(main, backend=spec["backend"])
+
+
+def fan_out_member(spec: dict[str, Any]) -> None:
+    """One member process of :func:`multiprocess_fan_out` (prints JSON lines)."""
+    import anyio
+
+    layer = make_layer(spec, spec["kind"], spec["config"])
+    count, expected = spec["members"], spec["expected"]
+
+    def say(payload: dict[str, Any]) -> None:
+        print(json.dumps(payload), flush=True)
+
+    async def main() -> None:
+        channels = [await layer.new_channel() for _ in range(count)]
+        for channel in channels:
+            await layer.group_add("bench-mp", channel)
+        say({"state": "joined"})
+        latencies: list[float] = []
+        probed = {"members": 0}
+        last = {"at": 0.0}
+        done = anyio.Event()
+
+        async def member(channel: str) -> None:
+            seen_probe = False
+            while True:
+                message = await layer.receive(channel)
+                if message["type"] == "bench.probe":
+                    if not seen_probe:
+                        seen_probe = True
+                        probed["members"] += 1
+                        if probed["members"] == count:
+                            say({"state": "probed"})
+                    continue
+                now = time.time()
+                latencies.append(now - message["t"])
+                last["at"] = now
+                if len(latencies) == expected:
+                    done.set()
+
+        async with anyio.create_task_group() as group:
+            for channel in channels:
+                group.start_soon(member, channel)
+            # Every delivery, or two quiet seconds after the last one (drops).
+            while not done.is_set():
+                before = len(latencies)
+                with anyio.move_on_after(2):
+                    await done.wait()
+                if len(latencies) == before and before:
+                    break
+            group.cancel_scope.cancel()
+        await layer.close()
+        say({"state": "done", "latencies": [round(v, 6) for v in latencies], "last": last["at"]})
+
+    anyio.run(main, backend=spec["backend"])
 
 
 # -- end to end: a WebSocket echo server under load -----------------------------------------
@@ -798,8 +994,15 @@ WORKLOADS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "many": layer_workload("inmemory", {}, many_channels),
     "redis-p2p": layer_workload("redis", {}, point_to_point),
     "redis-fanout": layer_workload("redis", {}, fan_out),
+    "fanout-history": layer_workload("inmemory", HISTORY_CONFIG, fan_out),
+    "recovery": layer_workload("inmemory", HISTORY_CONFIG, recovery),
+    "redis-fanout-history": layer_workload("redis", HISTORY_CONFIG, fan_out),
+    "redis-recovery": layer_workload("redis", HISTORY_CONFIG, recovery),
     "redis-pubsub-p2p": layer_workload("redis-pubsub", {}, point_to_point),
     "redis-pubsub-fanout": layer_workload("redis-pubsub", {}, fan_out),
+    "redis-cluster-p2p": layer_workload("redis-cluster", {}, point_to_point),
+    "redis-cluster-fanout": layer_workload("redis-cluster", {}, fan_out),
+    "multiprocess-fanout": multiprocess_fan_out,
     "ws-echo": websocket_echo,
     "ws-broadcast": ws_broadcast,
     "ws-idle": ws_idle,
@@ -817,6 +1020,9 @@ def versions() -> dict[str, str]:
 
 def main() -> None:
     spec = json.loads(sys.argv[1])
+    if spec.get("role") == "member":
+        fan_out_member(spec)
+        return
     result: dict[str, Any]
     baseline = peak_rss_kib()
     try:

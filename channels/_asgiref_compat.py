@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Executor, Future
 from typing import Any, Protocol, TypeVar
 
+import sniffio
 from asgiref.sync import AsyncToSync as AsyncToSync
 from asgiref.sync import SyncToAsync as SyncToAsync
 from asgiref.sync import ThreadSensitiveContext
@@ -56,8 +57,15 @@ def adopt(context: contextvars.Context) -> None:
     asgiref's own helper, used by its bridges for the same purpose: it also moves asgiref
     ``Local`` storage (which Django uses, e.g. for the active translation) to the current
     thread, where a plain copy would leave it invisible.
+
+    Which async library runs here is not taken on: ``context`` comes from another
+    thread's event loop, and sniffio's variable from it would make this thread look like
+    it runs that loop (a later ``anyio.run()`` there then fails with "Already running").
     """
+    library = sniffio.current_async_library_cvar.get()
     _asgiref_restore_context(context)
+    if sniffio.current_async_library_cvar.get() != library:
+        sniffio.current_async_library_cvar.set(library)
 
 
 # -- the loop asgiref's async_to_sync goes back to ---------------------------------------

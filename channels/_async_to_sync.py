@@ -17,7 +17,7 @@ from . import _asgiref_compat as asgiref_compat
 from ._handoff import Outcome, Reply, Request, ThreadInbox, thread_state
 from ._threads import on_behalf_of
 
-__all__ = ["async_to_sync", "serves_trio_loop"]
+__all__ = ["async_to_sync", "event_loop_runs_here", "serves_trio_loop"]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -59,7 +59,7 @@ def _call_from_thread(
         asgiref_compat.adopt(reply.context)
         return reply.outcome.unwrap()
 
-    if _event_loop_runs_here():
+    if event_loop_runs_here():
         raise RuntimeError(
             "You cannot use async_to_sync in the same thread as an async event loop - "
             "just await the async function directly."
@@ -94,7 +94,9 @@ def _call_from_thread(
     return reply.outcome.unwrap()
 
 
-def _event_loop_runs_here() -> bool:
+def event_loop_runs_here() -> bool:
+    """Whether this thread is running an event loop (asyncio or trio), where blocking waits
+    would stall it."""
     # Not sniffio.current_async_library(): worker threads inherit its context variable.
     try:
         asyncio.get_running_loop()

@@ -13,6 +13,12 @@ by offset: a live message at or below the top the history read saw was replayed 
 and is dropped. Replayed messages are queued and dispatched by their own listener, one
 turn at a time like any other message, after the handler that joined returns; a live
 message of the group that arrives while its replay is still queued waits behind it.
+
+From then on the consumer follows the stream: handlers see each group's messages in
+offset order, none twice, none skipped. Messages from concurrent senders (two processes
+sending to one group) can arrive out of offset order; one that arrives past a missing
+offset makes the consumer read the missing ones from the history and handle them first.
+A client that keeps the last position it was sent can therefore always resume from it.
 Epochs are unique per group's stream, so a message's ``__position__`` tells which
 joined group it belongs to.
 
@@ -30,8 +36,8 @@ from typing import Any, cast
 
 import anyio
 
-from .layers.durable import POSITION_KEY
-from .types import ChannelLayer, Message, PresenceChannelLayer
+from .layers.durable import POSITION_KEY, StreamPosition
+from .types import ChannelLayer, HistoryChannelLayer, Message, PresenceChannelLayer
 from .utils import Dispatcher, SourceExhausted
 
 __all__ = ["DurableState"]
@@ -41,6 +47,20 @@ logger = logging.getLogger("channels.consumer")
 # How long leaving groups and presence may take when a consumer ends (shielded from the
 # cancellation that may be ending it).
 CLEANUP_TIMEOUT = 5.0
+
+
+class _Followed:
+    """A group's stream as one consumer follows it: the next offset to hand on."""
+
+    __slots__ = ("group", "next", "unordered_upto")
+
+    def __init__(self, group: str, next_offset: int, unordered_upto: int) -> None:
+        self.group = group
+        self.next = next_offset
+        # Offsets up to this one are handed on as they come: a join without a replay
+        # reads the top after becoming a member, so messages at or below it may still
+        # arrive live, once each, and were never replayed.
+        self.unordered_upto = unordered_upto
 
 
 class DurableState:
@@ -64,30 +84,82 @@ class DurableState:
         self.joined: set[str] = set()
         #: ``{group: info}`` of our presence entries.
         self.present: dict[str, dict[str, Any] | None] = {}
-        #: ``{epoch: (group, top)}``: live messages at or below ``top`` were replayed.
-        self.replayed: dict[str, tuple[str, int]] = {}
+        #: ``{epoch: followed}``: the streams of groups joined with ``group_join``.
+        self.streams: dict[str, _Followed] = {}
         #: Messages waiting for their turn: replays, and live messages behind them.
         self.pending: deque[tuple[str, Message]] = deque()
         self.pending_by_group: dict[str, int] = {}
         self._draining = False
         self._heartbeat: anyio.CancelScope | None = None
 
-    # -- replays ---------------------------------------------------------------------
+    # -- replays and order -----------------------------------------------------------
 
-    def queue_replay(self, group: str, epoch: str, top: int, messages: list[Message]) -> None:
-        """Queue ``messages`` (``group``'s history up to ``top``) for dispatch."""
-        self.replayed[epoch] = (group, top)
-        for message in messages:
+    def follow(
+        self, group: str, epoch: str, top: int, replay: list[Message] | None = None
+    ) -> None:
+        """Follow ``group``'s stream after ``top``, queueing ``replay`` (every message up
+        to ``top`` the client missed) for dispatch first.
+
+        Without a replay (a join with no position), live messages up to ``top`` are
+        new to this consumer and handed on as they arrive.
+        """
+        for known, followed in list(self.streams.items()):
+            if followed.group == group:
+                del self.streams[known]
+        self.streams[epoch] = _Followed(group, top + 1, -1 if replay is not None else top)
+        replay = replay or []
+        for message in replay:
             self._queue(group, message)
 
     def forget(self, group: str) -> None:
-        """Drop what is tracked or queued for ``group`` (it was left)."""
+        """Drop what is followed or queued for ``group`` (it was left)."""
         self.joined.discard(group)
-        for epoch, (joined, _) in list(self.replayed.items()):
-            if joined == group:
-                del self.replayed[epoch]
+        for epoch, followed in list(self.streams.items()):
+            if followed.group == group:
+                del self.streams[epoch]
         if self.pending_by_group.pop(group, 0):
             self.pending = deque(item for item in self.pending if item[0] != group)
+
+    async def dispatch_live(self, message: Message) -> None:
+        """Dispatch a message from the layer, keeping each followed group's stream whole.
+
+        A message at an offset already handled (it came in the replay too) is dropped. A
+        message past the next offset means the ones between were sent concurrently (by
+        another process, whose delivery is still on its way): they are read from the
+        history and handled first, and dropped when they arrive live. A message whose
+        group's replay is still queued waits behind it.
+        """
+        position = message.get(POSITION_KEY)
+        if type(position) is dict:
+            epoch = position.get("epoch")
+            offset = position.get("offset")
+            followed = self.streams.get(epoch) if type(epoch) is str else None
+            if followed is not None and type(offset) is int and offset > followed.unordered_upto:
+                assert isinstance(epoch, str)
+                if offset < followed.next:
+                    return  # handled already
+                if offset > followed.next:
+                    await self._fill_gap(followed, epoch)
+                    if offset < followed.next:
+                        return  # it came with the gap
+                followed.next = offset + 1
+                if self.pending_by_group.get(followed.group):
+                    self._queue(followed.group, message)
+                    return
+        await self.dispatch(message)
+
+    async def _fill_gap(self, followed: _Followed, epoch: str) -> None:
+        group = followed.group
+        history = await cast(HistoryChannelLayer, self.layer).group_history(
+            group, after=StreamPosition(epoch, followed.next - 1)
+        )
+        top = history.position
+        if history.recovered and top is not None and top.epoch == epoch:
+            for message in history.messages:
+                self._queue(group, message)
+            followed.next = top.offset + 1
+        # Otherwise the missing messages are gone from the history already (it is
+        # shorter than the delay): the gap stays, as it would for the client.
 
     def _queue(self, group: str, message: Message) -> None:
         self.pending.append((group, message))
@@ -114,27 +186,6 @@ class DurableState:
                 self.pending_by_group[group] = left
             else:
                 self.pending_by_group.pop(group, None)
-
-    def should_dispatch_live(self, message: Message) -> bool:
-        """Whether a live layer message goes to its handler now.
-
-        False for a message the replay already delivered, and for one that must wait
-        behind its group's queued replay (it is queued here instead).
-        """
-        position = message.get(POSITION_KEY)
-        if type(position) is not dict:
-            return True
-        tracked = self.replayed.get(position.get("epoch"))  # type: ignore[arg-type]
-        if tracked is None:
-            return True
-        group, top = tracked
-        offset = position.get("offset")
-        if type(offset) is int and offset <= top:
-            return False  # replayed already
-        if self.pending_by_group.get(group):
-            self._queue(group, message)
-            return False
-        return True
 
     # -- presence --------------------------------------------------------------------
 

@@ -153,12 +153,16 @@ class AsyncConsumer:
         history_policy = getattr(layer, "history_policy", None)
         if callable(history_policy) and history_policy(group) is None:
             return GroupHistory(None, [], False)
+        history_layer = cast(HistoryChannelLayer, layer)
         if since is None:
-            return await cast(HistoryChannelLayer, layer).group_history(group, limit=0)
-        history = await cast(HistoryChannelLayer, layer).group_history(group, after=since)
-        if history.recovered and history.position is not None:
-            top = history.position
-            state.queue_replay(group, top.epoch, top.offset, history.messages)
+            history = await history_layer.group_history(group, limit=0)
+        else:
+            history = await history_layer.group_history(group, after=since)
+        top = history.position
+        if top is not None and (since is None or history.recovered):
+            # Follow the stream from here: what was missed first, then every later
+            # message in offset order (see channels._durable).
+            state.follow(group, top.epoch, top.offset, history.messages if since else None)
             if self._dispatcher is not None:
                 self._dispatcher.dispatch = self._dispatch_live
         return history
@@ -228,10 +232,12 @@ class AsyncConsumer:
         return self._durable
 
     async def _dispatch_live(self, message: Message) -> None:
-        # Replaces self.dispatch once a replay was queued (see channels._durable).
+        # Replaces self.dispatch once a group's stream is followed (see channels._durable).
         durable = self._durable
-        if durable is None or durable.should_dispatch_live(message):
+        if durable is None:
             await self.dispatch(message)
+        else:
+            await durable.dispatch_live(message)
 
     @classmethod
     def as_asgi(cls, **initkwargs: Any) -> _ConsumerApp:

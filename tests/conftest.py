@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import subprocess
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -78,3 +79,34 @@ def private_redis() -> Any:
 def prefix() -> str:
     """A key prefix of this test's own, so tests sharing a Redis never see each other."""
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def private_cluster() -> Any:
+    """A Redis Cluster of the suite's own (six nodes), which tests may fail over, kill
+    and reshard; each such test leaves it healthy again (see tests/redis_cluster.py)."""
+    from tests.redis_cluster import Cluster
+
+    # Free ports are found by binding and releasing them: on a busy machine another
+    # process may take one before its node binds it. A new set of ports then does.
+    for attempt in range(3):
+        try:
+            cluster = Cluster()
+            break
+        except (RuntimeError, subprocess.CalledProcessError):
+            if attempt == 2:
+                raise
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_urls(request: pytest.FixtureRequest) -> list[str]:
+    """Startup URLs of a Redis Cluster: ``CHANNELS_TEST_REDIS_CLUSTER``, or our own."""
+    from tests.redis_cluster import external_cluster_urls
+
+    urls = external_cluster_urls()
+    if urls:
+        return urls
+    cluster = request.getfixturevalue("private_cluster")
+    return list(cluster.urls)

@@ -1,6 +1,6 @@
 """Drives one channel layer in its own process, for the multi-process Redis tests.
 
-Run as ``python layer_driver.py <ours|upstream> <core|pubsub> '<json config>'``. Reads one
+Run as ``python layer_driver.py <ours|upstream> <core|pubsub|cluster> '<json config>'``. Reads one
 JSON command per line on stdin (``["send", channel, message]``, ``["receive", channel]``,
 ``["new_channel"]``, ``["group_add", group, channel]``, ``["group_send", group, message]``)
 and answers each with one JSON line: ``{"ok": result}`` or ``{"error": "..."}``.
@@ -23,10 +23,16 @@ def make_layer(which: str, kind: str, config: dict[str, Any]) -> Any:
         else:
             from channels_redis.pubsub import RedisPubSubChannelLayer as RedisChannelLayer
     else:
-        from channels.layers.redis import RedisChannelLayer, RedisPubSubChannelLayer
+        from channels.layers.redis import (
+            RedisChannelLayer,
+            RedisClusterChannelLayer,
+            RedisPubSubChannelLayer,
+        )
 
         if kind == "pubsub":
             RedisChannelLayer = RedisPubSubChannelLayer
+        elif kind == "cluster":
+            RedisChannelLayer = RedisClusterChannelLayer
     return RedisChannelLayer(**config)
 
 

@@ -28,7 +28,28 @@ DATABASES = {
                 tempfile.gettempdir(), f"channels-anyio-test-{os.getpid()}.sqlite3"
             )
         },
-    }
+    },
+    # A second SQLite database and a PostgreSQL one, for the tests that ask for them
+    # (pytest-django creates only the databases a collected test names).
+    "other": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.path.join(tempfile.gettempdir(), "channels-anyio-tests-other.sqlite3"),
+        "TEST": {
+            "NAME": os.path.join(
+                tempfile.gettempdir(), f"channels-anyio-test-other-{os.getpid()}.sqlite3"
+            )
+        },
+    },
+    # PostgreSQL on 127.0.0.1:5432 with trust auth (.ci/run makes sure of it); each test
+    # process creates and drops a database of its own.
+    "postgres": {
+        "ENGINE": "django.db.backends.postgresql",
+        "HOST": os.environ.get("CHANNELS_TEST_POSTGRES_HOST", "127.0.0.1"),
+        "PORT": os.environ.get("CHANNELS_TEST_POSTGRES_PORT", "5432"),
+        "USER": os.environ.get("CHANNELS_TEST_POSTGRES_USER", "postgres"),
+        "NAME": "test",
+        "TEST": {"NAME": f"channels_anyio_test_{os.getpid()}"},
+    },
 }
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"

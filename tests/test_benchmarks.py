@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -253,3 +255,74 @@ def test_the_load_generator_parses_frames_and_refuses_fragments() -> None:
         connection.buffer += bytes([0x01, 3]) + b"abc"  # no FIN bit: a fragment
         with pytest.raises(RuntimeError, match="fragmented"):
             connection.frames()
+
+
+# -- Redis fan-out across processes (make bench's mp-fanout rows), on real servers ----------
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("layer", ["redis-pubsub", "redis-cluster"])
+def test_multiprocess_fan_out_collects_every_delivery(
+    redis_url: str, redis_cluster_urls: list[str], layer: str, backend: str
+) -> None:
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "workloads.py"
+    params = {"layer": layer, "processes": 2, "members": 6, "sends": 5, "rate": 200}
+    spec = {
+        "workload": "multiprocess-fanout",
+        "side": "ours",
+        "backend": backend,
+        "params": params,
+        "redis_url": redis_url,
+        "redis_cluster": redis_cluster_urls,
+    }
+    done = subprocess.run(
+        [sys.executable, str(path), json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=path.parent,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["ok"], result
+    metrics = result["metrics"]
+    assert metrics["delivered"] == 30
+    assert metrics["drops"] == 0
+    assert 0 < metrics["p50_ms"] <= metrics["p99_ms"]
+
+
+async def test_fan_out_with_history_records_every_send(workloads: ModuleType) -> None:
+    layer = InMemoryChannelLayer(**workloads.HISTORY_CONFIG)
+    result = await workloads.fan_out(layer, members=5, sends=30)
+    assert result["delivered"] == 150
+    assert result["sends_per_s"] > 0
+    history = await layer.group_history("bench-fanout")
+    assert history.position is not None
+    assert history.position.offset >= 30
+
+
+async def test_recovery_replays_every_missed_message(workloads: ModuleType) -> None:
+    result = await workloads.recovery(
+        InMemoryChannelLayer(**workloads.HISTORY_CONFIG), missed=100, reads=3
+    )
+    assert result["recoveries_per_s"] > 0
+    assert result["ms_per_recovery"] > 0
+
+
+async def test_recovery_on_the_redis_core_layer(
+    workloads: ModuleType, redis_url: str, prefix: str
+) -> None:
+    from channels.layers.redis import RedisChannelLayer
+
+    layer = RedisChannelLayer(hosts=[redis_url], prefix=prefix, **workloads.HISTORY_CONFIG)
+    try:
+        result = await workloads.recovery(layer, missed=100, reads=2)
+        assert result["recoveries_per_s"] > 0
+    finally:
+        await layer.flush()
+        await layer.close()
+
+
+async def test_a_failed_recovery_fails_the_run(workloads: ModuleType) -> None:
+    small = {"group_history": {"bench-*": {"size": 50, "ttl": 600}}}
+    with pytest.raises(RuntimeError, match="recovery failed"):
+        await workloads.recovery(InMemoryChannelLayer(**small), missed=100, reads=1)

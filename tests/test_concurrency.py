@@ -490,3 +490,27 @@ async def test_iterate_in_thread_refuses_a_limit_below_one() -> None:
     with pytest.raises(ValueError, match="limit must be at least 1, got 0"):
         async with iterate_in_thread(Numbers(limit=1), limit=0):
             pass
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_thread_without_a_loop_can_start_one_after_async_to_sync(backend: str) -> None:
+    """async_to_sync from a plain thread runs the call on a loop of its own; what that
+    loop's task leaves in the context must not make the thread look like it runs a loop."""
+
+    async def answer() -> str:
+        return sniffio.current_async_library()
+
+    outcome: list[object] = []
+
+    def plain_thread() -> None:
+        try:
+            assert async_to_sync(answer)() == "asyncio"
+            assert sniffio.current_async_library_cvar.get() is None
+            outcome.append(anyio.run(answer, backend=backend))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=plain_thread)
+    thread.start()
+    thread.join()
+    assert outcome == [backend]

@@ -33,6 +33,7 @@ from docs.snippets import (
     layer_settings,
     migrating,
     migrating_before,
+    multiplex,
     outside,
     security,
     sessions,
@@ -206,6 +207,12 @@ async def test_redis_settings(redis_url: str, prefix: str) -> None:
 
 async def test_pubsub_settings(redis_url: str, prefix: str) -> None:
     await round_trip(with_redis(layer_settings.PUBSUB, redis_url, prefix))
+
+
+async def test_cluster_settings(redis_cluster_urls: list[str], prefix: str) -> None:
+    settings = with_redis(layer_settings.CLUSTER, redis_cluster_urls[0], prefix)
+    settings["default"]["CONFIG"]["hosts"] = redis_cluster_urls
+    await round_trip(settings)
 
 
 def test_test_config_is_used_by_make_test_backend() -> None:
@@ -544,4 +551,78 @@ async def test_durable_groups_chat_consumer_recovers_and_shows_presence() -> Non
         assert event["info"] == {"name": "guest"}
         await watcher.disconnect()
         assert (await second.receive_json_from())["type"] == "presence.leave"
+        await second.disconnect()
+
+
+# -- model observers -------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_observer_snippets_subscribe_notify_and_recover() -> None:
+    from channels.db import database_sync_to_async
+    from docs.snippets import observers
+    from tests.testapp.models import Article
+
+    observers.ArticleObserver.register()
+    try:
+        communicator = WebsocketCommunicator(observers.SectionConsumer.as_asgi(), "/")
+        communicator.scope["url_route"] = {"kwargs": {"section": "news"}}
+        await communicator.connect()
+        article = await Article.objects.acreate(section="news", title="hello")
+        assert await communicator.receive_json_from(timeout=5) == {
+            "type": "model.created",
+            "model": "testapp.article",
+            "pk": article.pk,
+            "data": {"id": article.pk, "title": "hello"},
+        }
+        await database_sync_to_async(observers.retitle_section)("news")
+        updated = await communicator.receive_json_from(timeout=5)
+        assert (updated["type"], updated["data"]["title"]) == ("model.updated", "[removed]")
+        await communicator.disconnect()
+
+        # No history kept for these groups: a position cannot be recovered.
+        recovering = WebsocketCommunicator(observers.RecoveringConsumer.as_asgi(), "/")
+        after = {"epoch": "0123456789abcdef", "offset": 1}
+        recovering.scope["url_route"] = {"kwargs": {"section": "news", "after": after}}
+        await recovering.connect()
+        assert await recovering.receive_json_from(timeout=5) == {"reload": True}
+        await recovering.disconnect()
+    finally:
+        observers.ArticleObserver.unregister()
+
+
+async def test_the_multiplexer_and_recovery_snippet() -> None:
+    import json
+    from urllib.parse import quote
+
+    with override_settings(CHANNEL_LAYERS=multiplex.CHANNEL_LAYERS):
+        first = WebsocketCommunicator(multiplex.Multiplexer.as_asgi(), "/ws/")
+        assert (await first.connect())[0]
+        status = await first.receive_json_from()
+        assert status["payload"]["__recovery__"]["recovered"] is False
+        assert (await first.receive_json_from())["payload"] == {"type": "reload"}
+        await first.send_json_to({"stream": "chat", "payload": {"text": "hi"}, "ref": 1})
+        frames = [await first.receive_json_from() for _ in range(2)]
+        assert {"stream": "chat", "payload": {"ok": True}, "ref": 1} in frames
+        message = next(f["payload"] for f in frames if "ref" not in f)
+        assert message["group"] == "chat_lobby"
+        await first.disconnect()
+
+        layer = get_channel_layer()
+        await layer.group_send("chat_lobby", {"type": "chat.message", "text": "while away"})
+        await layer.group_send("notifications", {"type": "notify", "text": "news"})
+        positions = quote(json.dumps({"chat_lobby": message["__position__"]}))
+        second = WebsocketCommunicator(
+            multiplex.Multiplexer.as_asgi(), f"/ws/?positions={positions}"
+        )
+        assert (await second.connect())[0]
+        status = await second.receive_json_from()
+        assert status["payload"]["__recovery__"]["recovered"] is True
+        replayed = await second.receive_json_from()
+        assert (replayed["stream"], replayed["payload"]["text"]) == ("chat", "while away")
+        await layer.group_send("notifications", {"type": "notify", "text": "live"})
+        assert await second.receive_json_from() == {
+            "stream": "notifications",
+            "payload": {"text": "live"},
+        }
         await second.disconnect()

@@ -441,3 +441,56 @@ async def test_a_message_both_live_and_in_the_history_is_handled_once() -> None:
     assert got == ["missed", "during"]
     assert await communicator.receive_nothing()
     await communicator.disconnect()
+
+
+async def test_messages_arriving_out_of_offset_order_reach_handlers_in_order() -> None:
+    from channels.layers import InMemoryChannelLayer
+
+    class ReorderingLayer(InMemoryChannelLayer):
+        """Delivers each odd offset after the even one that follows it, as two processes
+        sending at once can (positions given in one order, deliveries in the other)."""
+
+        held: list[Any] | None = None
+
+        async def _deliver_positioned(
+            self, group: str, message: Any, epoch: str, offset: int, now: float
+        ) -> None:
+            deliver = super()._deliver_positioned
+            if offset % 2 == 1 and self.held is None:
+                self.held = [group, message, epoch, offset, now]
+                return
+            await deliver(group, message, epoch, offset, now)
+            if self.held is not None:
+                held, self.held = self.held, None
+                await deliver(*held)
+
+    layer = ReorderingLayer(capacity=1000, group_history={"room_*": {"size": 50, "ttl": 600}})
+    channel_layers.set("default", layer)
+    communicator = await _connect(RoomConsumer)
+    await communicator.receive_json_from()
+    await _send_texts([f"m{n}" for n in range(1, 11)])  # offsets 1..10, delivered 2,1,4,3...
+    got = [await communicator.receive_json_from() for _ in range(10)]
+    assert [m["position"]["offset"] for m in got] == list(range(1, 11))
+    assert [m["text"] for m in got] == [f"m{n}" for n in range(1, 11)]
+    assert await communicator.receive_nothing()
+    await communicator.disconnect()
+
+
+async def test_a_join_without_position_hands_on_what_arrives_during_the_join() -> None:
+    """Without a position nothing is replayed: a message sent between the join's
+    group_add and its history read arrives live only, and must not be dropped."""
+    from channels.layers import InMemoryChannelLayer
+
+    class RacingLayer(InMemoryChannelLayer):
+        async def group_history(self, group: str, **kwargs: Any) -> GroupHistory:
+            await self.group_send(group, {"type": "chat.message", "text": "during"})
+            return await super().group_history(group, **kwargs)
+
+    channel_layers.set("default", RacingLayer(group_history={"room_*": {"size": 5, "ttl": 60}}))
+    communicator = await _connect(RoomConsumer)
+    hello = await communicator.receive_json_from()
+    assert hello["position"]["offset"] == 1
+    await _send_texts(["after"])
+    got = [(await communicator.receive_json_from())["text"] for _ in range(2)]
+    assert got == ["during", "after"]
+    await communicator.disconnect()

@@ -60,7 +60,7 @@ async def raw(url: str) -> coredis.Redis[bytes]:
 async def test_send_receive_groups_and_flush(make_layer: MakeLayer) -> None:
     layer = make_layer()
     assert isinstance(layer, ChannelLayer)
-    assert layer.extensions == ["groups", "flush"]
+    assert layer.extensions == ["groups", "flush", "history", "presence"]
 
     await layer.send("worker", {"type": "a", "n": 1, "blob": b"\x00\xff"})
     await layer.send("worker", {"type": "a", "n": 2})

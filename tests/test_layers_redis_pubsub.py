@@ -50,7 +50,7 @@ async def nothing_on(layer: RedisPubSubChannelLayer, channel: str) -> bool:
 async def test_channels_and_groups_across_processes(make_layer: MakeLayer, prefix: str) -> None:
     here, there = make_layer(), make_layer()  # two processes, as far as Redis can tell
     assert isinstance(here, ChannelLayer)
-    assert here.extensions == ["groups", "flush"]
+    assert here.extensions == ["groups", "flush", "history", "presence"]
     mine = await here.new_channel()
     theirs = [await there.new_channel() for _ in range(2)]
     assert mine.startswith(f"{prefix}specific.")

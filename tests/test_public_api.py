@@ -79,9 +79,21 @@ PUBLIC = {
     "channels.concurrency": ["sync_to_async", "async_to_sync", "SyncToAsync"],
     "channels.types": ["Scope", "Message", "Receive", "Send", "ASGIApp", "ChannelLayer"],
     "channels.testing.http": ["HttpCommunicator", "HttpResponse"],
+    "channels.testing.layers": [
+        "ChannelLayerConformance",
+        "FEATURES",
+        "CONFIG_KEYS",
+        "KNOWN_EXTENSIONS",
+    ],
     "channels.apps": ["ChannelsConfig"],
     "channels.http": ["ASGIHandler", "get_asgi_application"],
     "channels.staticfiles": ["StaticFilesWrapper"],
+    "channels.observers": [
+        "ModelObserver",
+        "AsyncObserverMixin",
+        "ObserverMixin",
+        "Subscription",
+    ],
 }
 
 

@@ -71,3 +71,25 @@ def test_static_url_is_required(settings: Any) -> None:
     settings.STATIC_URL = None
     with pytest.raises(ImproperlyConfigured, match="STATIC_URL"):
         StaticFilesWrapper(inner)
+
+
+async def test_the_browser_client_is_served_from_the_package(settings: Any) -> None:
+    # The app directories finder finds it in channels/static/, as a project would.
+    settings.STATICFILES_FINDERS = ["django.contrib.staticfiles.finders.AppDirectoriesFinder"]
+    for name, content_type in [("channels.js", b"text/javascript"), ("channels.d.ts", None)]:
+        response = await get(StaticFilesWrapper(inner), f"/static/channels/{name}")
+        assert response["status"] == 200, name
+        assert b"export" in response["body"]
+        if content_type:
+            assert dict(response["headers"])[b"Content-Type"].startswith(content_type)
+
+
+def test_the_browser_client_is_package_data() -> None:
+    # pyproject's package-data ships it in the wheel (an editable install would hide a miss).
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["channels"]
+    static = Path(__file__).parent.parent / "channels"
+    shipped = {p.relative_to(static).as_posix() for pat in patterns for p in static.glob(pat)}
+    assert {"static/channels/channels.js", "static/channels/channels.d.ts"} <= shipped

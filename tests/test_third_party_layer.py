@@ -1,73 +1,33 @@
 """A layer written by someone else, on ``BaseChannelLayer`` only, still drives consumers,
-groups and the worker, as third-party Channels layers do."""
+groups and the worker, as third-party Channels layers do; and it passes the conformance kit,
+run here as its author would (both from docs/snippets/third_party_layer.py)."""
 
 from __future__ import annotations
 
-import math
-import uuid
-from collections import defaultdict
 from typing import Any
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from django.test import override_settings
 
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.layers import BaseChannelLayer, get_channel_layer
+from channels.layers import get_channel_layer
 from channels.routing import ChannelNameRouter
 from channels.testing import WebsocketCommunicator
 from channels.types import ChannelLayer, Message
 from channels.worker import Worker
 
+# Collected here: the docs' conformance class for the docs' layer.
+from docs.snippets.test_stream_layer import (
+    TestStreamLayerConformance as TestStreamLayerConformance,
+)
+from docs.snippets.third_party_layer import StreamLayer
 
-class StreamLayer(BaseChannelLayer):
-    """Channels as unbounded anyio memory streams, groups as sets: nothing of ours but the
-    base class."""
-
-    extensions = ["groups"]
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.streams: dict[
-            str, tuple[MemoryObjectSendStream[Message], MemoryObjectReceiveStream[Message]]
-        ] = {}
-        self.groups: defaultdict[str, set[str]] = defaultdict(set)
-
-    def _stream(self, channel: str) -> Any:
-        if channel not in self.streams:
-            self.streams[channel] = anyio.create_memory_object_stream[Message](math.inf)
-        return self.streams[channel]
-
-    async def send(self, channel: str, message: Message) -> None:
-        self.require_valid_channel_name(channel)
-        self._stream(channel)[0].send_nowait(dict(message))
-
-    async def receive(self, channel: str) -> Message:
-        self.require_valid_channel_name(channel)
-        message: Message = await self._stream(channel)[1].receive()
-        return message
-
-    async def new_channel(self, prefix: str = "specific.") -> str:
-        return f"{prefix}stream!{uuid.uuid4().hex}"
-
-    async def group_add(self, group: str, channel: str) -> None:
-        self.require_valid_group_name(group)
-        self.groups[group].add(channel)
-
-    async def group_discard(self, group: str, channel: str) -> None:
-        self.groups[group].discard(channel)
-
-    async def group_send(self, group: str, message: Message) -> None:
-        for channel in self.groups[group]:
-            await self.send(channel, message)
-
-    async def close(self) -> None:
-        for send, receive in self.streams.values():
-            send.close()
-            receive.close()
-
-
-LAYERS = {"default": {"BACKEND": f"{__name__}.StreamLayer", "CONFIG": {"capacity": 10}}}
+LAYERS = {
+    "default": {
+        "BACKEND": "docs.snippets.third_party_layer.StreamLayer",
+        "CONFIG": {"capacity": 10},
+    }
+}
 
 
 class Chat(AsyncWebsocketConsumer):

@@ -39,6 +39,11 @@ __all__ = [
 
 Headers = Iterable[tuple[bytes, bytes]]
 
+#: The key a JSON consumer's ``reply()`` sets on its ``websocket.send`` message when a
+#: demultiplexer runs it (``"stream"`` in its scope): the demultiplexer then adds the ref of
+#: the frame being handled. Servers never see it.
+REPLY_KEY = "channels.reply"
+
 # How long leaving groups may take when a consumer ends abnormally (shielded from the
 # cancellation that may be ending it).
 _GROUP_CLEANUP_TIMEOUT = 5.0
@@ -195,6 +200,19 @@ class JsonWebsocketConsumer(WebsocketConsumer):
         """Send ``content`` encoded as JSON in a text frame."""
         super().send(text_data=self.encode_json(content), close=close)
 
+    def reply(self, content: Any) -> None:
+        """Answer the client frame being handled with ``content``.
+
+        Run by a :class:`~channels.generic.multiplex.AsyncJsonWebsocketDemultiplexer`, the
+        frame sent carries the ``ref`` of the request (so a client's ``request()``
+        resolves with it); elsewhere it is :meth:`send_json`.
+        """
+        if "stream" in self.scope:
+            text = self.encode_json(content)
+            SyncConsumer.send(self, {"type": "websocket.send", "text": text, REPLY_KEY: True})
+        else:
+            self.send_json(content)
+
     @classmethod
     def decode_json(cls, text_data: str) -> Any:
         """:raises ValueError: if the frame is not valid JSON."""
@@ -279,6 +297,21 @@ class AsyncJsonWebsocketConsumer(AsyncWebsocketConsumer):
     async def send_json(self, content: Any, close: bool | int = False) -> None:
         """Send ``content`` encoded as JSON in a text frame."""
         await super().send(text_data=await self.encode_json(content), close=close)
+
+    async def reply(self, content: Any) -> None:
+        """Answer the client frame being handled with ``content``.
+
+        Run by a :class:`~channels.generic.multiplex.AsyncJsonWebsocketDemultiplexer`, the
+        frame sent carries the ``ref`` of the request (so a client's ``request()``
+        resolves with it); elsewhere it is :meth:`send_json`.
+        """
+        if "stream" in self.scope:
+            text = await self.encode_json(content)
+            await AsyncConsumer.send(
+                self, {"type": "websocket.send", "text": text, REPLY_KEY: True}
+            )
+        else:
+            await self.send_json(content)
 
     @classmethod
     async def decode_json(cls, text_data: str) -> Any:

@@ -34,9 +34,13 @@ __all__ = [
     "check_history_limit",
     "compile_group_patterns",
     "compile_history_policies",
+    "encode_presence_info",
     "new_epoch",
     "presence_event",
+    "validate_history_args",
     "validate_presence_info",
+    "with_position",
+    "without_position",
 ]
 
 #: The key a layer adds to each message of a group that keeps history.
@@ -208,3 +212,38 @@ def validate_presence_info(info: object) -> dict[str, Any]:
     except (TypeError, ValueError) as error:
         raise TypeError(f"presence info must be JSON-serialisable: {error}") from None
     return info  # pyright: ignore[reportUnknownVariableType]
+
+
+def validate_history_args(
+    after: object, limit: object
+) -> tuple[StreamPosition | None, int | None]:
+    """``group_history``'s ``after`` and ``limit``, checked before anything is read.
+
+    :raises TypeError: if ``after`` is not ``None`` or a position
+        (see :meth:`StreamPosition.from_value`).
+    :raises ValueError: if ``after`` is a malformed position, or ``limit`` is not ``None``
+        or a whole number >= 0.
+    """
+    position = None if after is None else StreamPosition.from_value(after)
+    check_history_limit(limit)
+    assert limit is None or isinstance(limit, int)  # what check_history_limit let through
+    return position, limit
+
+
+def with_position(message: Message, position: StreamPosition) -> Message:
+    """A new dict: ``message`` with ``__position__`` set (replacing a forwarded one)."""
+    return {**message, POSITION_KEY: position.as_dict()}
+
+
+def without_position(message: Message) -> Message:
+    """``message`` without ``__position__``: what a stream stores (the position is kept
+    beside it, so allocating and storing are one step). The same dict if it has none."""
+    if POSITION_KEY not in message:
+        return message
+    return {key: value for key, value in message.items() if key != POSITION_KEY}
+
+
+def encode_presence_info(info: dict[str, Any]) -> str:
+    """``info`` as canonical JSON (sorted keys, no spaces): equal dicts give equal text,
+    so a store can tell a changed entry from a refresh by comparing strings."""
+    return json.dumps(info, sort_keys=True, separators=(",", ":"))

@@ -1,9 +1,10 @@
 """The server process of :class:`~channels.testing.ChannelsLiveServerTestCase`.
 
-``python -m channels.testing._live_server --host H --backend B [--static-wrapper PATH]
-[--debug] [--ping-interval S] [--ping-timeout S] --ready-fd N``: sets Django up from
-``DJANGO_SETTINGS_MODULE``, points it at the test databases, serves ``ASGI_APPLICATION``
-on a free port of ``H`` and writes
+``python -m channels.testing._live_server --host H [--port P] --backend B
+[--static-wrapper PATH] [--debug] [--ping-interval S] [--ping-timeout S] --ready-fd N``:
+sets Django up from ``DJANGO_SETTINGS_MODULE``, points it at the test databases, serves
+``ASGI_APPLICATION`` on port ``P`` of ``H`` (a free one by default; a given one lets a
+test restart the server where its clients reconnect) and writes
 ``CHANNELS_LIVE_SERVER_READY <url>`` to ``--ready-fd`` once it accepts connections.
 SIGTERM stops it gracefully.
 """
@@ -24,6 +25,7 @@ from channels.serving import add_keepalive_arguments
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m channels.testing._live_server")
     parser.add_argument("--host", required=True)
+    parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--backend", choices=["asyncio", "trio"], required=True)
     parser.add_argument("--static-wrapper")
     parser.add_argument("--debug", action="store_true")
@@ -44,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     application = make_application(static_wrapper=_load_wrapper(options.static_wrapper))
     serve(
         application,
-        bind=[f"{options.host}:0"],
+        bind=[f"{options.host}:{options.port}"],
         backend=options.backend,
         ping_interval=options.ping_interval,
         ping_timeout=options.ping_timeout,

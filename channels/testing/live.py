@@ -147,6 +147,30 @@ class ChannelsLiveServerTestCase(TransactionTestCase):
             super().tearDownClass()
 
     @classmethod
+    def stop_live_server(cls, *, kill: bool = False) -> None:
+        """Stop the live server in the middle of a test: gracefully (SIGTERM: WebSockets
+        get a 1001 close frame), or with ``kill`` as a crash would (SIGKILL: connections
+        just drop). :meth:`start_live_server` brings it back on the same port, so a test
+        can check how clients reconnect.
+        """
+        if kill:
+            cls._server.kill()
+        else:
+            cls._server.stop()
+
+    @classmethod
+    def start_live_server(cls) -> None:
+        """Start the live server again after :meth:`stop_live_server`, on the same port;
+        returns once it accepts connections.
+
+        :raises RuntimeError: if it does not start (the port was taken meanwhile, say).
+        """
+        if cls._server.process.poll() is None:
+            raise RuntimeError("The live server is running: stop_live_server() first.")
+        cls._server = _ServerProcess([*cls._server_arguments(), "--port", str(cls._port)])
+        cls._server.wait_until_ready()
+
+    @classmethod
     def _server_arguments(cls) -> list[str]:
         arguments = ["--host", cls.host, "--backend", cls.server_backend]
         arguments += ["--ping-interval", str(cls.ping_interval)]

@@ -45,6 +45,22 @@ CHANNEL_LAYERS = {
 
 PUBSUB = CHANNEL_LAYERS
 
+# [cluster]
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels.layers.redis.RedisClusterChannelLayer",
+        "CONFIG": {
+            # Any reachable nodes: the rest of the cluster is learned from them.
+            "hosts": ["redis://10.0.0.11:6379", "redis://10.0.0.12:6379"],
+            "prefix": "asgi",
+            "partitions": 16,
+        },
+    },
+}
+# [/cluster]
+
+CLUSTER = CHANNEL_LAYERS
+
 # [test-config]
 CHANNEL_LAYERS = {
     "default": {

@@ -17,7 +17,12 @@ from django.urls import path, re_path  # noqa: E402
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from .consumers import EchoConsumer, HelloConsumer, NotesConsumer  # noqa: E402
+from .consumers import (  # noqa: E402
+    EchoConsumer,
+    HelloConsumer,
+    LabDemultiplexer,
+    NotesConsumer,
+)
 
 
 @contextlib.asynccontextmanager
@@ -36,7 +41,12 @@ application = ProtocolTypeRouter(
                 re_path(r"^", django_application),  # everything else: Django's URLconf
             ]
         ),
-        "websocket": URLRouter([path("ws/echo/", EchoConsumer.as_asgi())]),
+        "websocket": URLRouter(
+            [
+                path("ws/echo/", EchoConsumer.as_asgi()),
+                path("ws/lab/", LabDemultiplexer.as_asgi()),
+            ]
+        ),
     },
     lifespan=lifespan,
 )

@@ -8,7 +8,8 @@ import sniffio
 
 from channels.db import database_sync_to_async
 from channels.generic.http import AsyncHttpConsumer
-from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.generic.multiplex import AsyncJsonWebsocketDemultiplexer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from tests.testapp.models import Note
 
 
@@ -44,3 +45,22 @@ class EchoConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         # The serving tests read this line to see the consumer heard the close.
         print(f"echo consumer disconnected with code {code}", flush=True)
+
+
+class LabStream(AsyncJsonWebsocketConsumer):
+    """A stream for the browser client's tests: replies, stays silent, crashes on demand."""
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        action = content.get("do") if isinstance(content, dict) else None
+        if action == "reply":
+            await self.reply({"echo": content.get("value"), "stream": self.scope["stream"]})
+        elif action == "crash":
+            raise RuntimeError("crashed on demand")
+        elif action == "silent":
+            return
+        else:
+            await self.send_json({"got": content})
+
+
+class LabDemultiplexer(AsyncJsonWebsocketDemultiplexer):
+    consumer_classes = {"lab": LabStream, "other": LabStream}

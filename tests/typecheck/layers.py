@@ -12,7 +12,11 @@ from channels.layers import (
     channel_layers,
     get_channel_layer,
 )
-from channels.layers.redis import RedisChannelLayer, RedisPubSubChannelLayer
+from channels.layers.redis import (
+    RedisChannelLayer,
+    RedisClusterChannelLayer,
+    RedisPubSubChannelLayer,
+)
 from channels.types import ChannelLayer, Message
 
 
@@ -55,10 +59,14 @@ def every_layer_is_a_channel_layer() -> list[ChannelLayer]:
         channel_capacity={"websocket.send!*": 20},
     )
     pubsub = RedisPubSubChannelLayer(hosts=["redis://127.0.0.1:6379/0"])
+    cluster = RedisClusterChannelLayer(
+        hosts=["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"], partitions=32
+    )
+    assert_type(cluster.partitions, int)
     assert_type(in_memory.extensions, list[str])
     assert_type(redis.get_capacity("websocket.send!abc"), int)
     assert_type(pubsub.require_valid_group_name("chat"), bool)
-    return [in_memory, redis, pubsub, BaseChannelLayer()]
+    return [in_memory, redis, pubsub, cluster, BaseChannelLayer()]
 
 
 async def the_manager(layer: InMemoryChannelLayer) -> None:

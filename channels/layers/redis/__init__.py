@@ -1,12 +1,14 @@
 """Channel layers on Redis, compatible with channels_redis 4.x (needs the ``redis`` extra).
 
 ``RedisChannelLayer`` keeps messages in sorted sets (channels_redis's ``RedisChannelLayer``);
-``RedisPubSubChannelLayer`` uses PUBLISH/SUBSCRIBE (channels_redis's pub/sub layer).
+``RedisPubSubChannelLayer`` uses PUBLISH/SUBSCRIBE (channels_redis's pub/sub layer);
+``RedisClusterChannelLayer`` runs on a Redis Cluster, by sharded pub/sub.
 Both take ``serializer_format`` from :mod:`channels.layers.redis.serializers`' registry.
 """
 
 from __future__ import annotations
 
+from .cluster import RedisClusterChannelLayer as RedisClusterChannelLayer
 from .core import RedisChannelLayer as RedisChannelLayer
 from .errors import ForeignChannelError as ForeignChannelError
 from .errors import InvalidPrefixError as InvalidPrefixError
@@ -16,5 +18,6 @@ __all__ = [
     "ForeignChannelError",
     "InvalidPrefixError",
     "RedisChannelLayer",
+    "RedisClusterChannelLayer",
     "RedisPubSubChannelLayer",
 ]

@@ -24,12 +24,17 @@ What differs is how the work is done:
   every shard.
 - Expired messages are dropped when received, not only when a later send prunes them.
 - ``flush`` walks keys with ``SCAN``, never ``KEYS``.
+
+Groups with a ``group_history`` policy also keep a stream (``<prefix>:history:<group>``,
+with ``<prefix>:history-meta:<group>``) on the group's shard: one script reads the members
+and appends the message (see ``durable.py``), then delivery goes on as for any group.
+Presence lives in ``<prefix>:presence:<group>`` and ``<prefix>:presence-expiry:<group>``.
+channels_redis knows none of these keys; its group sends are delivered but not recorded.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import logging
 import time
@@ -40,18 +45,36 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from coredis.exceptions import NoScriptError
 
 from ...exceptions import ChannelFull
 from ...types import Message
 from ...utils import unwrap_exception_groups
-from ..base import BaseChannelLayer, CapacityPattern
-from ..inmemory import copy_message
+from ..base import CapacityPattern
+from ..durable import (
+    GroupHistory,
+    GroupPattern,
+    StreamPosition,
+    validate_history_args,
+    with_position,
+    without_position,
+)
+from .base import RedisLayerBase
 from .connection import CONNECTION_ERRORS, Command, Connection, Pool
-from .errors import ForeignChannelError, InvalidPrefixError
+from .durable import (
+    RECORDED_GROUP_SEND,
+    DurableKeys,
+    RedisDurable,
+    Script,
+    presence,
+    presence_join,
+    presence_leave,
+    run_script,
+)
+from .errors import ForeignChannelError
 from .hosts import Host, consistent_hash, parse_hosts
-from .local import Mailboxes, PerLoop, Readers
+from .local import Mailboxes, Readers, deliver
 from .memberships import Memberships
+from .retry import Backoff
 from .serializers import MessageSerializer, as_message, registry
 
 __all__ = ["RedisChannelLayer"]
@@ -61,18 +84,7 @@ logger: logging.Logger = logging.getLogger("channels.layers.redis")
 Item = tuple[bytes, float, int]  # a popped member, its score, and its shard
 
 
-class _Script:
-    """A Lua script run by hash, loaded on the first ``NOSCRIPT``."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
-
-    def call(self, keys: Sequence[str | bytes], args: Sequence[Any]) -> Command:
-        return ("EVALSHA", self.sha, len(keys), *keys, *args)
-
-    def load(self, keys: Sequence[str | bytes], args: Sequence[Any]) -> Command:
-        return ("EVAL", self.source, len(keys), *keys, *args)
+_Script = Script
 
 
 # KEYS[1] the channel; ARGV: member, score, expired-before, capacity, expiry.
@@ -134,7 +146,7 @@ class _LoopState:
             await pool.aclose()
 
 
-class RedisChannelLayer(BaseChannelLayer):
+class RedisChannelLayer(RedisLayerBase[_LoopState]):
     """A channel layer on one or more Redis servers, compatible with channels_redis 4.x.
 
     Settings are channels_redis's: ``hosts`` (a list of URLs, ``(host, port)`` pairs,
@@ -149,13 +161,10 @@ class RedisChannelLayer(BaseChannelLayer):
     ``reconnect_timeout`` seconds before raising :class:`ConnectionError`.
     """
 
-    extensions: list[str] = ["groups", "flush"]
-    _drop_logger = logger
+    extensions: list[str] = ["groups", "flush", "history", "presence"]
 
     #: Seconds a blocking pop waits on the server before asking again.
     brpop_timeout = 5
-    #: Seconds a send, group call or flush keeps retrying while Redis is unreachable.
-    reconnect_timeout: float = 10.0
     #: Most messages one read of the process-local key takes (Redis 7+: BZMPOP).
     local_batch = 64
 
@@ -170,14 +179,25 @@ class RedisChannelLayer(BaseChannelLayer):
         symmetric_encryption_keys: Iterable[str | bytes] | None = None,
         random_prefix_length: int = 12,
         serializer_format: str = "msgpack",
+        *,
+        group_history: Mapping[GroupPattern, Mapping[str, Any]] | None = None,
+        presence_events: Sequence[GroupPattern] | None = None,
+        presence_timeout: float = 30,
     ) -> None:
-        super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
-        if not isinstance(prefix, str):
-            raise InvalidPrefixError(f"prefix must be a str, got {type(prefix).__name__}")
+        super().__init__(
+            prefix=prefix,
+            expiry=expiry,
+            capacity=capacity,
+            channel_capacity=channel_capacity,
+            new_state=self._new_loop_state,
+            close_state=_LoopState.aclose,
+            group_history=group_history,
+            presence_events=presence_events,
+            presence_timeout=presence_timeout,
+        )
         for name, value in (("expiry", expiry), ("group_expiry", group_expiry)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive whole number of seconds")
-        self.prefix = prefix
         self.group_expiry = group_expiry
         self.hosts: list[Host] = parse_hosts(hosts)
         self.ring_size: int = len(self.hosts)
@@ -198,10 +218,24 @@ class RedisChannelLayer(BaseChannelLayer):
         self._last_score = 0.0
         self._routes: dict[str, tuple[str, int | None]] = {}
         self._mailboxes = Mailboxes(expiry, self.get_capacity, self.record_buffer_drop)
-        self._loops: PerLoop[_LoopState] = PerLoop(self._new_loop_state, _LoopState.aclose)
         self._memberships = Memberships(live_for=expiry)
         # Per shard, the run id of the server last seen there (None: not connected yet).
         self._run_ids: list[str | None] = [None] * self.ring_size
+        # History entries live as long as their stream's ttl, not a message's expiry: their
+        # own serializer (no random prefix, an encryption time-to-live of the longest ttl).
+        longest = max((policy.ttl for _, policy in self.group_history_policies), default=expiry)
+        history_serializer = registry.get_serializer(
+            serializer_format,
+            random_prefix_length=0,
+            expiry=longest,
+            symmetric_encryption_keys=symmetric_encryption_keys,
+        )
+        self._durable = RedisDurable(
+            self._execute,
+            self._durable_keys,
+            history_serializer.serialize,
+            lambda data: as_message(history_serializer.deserialize(data)),
+        )
 
     def _new_loop_state(self) -> _LoopState:
         pools = [
@@ -210,28 +244,23 @@ class RedisChannelLayer(BaseChannelLayer):
         ]
         return _LoopState(pools, self._mailboxes)
 
-    def __repr__(self) -> str:
-        hosts = ", ".join(host.describe() for host in self.hosts)
-        return f"<{type(self).__name__} prefix={self.prefix!r} hosts=[{hosts}]>"
-
     # -- names, keys, shards -------------------------------------------------------------
 
     def _group_key(self, group: str) -> str:
         return f"{self.prefix}:group:{group}"
 
+    def _durable_keys(self, group: str) -> DurableKeys:
+        # On the shard of the group's membership key, so one script reads both.
+        return DurableKeys(
+            shard=self.consistent_hash(group),
+            stream=f"{self.prefix}:history:{group}",
+            meta=f"{self.prefix}:history-meta:{group}",
+            presence=f"{self.prefix}:presence:{group}",
+            expiries=f"{self.prefix}:presence-expiry:{group}",
+        )
+
     def consistent_hash(self, name: str) -> int:
         return consistent_hash(name, self.ring_size)
-
-    def serialize(self, message: Message) -> bytes:
-        """The bytes stored in Redis for ``message`` (by the ``serializer_format``'s class)."""
-        return self._serializer.serialize(message)
-
-    def deserialize(self, data: bytes) -> Message:
-        """The message in bytes read from Redis.
-
-        :raises ValueError: if they hold no message (or, encrypted, cannot be decrypted).
-        """
-        return as_message(self._serializer.deserialize(data))
 
     def _score(self) -> float:
         # Strictly increasing, so two sends in the same clock tick keep their order
@@ -252,31 +281,17 @@ class RedisChannelLayer(BaseChannelLayer):
         silently dropped).
         """
         state = await self._loops.get()
-        deadline: float | None = None
-        delay = 0.02
+        backoff = Backoff(self.reconnect_timeout)
         while True:
             try:
                 return await state.pools[shard].execute(commands)
             except CONNECTION_ERRORS as exc:
-                if deadline is None:
-                    deadline = anyio.current_time() + self.reconnect_timeout
-                if anyio.current_time() + delay > deadline:
-                    raise ConnectionError(
-                        f"Redis at {self.hosts[shard].describe()} is unreachable: {exc}"
-                    ) from exc
-                logger.info("Redis at %s: %s; retrying", self.hosts[shard].describe(), exc)
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+                await backoff.wait(self.hosts[shard].describe(), exc)
 
     async def _script(
         self, shard: int, script: _Script, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
-        (reply,) = await self._execute(shard, [script.call(keys, args)])
-        if _is_noscript(reply):
-            (reply,) = await self._execute(shard, [script.load(keys, args)])
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
+        return await run_script(self._execute, shard, script, keys, args)
 
     # -- channels ------------------------------------------------------------------------
 
@@ -410,10 +425,7 @@ class RedisChannelLayer(BaseChannelLayer):
             if not isinstance(targets, list) or not targets:
                 logger.warning("Dropped a message on %r with no target channel", key)
                 continue
-            for index, target in enumerate(targets):
-                # One copy per receiver, so no receiver sees another's changes.
-                self._mailboxes.file(target, message if index == 0 else copy_message(message), now)
-                readers.wake(target)
+            deliver(self._mailboxes, readers, targets, message, now)
 
     def _decode(self, member: bytes, score: float) -> Message | None:
         if score < int(time.time()) - int(self.expiry):
@@ -473,16 +485,14 @@ class RedisChannelLayer(BaseChannelLayer):
         Reconnects (with backoff) for as long as the server is away.
         """
         pool = state.pools[shard]
-        delay = 0.02
+        backoff = Backoff()  # a reader waits for as long as the server is away
         while True:
             try:
                 connection = await pool.acquire()
             except CONNECTION_ERRORS as exc:
-                logger.info("Waiting for Redis at %s: %s", self.hosts[shard].describe(), exc)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                await backoff.wait(self.hosts[shard].describe(), exc)
                 continue
-            delay = 0.02
+            backoff.reset()
             try:
                 reply = await self._blocking_command(state, shard, connection, key, count, salvage)
             except CONNECTION_ERRORS:
@@ -572,17 +582,32 @@ class RedisChannelLayer(BaseChannelLayer):
         A member whose channel is full is skipped, logged and counted (:meth:`stats`); the
         others still get it. Members sharing a Redis key (the process-local channels of one
         process) share one stored message listing them all, as channels_redis does.
+
+        For a group with a ``group_history`` policy, the same script that reads the members
+        appends the message to the group's stream; members get it with ``__position__``.
         """
         self.require_valid_message(message)
         self.require_valid_group_name(group)
         key = self._group_key(group)
-        _, members = await self._check(
-            self.consistent_hash(group),
-            [
-                ("ZREMRANGEBYSCORE", key, 0, int(time.time()) - int(self.group_expiry)),
-                ("ZRANGE", key, 0, -1),
-            ],
-        )
+        expired_members = int(time.time()) - int(self.group_expiry)
+        policy = self.history_policy(group)
+        if policy is None:
+            _, members = await self._check(
+                self.consistent_hash(group),
+                [("ZREMRANGEBYSCORE", key, 0, expired_members), ("ZRANGE", key, 0, -1)],
+            )
+        else:
+            keys = self._durable_keys(group)
+            members, epoch, offset = await self._script(
+                keys.shard,
+                RECORDED_GROUP_SEND,
+                [key, keys.stream, keys.meta],
+                [
+                    expired_members,
+                    *self._durable.append_args(policy, without_position(message)),
+                ],
+            )
+            message = with_position(message, StreamPosition(epoch.decode("utf-8"), offset))
         if not members:
             return
         by_key: dict[str, list[str]] = defaultdict(list)
@@ -617,6 +642,53 @@ class RedisChannelLayer(BaseChannelLayer):
                             tasks.start_soon(deliver, shard, targets)
         finally:
             self.record_group_send_skips(group, skipped, len(members))
+
+    # -- history and presence ----------------------------------------------------------
+
+    async def group_history(
+        self, group: str, *, after: StreamPosition | None = None, limit: int | None = None
+    ) -> GroupHistory:
+        """The messages ``group``'s stream retains (see
+        :meth:`~channels.layers.BaseChannelLayer.group_history`).
+
+        Only messages sent by this package's layers are recorded: a channels_redis process's
+        group sends reach the members but not the stream.
+
+        :raises TypeError: if ``after`` is not a position.
+        :raises ValueError: if ``after`` is malformed or ``limit`` is not ``None`` or an
+            int >= 0.
+        """
+        self.require_valid_group_name(group)
+        position, limit = validate_history_args(after, limit)
+        policy = self.history_policy(group)
+        if policy is None:
+            return GroupHistory(None, [], False)
+        return await self._durable.history(group, policy, position, limit)
+
+    async def presence_join(
+        self, group: str, channel: str, info: dict[str, Any] | None = None
+    ) -> None:
+        """Record ``channel`` as present in ``group`` for ``presence_timeout`` seconds.
+
+        Joining again refreshes the entry (and updates its info): whoever calls this
+        directly must call it again well within ``presence_timeout`` (consumers do it for
+        you). For groups in ``presence_events``, a new entry or changed info sends
+        ``presence.join`` to the group; expired entries this call found are removed and
+        their ``presence.leave`` sent.
+
+        :raises TypeError: for an invalid group or channel name, or ``info`` that is not a
+            JSON-serialisable dict.
+        """
+        await presence_join(self, self._durable, group, channel, info)
+
+    async def presence_leave(self, group: str, channel: str) -> None:
+        """Remove ``channel``'s entry in ``group`` (nothing happens if there is none);
+        for groups in ``presence_events``, send its ``presence.leave``."""
+        await presence_leave(self, self._durable, group, channel)
+
+    async def presence(self, group: str) -> dict[str, dict[str, Any]]:
+        """``{channel: info}`` of the live entries in ``group``, from every process."""
+        return await presence(self, self._durable, group)
 
     async def _on_connect(self, shard: int, connection: Connection) -> None:
         """Before a new connection is used: if a new server answers on ``shard`` (its run id
@@ -694,31 +766,12 @@ class RedisChannelLayer(BaseChannelLayer):
                     break
         self._mailboxes.clear()
 
-    async def close(self) -> None:
-        """Close this event loop's connections. The layer stays usable: a later call
-        opens new ones."""
-        await self._loops.aclose_current()
-
-    async def close_pools(self) -> None:
-        """Close this event loop's connections (channels_redis's name for :meth:`close`).
-
-        What a Celery task or script calls after ``async_to_sync(layer.group_send)(...)``,
-        as channels_redis documents: ``async_to_sync(layer.close_pools)()``. Connections of
-        other event loops are closed when those loops end (they cannot be closed from
-        here: they belong to the tasks of their loop).
-        """
-        await self._loops.aclose_current()
-
     async def wait_received(self) -> None:
         """Nothing to wait for: kept for channels_redis compatibility.
 
         channels_redis's receive leaves cleanup tasks running (its ``$inflight`` backups);
         this layer's receive finishes its work before it returns.
         """
-
-
-def _is_noscript(reply: Any) -> bool:
-    return isinstance(reply, NoScriptError)
 
 
 def _parse_pop(reply: Any, shard: int) -> list[Item]:

@@ -23,15 +23,16 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import Generic, TypeVar
 
 import anyio
 import anyio.lowlevel
 
 from ...types import Message
+from ..inmemory import copy_message
 
-__all__ = ["Mailboxes", "PerLoop"]
+__all__ = ["Mailboxes", "PerLoop", "Readers", "deliver"]
 
 logger: logging.Logger = logging.getLogger("channels.layers.redis")
 
@@ -225,8 +226,60 @@ class Readers:
                 raise
             self._forget(channel, event)
 
+    async def until(
+        self, key: str, done: Callable[[], bool], fetch: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Return once ``done()``, reading the source in turn with the receivers.
+
+        For something the reader notices without filing a message (a subscription's
+        confirmation): whoever notices it calls :meth:`wake` with ``key``. ``key`` must be
+        no channel's name.
+        """
+        while not done():
+            if not self.reading:
+                self.reading = True
+                try:
+                    await fetch()
+                finally:
+                    self.reading = False
+                    self._hand_off()
+                continue
+            event = anyio.Event()
+            self.waiters.setdefault(key, []).append(event)
+            try:
+                await event.wait()
+            except BaseException:
+                self._forget(key, event)
+                if event.is_set():
+                    self._hand_off()
+                raise
+            self._forget(key, event)
+
     def _forget(self, channel: str, event: anyio.Event) -> None:
         events = self.waiters[channel]
         events.remove(event)
         if not events:
             del self.waiters[channel]
+
+
+def deliver(
+    mailboxes: Mailboxes,
+    readers: Readers,
+    targets: Iterable[str],
+    message: Message,
+    now: float | None = None,
+) -> bool:
+    """File ``message`` for each of ``targets`` and wake their receivers; True if any.
+
+    The first target gets ``message`` itself, every other one its own copy, so no receiver
+    sees another's changes. Synchronous, so whoever read ``message`` off a connection files
+    it before its next checkpoint (see the module docstring).
+    """
+    if now is None:
+        now = time.monotonic()
+    filed = False
+    for target in targets:
+        mailboxes.file(target, copy_message(message) if filed else message, now)
+        readers.wake(target)
+        filed = True
+    return filed

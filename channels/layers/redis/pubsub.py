@@ -6,8 +6,11 @@ can share it: a channel is a Redis pub/sub channel (``<prefix>specific.<hex>`` f
 it out to its local members, payloads are msgpack (or JSON), optionally Fernet-encrypted,
 with no random prefix. Each name lives on the shard of its CRC-32 hash.
 
-Nothing is stored in Redis: there is no capacity, expiry or ``ChannelFull``, and a message
-published while no process is subscribed, or while a connection is down, is lost.
+No message is stored in Redis: there is no capacity, expiry or ``ChannelFull``, and a
+message published while no process is subscribed, or while a connection is down, is lost.
+What is stored is opt-in: the streams of groups with a ``group_history`` policy (appended
+to before the publish, so a client that missed the publish can recover the message) and
+presence entries, under ``<prefix>:pubsub:`` (see ``durable.py``).
 
 Differences from channels_redis: no background reader task. Receivers of one event loop
 take turns reading the subscription connections and file what they read for whichever
@@ -25,7 +28,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,13 +36,22 @@ import anyio
 
 from ...types import Message
 from ...utils import unwrap_exception_groups
-from ..base import BaseChannelLayer, CapacityPattern
-from ..inmemory import copy_message
-from .connection import CONNECTION_ERRORS, Connection, Pool, connect
-from .errors import InvalidPrefixError
+from ..base import CapacityPattern
+from ..durable import (
+    GroupHistory,
+    GroupPattern,
+    StreamPosition,
+    validate_history_args,
+    with_position,
+    without_position,
+)
+from .base import RedisLayerBase
+from .connection import CONNECTION_ERRORS, Command, Connection, Pool, connect
+from .durable import DurableKeys, RedisDurable, presence, presence_join, presence_leave
 from .hosts import Host, consistent_hash, parse_hosts
-from .local import Mailboxes, PerLoop, Readers
-from .serializers import MessageSerializer, as_message, registry
+from .local import Mailboxes, Readers, deliver
+from .retry import Backoff
+from .serializers import MessageSerializer, registry
 
 __all__ = ["RedisPubSubChannelLayer"]
 
@@ -48,6 +60,15 @@ logger: logging.Logger = logging.getLogger("channels.layers.redis")
 
 def _nothing(reply: Any) -> None:
     pass
+
+
+# Readers' waiting list is keyed by channel; who waits for a subscription's confirmation
+# waits under this prefix and the name (no channel name has a NUL in it).
+_CONFIRMING = "\0subscribed:"
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
 
 
 # channels_redis's core-layer settings that mean nothing without stored messages. Its
@@ -113,6 +134,7 @@ class _Subscriber:
                 reply = await connection.read_reply()
                 if isinstance(reply, list) and reply and reply[0] == b"subscribe":
                     confirmed += 1
+                    self.on_message(reply)
                 elif isinstance(reply, list) and reply and reply[0] == b"message":
                     self.on_message(reply)
                 elif isinstance(reply, Exception):
@@ -140,6 +162,8 @@ class _LoopState:
     #: Group channel -> the local channels in that group.
     groups: dict[str, set[str]] = field(default_factory=dict)
     swept: float = 0.0
+    #: Names subscribed to whose confirmation the server has not sent yet (how many).
+    unconfirmed: dict[str, int] = field(default_factory=dict)
 
     async def aclose(self) -> None:
         for pool in self.pools:
@@ -148,7 +172,7 @@ class _LoopState:
             await subscriber.aclose()
 
 
-class RedisPubSubChannelLayer(BaseChannelLayer):
+class RedisPubSubChannelLayer(RedisLayerBase[_LoopState]):
     """A channel layer on Redis PUBLISH/SUBSCRIBE, compatible with channels_redis's.
 
     Settings: ``hosts`` (as for :class:`~channels.layers.redis.RedisChannelLayer`),
@@ -164,8 +188,7 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
     ``on_reconnect``.
     """
 
-    extensions: list[str] = ["groups", "flush"]
-    _drop_logger = logger
+    extensions: list[str] = ["groups", "flush", "history", "presence"]
 
     def __init__(
         self,
@@ -179,12 +202,22 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         expiry: int = 60,
         capacity: int = 100,
         channel_capacity: Mapping[CapacityPattern, int] | None = None,
+        group_history: Mapping[GroupPattern, Mapping[str, Any]] | None = None,
+        presence_events: Sequence[GroupPattern] | None = None,
+        presence_timeout: float = 30,
         **ignored: Any,
     ) -> None:
-        super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
-        if not isinstance(prefix, str):
-            raise InvalidPrefixError(f"prefix must be a str, got {type(prefix).__name__}")
-        self.prefix = prefix
+        super().__init__(
+            prefix=prefix,
+            expiry=expiry,
+            capacity=capacity,
+            channel_capacity=channel_capacity,
+            new_state=self._new_loop_state,
+            close_state=_LoopState.aclose,
+            group_history=group_history,
+            presence_events=presence_events,
+            presence_timeout=presence_timeout,
+        )
         self.on_disconnect = on_disconnect
         self.on_reconnect = on_reconnect
         self.hosts: list[Host] = parse_hosts(hosts)
@@ -192,7 +225,9 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         self._serializer: MessageSerializer = registry.get_serializer(
             serializer_format, symmetric_encryption_keys=symmetric_encryption_keys
         )
-        self._loops: PerLoop[_LoopState] = PerLoop(self._new_loop_state, _LoopState.aclose)
+        self._durable = RedisDurable(
+            self._execute, self._durable_keys, self.serialize, self.deserialize
+        )
         if ignored:
             _log_ignored(type(self).__name__, ignored)
 
@@ -207,10 +242,6 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         for subscriber in state.subscribers:
             subscriber.on_message = functools.partial(self._file_message, state)
         return state
-
-    def __repr__(self) -> str:
-        hosts = ", ".join(host.describe() for host in self.hosts)
-        return f"<{type(self).__name__} prefix={self.prefix!r} hosts=[{hosts}]>"
 
     # channels_redis's pub/sub layer forwards unknown attributes to the current loop's
     # layer; ``channels`` and ``groups`` are the public ones with a meaning here.
@@ -247,22 +278,24 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
             return {}
         return {name: frozenset(members) for name, members in state.groups.items()}
 
-    def serialize(self, message: Message) -> bytes:
-        """The bytes published for ``message`` (by the ``serializer_format``'s class)."""
-        return self._serializer.serialize(message)
-
-    def deserialize(self, data: bytes) -> Message:
-        """The message in published bytes.
-
-        :raises ValueError: if they hold no message (or, encrypted, cannot be decrypted).
-        """
-        return as_message(self._serializer.deserialize(data))
-
     def _shard(self, name: str) -> int:
         return consistent_hash(name, self.ring_size)
 
     def _group_channel(self, group: str) -> str:
         return f"{self.prefix}__group__{group}"
+
+    def _durable_keys(self, group: str) -> DurableKeys:
+        # On the shard its group's messages are published on, so the append and the
+        # publish go to one server (see group_send). Keys apart from the core layer's
+        # (":pubsub:"), which a process of the other kind cannot serve.
+        base = f"{self.prefix}:pubsub:"
+        return DurableKeys(
+            shard=self._shard(self._group_channel(group)),
+            stream=f"{base}history:{group}",
+            meta=f"{base}history-meta:{group}",
+            presence=f"{base}presence:{group}",
+            expiries=f"{base}presence-expiry:{group}",
+        )
 
     # -- channels ------------------------------------------------------------------------
 
@@ -299,35 +332,45 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
                 await self._sweep(state)
 
     async def _publish(self, name: str, data: bytes) -> None:
+        (reply,) = await self._execute(self._shard(name), [("PUBLISH", name, data)])
+        if isinstance(reply, Exception):
+            raise reply
+
+    async def _execute(self, shard: int, commands: Sequence[Command]) -> list[Any]:
+        """Run ``commands`` on ``shard`` in one round trip, retrying for
+        ``reconnect_timeout`` seconds while Redis is unreachable."""
         state = await self._loops.get()
-        shard = self._shard(name)
-        deadline = anyio.current_time() + 10
-        delay = 0.02
+        backoff = Backoff(self.reconnect_timeout)
         while True:
             try:
                 # Our own subscriptions first: if one was dropped, what we publish now
                 # would not reach our own channels and groups.
                 await self._repair(state)
-                (reply,) = await state.pools[shard].execute([("PUBLISH", name, data)])
+                return await state.pools[shard].execute(commands)
             except CONNECTION_ERRORS as exc:
-                if anyio.current_time() + delay > deadline:
-                    raise ConnectionError(
-                        f"Redis at {self.hosts[shard].describe()} is unreachable: {exc}"
-                    ) from exc
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 1.0)
-                continue
-            if isinstance(reply, Exception):
-                raise reply
-            return
+                await backoff.wait(self.hosts[shard].describe(), exc)
 
     async def _subscribe(self, state: _LoopState, name: str) -> None:
         subscriber = state.subscribers[self._shard(name)]
         if name in subscriber.names:
             return
         subscriber.names.add(name)
+        # Counted before _repair: a reconnection there subscribes to it too, and confirms.
+        state.unconfirmed[name] = state.unconfirmed.get(name, 0) + 1
         await self._repair(state)
         await subscriber.command("SUBSCRIBE", name)
+
+    async def _until_subscribed(self, state: _LoopState, name: str) -> None:
+        """Wait until the server has confirmed our subscription to ``name``.
+
+        From then on, everything published to it reaches us. Reading the confirmation takes
+        the reader's turn like any receive (or waits for whoever reads to file it).
+        """
+        await state.readers.until(
+            _CONFIRMING + name,
+            lambda: name not in state.unconfirmed,
+            lambda: self._read(state),
+        )
 
     async def _repair(self, state: _LoopState) -> None:
         """Notice dropped subscription connections and subscribe again, now.
@@ -407,7 +450,7 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         scope.cancel()
 
     async def _read_one(self, state: _LoopState, subscriber: _Subscriber) -> None:
-        delay = 0.02
+        backoff = Backoff()  # a reader waits for as long as the server is away
         while True:
             connection: Connection | None = None
             try:
@@ -419,13 +462,9 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
                 # This connection only: another task may already have replaced it.
                 if connection is not None:
                     connection.broken = True
-                logger.info(
-                    "Redis pub/sub at %s: %s; reconnecting", subscriber.host.describe(), exc
-                )
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                await backoff.wait(subscriber.host.describe(), exc)
                 continue
-            delay = 0.02
+            backoff.reset()
             connection.parser.feed(data)
             if self._file_replies(state, connection):
                 return
@@ -441,9 +480,24 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
                 filed = True
 
     def _file_message(self, state: _LoopState, reply: Any) -> bool:
-        """File a published message for its channel, or its group's local members."""
-        if not isinstance(reply, list) or len(reply) != 3 or reply[0] != b"message":
-            return False  # subscription confirmations
+        """File a published message for its channel, or its group's local members.
+
+        A subscription's confirmation is noted (and counts as filed, so whoever waits for
+        it gets to see it).
+        """
+        if not isinstance(reply, list) or len(reply) != 3:
+            return False
+        if reply[0] == b"subscribe":
+            name = reply[1].decode("utf-8")
+            left = state.unconfirmed.get(name, 0) - 1
+            if left > 0:
+                state.unconfirmed[name] = left
+            elif state.unconfirmed.pop(name, None) is not None:
+                state.readers.wake(_CONFIRMING + name)
+                return True
+            return False
+        if reply[0] != b"message":
+            return False
         name = reply[1].decode("utf-8")
         try:
             message = self.deserialize(reply[2])
@@ -451,16 +505,9 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
             logger.error("Dropped a pub/sub message that cannot be read: %s", exc)
             return False
         members = state.groups.get(name)
-        targets = members if members is not None else (name,)
-        now = time.monotonic()
-        first = True
-        filed = False
-        for target in targets:
-            state.mailboxes.file(target, message if first else copy_message(message), now)
-            state.readers.wake(target)
-            first = False
-            filed = True
-        return filed
+        return deliver(
+            state.mailboxes, state.readers, members if members is not None else (name,), message
+        )
 
     # -- groups --------------------------------------------------------------------------
 
@@ -481,6 +528,10 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         name = self._group_channel(group)
         state.groups.setdefault(name, set()).add(channel)
         await self._subscribe(state, name)
+        if self.history_policy(group) is not None:
+            # Joining then reading the history must leave no gap (see group_send): the
+            # subscription must be in force before the read.
+            await self._until_subscribed(state, name)
 
     async def group_discard(self, group: str, channel: str) -> None:
         """Remove ``channel`` from ``group``; the last local member unsubscribes."""
@@ -497,25 +548,87 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
             await self._unsubscribe(state, name)
 
     async def group_send(self, group: str, message: Message) -> None:
-        """Publish once to the group; each subscribed process delivers to its members."""
+        """Publish once to the group; each subscribed process delivers to its members.
+
+        For a group with a ``group_history`` policy, the message is first appended to the
+        group's stream (a script gives it its offset), then published with ``__position__``.
+        """
         self.require_valid_message(message)
         self.require_valid_group_name(group)
+        policy = self.history_policy(group)
+        if policy is not None:
+            # Why appending first, then publishing, leaves a joiner no gap: a joiner's
+            # group_add returns once its subscription is confirmed (time S), then it reads
+            # the history (R > S) and gets its top T. The append and the publish run on the
+            # same server (the group channel's shard), one after the other. A message whose
+            # append ran before R has an offset <= T and is in what the joiner read (or was
+            # trimmed, and recovery says so: never a silent hole). One whose append ran after
+            # R is published after R > S, while the joiner is subscribed: it arrives live.
+            # A message in both has an offset <= T, so the joiner drops the live copy by its
+            # offset. If this process dies between the two steps, the message is in the
+            # history but reaches no live member: recovery still finds it.
+            position = await self._durable.append(group, policy, without_position(message))
+            message = with_position(message, position)
         await self._publish(self._group_channel(group), self.serialize(message))
+
+    # -- history and presence ----------------------------------------------------------
+
+    async def group_history(
+        self, group: str, *, after: StreamPosition | None = None, limit: int | None = None
+    ) -> GroupHistory:
+        """The messages ``group``'s stream retains (see
+        :meth:`~channels.layers.BaseChannelLayer.group_history`). Kept in Redis, so
+        shared by every process on the layer.
+
+        :raises TypeError: if ``after`` is not a position.
+        :raises ValueError: if ``after`` is malformed or ``limit`` is not ``None`` or an
+            int >= 0.
+        """
+        self.require_valid_group_name(group)
+        position, limit = validate_history_args(after, limit)
+        policy = self.history_policy(group)
+        if policy is None:
+            return GroupHistory(None, [], False)
+        return await self._durable.history(group, policy, position, limit)
+
+    async def presence_join(
+        self, group: str, channel: str, info: dict[str, Any] | None = None
+    ) -> None:
+        """Record ``channel`` as present in ``group`` for ``presence_timeout`` seconds
+        (see :meth:`RedisChannelLayer.presence_join
+        <channels.layers.redis.RedisChannelLayer.presence_join>`: the same keys' shapes)."""
+        await presence_join(self, self._durable, group, channel, info)
+
+    async def presence_leave(self, group: str, channel: str) -> None:
+        """Remove ``channel``'s entry in ``group``; for groups in ``presence_events``, send
+        its ``presence.leave``."""
+        await presence_leave(self, self._durable, group, channel)
+
+    async def presence(self, group: str) -> dict[str, dict[str, Any]]:
+        """``{channel: info}`` of the live entries in ``group``, from every process."""
+        return await presence(self, self._durable, group)
 
     # -- flush and close -----------------------------------------------------------------
 
     async def flush(self) -> None:
         """Forget every channel and group of this event loop and close its connections.
 
-        Nothing is stored in Redis, so nothing is deleted there.
+        Messages are not stored in Redis; group histories and presence entries are, and
+        are deleted (``SCAN``, never ``KEYS``), so streams start new epochs afterwards.
         """
+        pattern = _glob_escape(f"{self.prefix}:pubsub:") + "*"
+        for shard in range(self.ring_size):
+            cursor = b"0"
+            while True:
+                ((cursor, keys),) = await self._execute(
+                    shard, [("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)]
+                )
+                if keys:
+                    await self._execute(shard, [("DEL", *keys)])
+                if cursor == b"0":
+                    break
         await self._loops.aclose_current()
 
     async def close(self) -> None:
         """Close this event loop's connections and forget its subscriptions."""
-        await self._loops.aclose_current()
-
-    async def close_pools(self) -> None:
-        """The same as :meth:`close`, under the core layer's channels_redis name, so code
-        written for either layer can call it."""
         await self._loops.aclose_current()

@@ -4,5 +4,5 @@ from . import consumers
 from .models import ROOM_NAME_PATTERN
 
 websocket_urlpatterns = [
-    re_path(rf"^ws/chat/(?P<room_name>{ROOM_NAME_PATTERN})/$", consumers.ChatConsumer.as_asgi()),
+    re_path(rf"^ws/chat/(?P<room_name>{ROOM_NAME_PATTERN})/$", consumers.ChatSocket.as_asgi()),
 ]

@@ -1,6 +1,8 @@
 """Settings for the chat example: Django's defaults, plus Channels and the chat app."""
 
+import os
 from pathlib import Path
+from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -48,9 +50,27 @@ TEMPLATES = [
 ]
 
 # Channels: the ASGI application to serve, and an in-process channel layer (one server
-# process; use channels.layers.redis.RedisChannelLayer for more).
+# process; use channels.layers.redis.RedisChannelLayer for more). Each room's group keeps
+# its last 100 messages for an hour, so a visitor whose connection dropped gets what was
+# sent meanwhile; rooms announce who comes and goes.
 ASGI_APPLICATION = "mysite.asgi.application"
-CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+CHANNEL_LAYERS: dict[str, dict[str, Any]] = {
+    "default": {
+        "BACKEND": "channels.layers.InMemoryChannelLayer",
+        "CONFIG": {
+            "group_history": {"chat_*": {"size": 100, "ttl": 3600}},
+            "presence_events": ["chat_*"],
+        },
+    }
+}
+
+# CHAT_REDIS_URL=redis://127.0.0.1:6379/0 runs the chat on the Redis layer instead (for
+# more than one server process; its history also survives a server restart).
+# CHAT_REDIS_PREFIX keeps its keys apart from other users of that Redis.
+if os.environ.get("CHAT_REDIS_URL"):
+    CHANNEL_LAYERS["default"]["BACKEND"] = "channels.layers.redis.RedisChannelLayer"
+    CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [os.environ["CHAT_REDIS_URL"]]
+    CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = os.environ.get("CHAT_REDIS_PREFIX", "asgi")
 
 DATABASES = {
     "default": {
