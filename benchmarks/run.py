@@ -92,12 +92,36 @@ ECHO = (
     Metric("p50_ms", "p50 latency (ms)", higher_is_better=False),
     Metric("p99_ms", "p99 latency (ms)", higher_is_better=False),
     Metric("churn_per_s", "connect+echo+close/s"),
+    Metric("server_cpu_us_per_round_trip", "server CPU per round trip (us)", False),
+    Metric("server_cpu_us_per_churn", "server CPU per connect+echo+close (us)", False),
 )
 HTTP = (
     Metric("requests_per_s", "requests/s"),
     Metric("p50_ms", "p50 latency (ms)", higher_is_better=False),
     Metric("p99_ms", "p99 latency (ms)", higher_is_better=False),
 )
+CORES = (
+    Metric("client_cpu_cores", "load generator CPU (cores)", ratio=False),
+    Metric("server_cpu_cores", "server CPU (cores)", ratio=False),
+)
+BROADCAST = (
+    Metric("deliveries_per_s", "deliveries/s"),
+    Metric("p50_ms", "p50 send-to-receive (ms)", higher_is_better=False),
+    Metric("p99_ms", "p99 send-to-receive (ms)", higher_is_better=False),
+    Metric("server_cpu_us_per_delivery", "server CPU per delivery (us)", higher_is_better=False),
+    *CORES,
+)
+IDLE = (
+    Metric("rss_per_connection_kib", "server RSS per connection (KiB)", higher_is_better=False),
+    Metric("connects_per_s", "connects/s"),
+    *CORES,
+)
+# The load generator: raw WebSocket clients over selectors (wsclient.py), split over
+# processes so that it is not what limits the server.
+BROADCAST_LOAD = {"connections": 1_000, "processes": 4, "sends": 50, "payload": 64}
+BROADCAST_QUICK = {"connections": 40, "processes": 2, "sends": 5, "payload": 64}
+IDLE_LOAD = {"connections": 5_000, "processes": 4, "concurrency": 25}
+IDLE_QUICK = {"connections": 200, "processes": 2, "concurrency": 10}
 FAN_OUT_LATENCY = (
     Metric("deliveries_per_s", "deliveries/s"),
     Metric("p50_ms", "p50 latency (ms)", higher_is_better=False),
@@ -279,6 +303,15 @@ CASES = [
         ECHO,
     ),
     Case(
+        "ws-serving",
+        "WebSocket echo consumer on this package's server, 50 conns x 200",
+        "ws-echo",
+        {"server": "channels", "app": "channels_app", **ECHO_LOAD},
+        {"server": "channels", "app": "channels_app", **ECHO_QUICK},
+        ECHO,
+        (OURS_ASYNCIO, OURS_TRIO),
+    ),
+    Case(
         "ws-daphne",
         "WebSocket echo consumer on daphne, 50 conns x 200",
         "ws-echo",
@@ -294,6 +327,58 @@ CASES = [
         {"server": "hypercorn", "app": "bare_app", **ECHO_LOAD},
         {"server": "hypercorn", "app": "bare_app", **ECHO_QUICK},
         ECHO,
+        (OURS_ASYNCIO, OURS_TRIO),
+    ),
+    Case(
+        "ws-broadcast",
+        "WebSocket broadcast on hypercorn: 1,000 clients in a group, 50 group_sends",
+        "ws-broadcast",
+        {"server": "hypercorn", "app": "broadcast_app", **BROADCAST_LOAD},
+        {"server": "hypercorn", "app": "broadcast_app", **BROADCAST_QUICK},
+        BROADCAST,
+    ),
+    Case(
+        "ws-broadcast-daphne",
+        "WebSocket broadcast on daphne: 1,000 clients in a group, 50 group_sends",
+        "ws-broadcast",
+        {"server": "daphne", "app": "broadcast_app", **BROADCAST_LOAD},
+        {"server": "daphne", "app": "broadcast_app", **BROADCAST_QUICK},
+        BROADCAST,
+        (UPSTREAM,),
+    ),
+    Case(
+        "ws-broadcast-bare",
+        "bare ASGI broadcast (no Channels) on hypercorn, reference",
+        "ws-broadcast",
+        {"server": "hypercorn", "app": "bare_broadcast_app", **BROADCAST_LOAD},
+        {"server": "hypercorn", "app": "bare_broadcast_app", **BROADCAST_QUICK},
+        BROADCAST,
+        (OURS_ASYNCIO, OURS_TRIO),
+    ),
+    Case(
+        "ws-broadcast-serving",
+        "WebSocket broadcast on this package's server (python -m channels.serving)",
+        "ws-broadcast",
+        {"server": "channels", "app": "broadcast_app", **BROADCAST_LOAD},
+        {"server": "channels", "app": "broadcast_app", **BROADCAST_QUICK},
+        BROADCAST,
+        (OURS_ASYNCIO, OURS_TRIO),
+    ),
+    Case(
+        "ws-idle",
+        "5,000 idle WebSockets to a JSON consumer in a group, on hypercorn",
+        "ws-idle",
+        {"server": "hypercorn", **IDLE_LOAD},
+        {"server": "hypercorn", **IDLE_QUICK},
+        IDLE,
+    ),
+    Case(
+        "ws-idle-bare",
+        "5,000 idle WebSockets to a bare ASGI app (no Channels) on hypercorn, reference",
+        "ws-idle",
+        {"server": "hypercorn", "app": "bare_app", **IDLE_LOAD},
+        {"server": "hypercorn", "app": "bare_app", **IDLE_QUICK},
+        IDLE,
         (OURS_ASYNCIO, OURS_TRIO),
     ),
     # Django views over HTTP/1.1 keep-alive on hypercorn: upstream Channels projects serve
@@ -655,6 +740,16 @@ def notes(outcomes: dict[tuple[str, str], Outcome]) -> list[str]:
             found.append(
                 f"echo consumer on hypercorn-{backend} reaches {a / b:.0%} of the bare ASGI"
                 " echo app's round trips/s"
+            )
+    for backend in ("asyncio", "trio"):
+        channels = outcomes.get(("ws-broadcast", f"ours-{backend}"))
+        bare = outcomes.get(("ws-broadcast-bare", f"ours-{backend}"))
+        if channels and bare and channels.runs and bare.runs:
+            a = statistics.median(r["metrics"]["deliveries_per_s"] for r in channels.runs)
+            b = statistics.median(r["metrics"]["deliveries_per_s"] for r in bare.runs)
+            found.append(
+                f"the broadcast consumer on hypercorn-{backend} reaches {a / b:.0%} of the"
+                " bare ASGI broadcast's deliveries/s"
             )
     for backend in ("asyncio", "trio"):
         django = outcomes.get(("http-sync", f"ours-{backend}"))

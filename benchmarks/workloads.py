@@ -17,6 +17,7 @@ import contextlib
 import importlib
 import importlib.metadata
 import json
+import os
 import random
 import resource
 import socket
@@ -483,6 +484,11 @@ SERVER_COMMANDS = {
         "--log-level", "warning", "--keep-alive", "30", "e2e_app:{app}",
     ],
     "daphne": ["-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "-v", "0", "e2e_app:{app}"],
+    # This package's own server (hypercorn's per-connection servers behind its accept loop).
+    "channels": [
+        "-m", "channels.serving", "--backend", "{backend}", "--bind", "127.0.0.1:{port}",
+        "e2e_app:{app}",
+    ],
 }  # fmt: skip
 
 
@@ -556,6 +562,8 @@ def websocket_echo(spec: dict[str, Any]) -> dict[str, Any]:
     params = spec["params"]
     app = params["app"]
     needed = ["websockets", "daphne" if params["server"] == "daphne" else "hypercorn"]
+    if params["server"] == "channels":
+        needed.append("channels.serving")
     if app == "channels_app":
         needed.append("channels.generic.websocket")
     require(*needed)
@@ -563,13 +571,13 @@ def websocket_echo(spec: dict[str, Any]) -> dict[str, Any]:
         import anyio
 
         metrics: dict[str, Any] = anyio.run(
-            echo_client, f"ws://127.0.0.1:{port}/", params, backend="asyncio"
+            echo_client, f"ws://127.0.0.1:{port}/", params, server.pid, backend="asyncio"
         )
         metrics["server_peak_rss_kib"] = tree_peak_rss_kib(server.pid)
         return metrics
 
 
-async def echo_client(url: str, params: dict[str, Any]) -> dict[str, Any]:
+async def echo_client(url: str, params: dict[str, Any], server_pid: int = 0) -> dict[str, Any]:
     """``connections`` clients doing ``round_trips`` echoes each, then connection churn.
 
     The client is asyncio-only (``websockets``) whatever the server runs on.
@@ -593,11 +601,15 @@ async def echo_client(url: str, params: dict[str, Any]) -> dict[str, Any]:
                 await echo(ws, payload)
                 latencies.append(time.perf_counter() - sent)
 
+    # The server's CPU per round trip and per connection: less sensitive to other load
+    # on the machine than the rates, for A/B work (0 without a server pid).
+    cpu = tree_cpu_s(server_pid) if server_pid else 0.0
     started = time.perf_counter()
     async with anyio.create_task_group() as group:
         for _ in range(params["connections"]):
             group.start_soon(client)
     echo_elapsed = time.perf_counter() - started
+    echo_cpu = tree_cpu_s(server_pid) - cpu if server_pid else 0.0
 
     churn = params["churn"]
     remaining = [churn]
@@ -613,15 +625,245 @@ async def echo_client(url: str, params: dict[str, Any]) -> dict[str, Any]:
         for _ in range(params["churn_concurrency"]):
             group.start_soon(churner)
     churn_elapsed = time.perf_counter() - started
+    churn_cpu = tree_cpu_s(server_pid) - cpu - echo_cpu if server_pid else 0.0
 
     latencies.sort()
     return {
+        "server_cpu_us_per_round_trip": echo_cpu / max(len(latencies), 1) * 1e6,
+        "server_cpu_us_per_churn": churn_cpu / max(churn, 1) * 1e6,
         "round_trips_per_s": len(latencies) / echo_elapsed,
         "p50_ms": latencies[len(latencies) // 2] * 1000,
         "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
         "churn_per_s": churn / churn_elapsed,
         "elapsed_s": echo_elapsed + churn_elapsed,
     }
+
+
+# -- end to end: many WebSocket clients (broadcast, idle) -----------------------------------
+
+
+def raise_open_files_limit(needed: int) -> None:
+    """Raise this process's soft limit on open files towards ``needed`` (never past the
+    hard limit): the server and the client processes inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < needed:
+            raise Unavailable(f"{needed} open files needed, the hard limit is {hard}")
+
+
+def tree_pids(pid: int) -> list[int]:
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User plus system CPU seconds of a process and its descendants."""
+    ticks = 0
+    for current in tree_pids(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{current}/stat").read_text().rpartition(")")[2].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def tree_rss_kib(pid: int) -> int:
+    """The resident memory of a process and its descendants, now."""
+    total = 0
+    for current in tree_pids(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
+
+
+class ClientPool:
+    """``processes`` load generators (``wsclient.py``) sharing ``connections``."""
+
+    def __init__(self, port: int, path: str, params: dict[str, Any], mode: str) -> None:
+        count, processes = params["connections"], params["processes"]
+        shares = [count // processes + (i < count % processes) for i in range(processes)]
+        self.children = []
+        self.errors: list[Any] = []
+        for share in shares:
+            spec = {
+                "host": "127.0.0.1",
+                "port": port,
+                "path": path,
+                "connections": share,
+                "concurrency": params.get("concurrency", 25),
+                "mode": mode,
+                "sends": params.get("sends", 0),
+            }
+            errors = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in close())
+            self.errors.append(errors)
+            self.children.append(
+                subprocess.Popen(
+                    [sys.executable, str(HERE / "wsclient.py"), json.dumps(spec)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=errors,
+                    text=True,
+                )
+            )
+
+    def read(self) -> list[dict[str, Any]]:
+        """The next line of every client, in order; a client that died fails the run."""
+        lines = []
+        for child, errors in zip(self.children, self.errors, strict=True):
+            assert child.stdout is not None
+            line = child.stdout.readline()
+            if not line:
+                code = child.wait()
+                errors.seek(0)
+                raise RuntimeError(f"a load generator exited with {code}: {errors.read()[-2000:]}")
+            lines.append(json.loads(line))
+        return lines
+
+    def tell(self) -> None:
+        for child in self.children:
+            assert child.stdin is not None
+            child.stdin.write("close\n")
+            child.stdin.flush()
+
+    def close(self) -> None:
+        for child, errors in zip(self.children, self.errors, strict=True):
+            if child.poll() is None:
+                child.kill()
+            child.wait()
+            for pipe in (child.stdin, child.stdout):
+                if pipe is not None:
+                    pipe.close()
+            errors.close()
+
+
+def open_clients(port: int, path: str, params: dict[str, Any], mode: str) -> Iterator[Any]:
+    pool = ClientPool(port, path, params, mode)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+client_pool = contextlib.contextmanager(open_clients)
+
+
+def ws_broadcast(spec: dict[str, Any]) -> dict[str, Any]:
+    """``connections`` clients in one group, ``sends`` group_sends from one more
+    connection; deliveries/s at the clients and send-to-receive latency."""
+    params = spec["params"]
+    require("websockets", "daphne" if params["server"] == "daphne" else "hypercorn")
+    if params["server"] == "channels":
+        require("channels.serving")
+    if params["app"] == "broadcast_app":
+        require("channels.generic.websocket")
+    raise_open_files_limit(params["connections"] + 512)
+    with serving(spec, params["app"]) as (port, server):
+        import anyio
+
+        with client_pool(port, "/", params, "broadcast") as pool:
+            ready = pool.read()
+            server_cpu = tree_cpu_s(server.pid)
+            payload = "x" * params.get("payload", 64)
+            anyio.run(request_broadcast, port, params["sends"], payload, backend="asyncio")
+            results = pool.read()
+            server_cpu = tree_cpu_s(server.pid) - server_cpu
+            pool.read()  # closed
+        peak = tree_peak_rss_kib(server.pid)
+    latencies = sorted(x for result in results for x in result["latencies"])
+    elapsed = max(r["last_received"] for r in results) - min(r["first_sent"] for r in results)
+    return {
+        "deliveries_per_s": len(latencies) / elapsed,
+        "p50_ms": percentile(latencies, 0.5) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "delivered": len(latencies),
+        "server_cpu_us_per_delivery": server_cpu / len(latencies) * 1e6,
+        "elapsed_s": elapsed,
+        **cpu_metrics(sum(r["cpu_s"] for r in results), server_cpu, elapsed),
+        "connected": sum(r["ready"] for r in ready),
+        "server_peak_rss_kib": peak,
+    }
+
+
+def percentile(ordered: list[float], fraction: float) -> float:
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+def cpu_metrics(client_cpu_s: float, server_cpu_s: float, elapsed: float) -> dict[str, float]:
+    """CPU the load generators and the server used over ``elapsed`` seconds, in cores:
+    a server near 1.0 is the bottleneck; clients near the machine's spare cores are."""
+    return {
+        "client_cpu_cores": client_cpu_s / elapsed,
+        "server_cpu_cores": server_cpu_s / elapsed,
+        "client_cpu_s": client_cpu_s,
+    }
+
+
+async def request_broadcast(port: int, sends: int, payload: str) -> None:
+    """Ask the server's ``/send`` endpoint for ``sends`` group_sends; return once done."""
+    from websockets.asyncio.client import connect
+
+    async with connect(f"ws://127.0.0.1:{port}/send", compression=None) as ws:
+        await ws.send(json.dumps({"sends": sends, "x": payload}))
+        reply = json.loads(await ws.recv())
+        if reply != {"sent": sends}:
+            raise RuntimeError(f"the sender answered {reply!r}")
+
+
+def ws_idle(spec: dict[str, Any]) -> dict[str, Any]:
+    """``connections`` open, idle WebSockets to a JSON consumer in one group: what each
+    costs the server in resident memory, and how fast they connect."""
+    params = spec["params"]
+    app = params.get("app", "idle_app")
+    require(
+        "websockets", "hypercorn", *(["channels.generic.websocket"] if app == "idle_app" else [])
+    )
+    if params["server"] == "channels":
+        require("channels.serving")
+    count = params["connections"]
+    raise_open_files_limit(count + 512)
+    with serving(spec, app) as (port, server):
+        import anyio
+
+        anyio.run(warm_up, port, backend="asyncio")  # lazy imports, first-use caches
+        time.sleep(0.3)
+        before = tree_rss_kib(server.pid)
+        server_cpu = tree_cpu_s(server.pid)
+        with client_pool(port, "/", params, "idle") as pool:
+            ready = pool.read()
+            started = min(r["connect_started"] for r in ready)
+            elapsed = max(r["connect_ended"] for r in ready) - started
+            server_cpu = tree_cpu_s(server.pid) - server_cpu
+            time.sleep(params.get("settle_s", 1.0))
+            after = tree_rss_kib(server.pid)
+            pool.tell()
+            pool.read()  # closed
+        peak = tree_peak_rss_kib(server.pid)
+    connected = sum(r["ready"] for r in ready)
+    return {
+        "rss_per_connection_kib": (after - before) / connected,
+        "connects_per_s": connected / elapsed,
+        "server_rss_mib": after / 1024,
+        "connected": connected,
+        "elapsed_s": elapsed,
+        **cpu_metrics(sum(r["cpu_s"] for r in ready), server_cpu, elapsed),
+        "server_peak_rss_kib": peak,
+    }
+
+
+async def warm_up(port: int) -> None:
+    from websockets.asyncio.client import connect
+
+    async with connect(f"ws://127.0.0.1:{port}/", compression=None):
+        pass
 
 
 # -- end to end: Django views over HTTP/1.1 -------------------------------------------------
@@ -638,7 +880,12 @@ def django_http(spec: dict[str, Any]) -> dict[str, Any]:
     with serving(spec, params.get("app") or HTTP_APPS[spec["side"]]) as (port, server):
         import anyio
 
+        cpu = tree_cpu_s(server.pid)
         metrics: dict[str, Any] = anyio.run(http_client, port, params, backend="asyncio")
+        # Less sensitive to other load than the rates: for A/B work on a busy machine.
+        metrics["server_cpu_us_per_request"] = (
+            (tree_cpu_s(server.pid) - cpu) / metrics["requests"] * 1e6
+        )
         metrics["server_peak_rss_kib"] = tree_peak_rss_kib(server.pid)
         return metrics
 
@@ -757,6 +1004,8 @@ WORKLOADS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "redis-cluster-fanout": layer_workload("redis-cluster", {}, fan_out),
     "multiprocess-fanout": multiprocess_fan_out,
     "ws-echo": websocket_echo,
+    "ws-broadcast": ws_broadcast,
+    "ws-idle": ws_idle,
     "django-http": django_http,
 }
 

@@ -1,10 +1,12 @@
-"""Iterating a sync iterator from async code, in batches, in one sync call."""
+"""Iterating a sync iterator from async code, in batches, in one sync call; and an async
+iterator in a task of its own, in batches, so that what it makes while the consumer is
+busy goes out together."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Generic, TypeVar
 
 import anyio
@@ -13,7 +15,7 @@ import anyio.lowlevel
 from ._threads import run_sync
 from .utils import unwrap_exception_groups
 
-__all__ = ["iterate_in_thread"]
+__all__ = ["iterate_ahead", "iterate_in_thread"]
 
 _R = TypeVar("_R")
 
@@ -142,5 +144,111 @@ async def iterate_in_thread(
                 batches.stop()
                 with anyio.CancelScope(shield=True):
                     await consumer.aclose()
+    if failure:
+        raise failure.pop()
+
+
+class _Ahead(Generic[_R]):
+    """Items a task produces, handed to the consumer in batches (all on one event loop)."""
+
+    def __init__(self, limit: int, weight: Callable[[_R], int]) -> None:
+        self._pending: list[_R] = []
+        self._load = 0
+        self._limit = limit
+        self._weight = weight
+        self._ready: anyio.Event | None = None  # the consumer waits on it for items
+        self._room: anyio.Event | None = None  # the producer waits on it for room
+        self._finished = False
+
+    async def produce(self, items: AsyncIterable[_R]) -> None:
+        async for item in items:
+            while self._load >= self._limit:
+                self._room = room = anyio.Event()
+                await room.wait()
+            self._pending.append(item)
+            self._load += self._weight(item)
+            self._wake_consumer()
+
+    def finish(self) -> None:
+        self._finished = True
+        self._wake_consumer()
+
+    def _wake_consumer(self) -> None:
+        ready, self._ready = self._ready, None
+        if ready is not None:
+            ready.set()
+
+    async def batches(self) -> AsyncGenerator[list[_R]]:
+        while True:
+            batch, self._pending, self._load = self._pending, [], 0
+            room, self._room = self._room, None
+            if room is not None:
+                room.set()
+            if batch:
+                yield batch
+            elif self._finished:
+                return
+            else:
+                self._ready = ready = anyio.Event()
+                await ready.wait()
+
+
+@contextlib.asynccontextmanager
+async def iterate_ahead(
+    items: AsyncIterable[_R], *, limit: int = 64, weight: Callable[[_R], int] = _one
+) -> AsyncIterator[AsyncIterator[list[_R]]]:
+    """Iterate ``items`` in a task of its own, in batches: :func:`iterate_in_thread` for
+    an async iterator.
+
+    Each batch is every item produced since the previous one (at least one): an
+    iterator that makes many items without waiting, or makes them while the consumer
+    is busy sending the last batch, costs the consumer one wake-up per batch, not one
+    per item, and an item that is slow to come is still handed over as soon as it
+    exists. The task pauses while the items not yet taken weigh ``limit`` or more.
+
+    An exception raised by the iterator is raised by ``async for`` after the items
+    before it. Leaving the block (a ``break``, a cancellation) cancels the task; the
+    iterator is not closed here, its owner does that (after the block: it is no longer
+    running then).
+
+    :raises ValueError: if ``limit`` is less than 1.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    ahead = _Ahead(limit, weight)
+    failure: list[Exception] = []
+    # The producer's own scope, not the task group's: cancelling the group's would also
+    # catch a cancellation from outside that is on its way out of the block.
+    producing = anyio.CancelScope()
+
+    async def produce() -> None:
+        with producing:
+            try:
+                await ahead.produce(items)
+            except Exception as exc:
+                failure.append(exc)  # before finish(): the consumer then sees both
+            # Not on a cancellation: the consumer is then being cancelled too, or leaving,
+            # and must not take "finished" for the iterator's end (asyncio would let its
+            # wait return, woken, rather than raise).
+            ahead.finish()
+
+    async def consume() -> AsyncGenerator[list[_R]]:
+        async with contextlib.aclosing(ahead.batches()) as source:
+            async for batch in source:
+                yield batch
+        if failure:
+            raise failure.pop()
+
+    with unwrap_exception_groups():
+        async with anyio.create_task_group() as group:
+            group.start_soon(produce)
+            consumer = consume()
+            try:
+                yield consumer
+            finally:
+                producing.cancel()
+                with anyio.CancelScope(shield=True):
+                    await consumer.aclose()
+
     if failure:
         raise failure.pop()

@@ -35,6 +35,12 @@ Sync streaming
     streamed: the iterator runs in the request's thread, at most 256 KiB ahead of the
     client, and the parts made since the last send go out in one message. Django's handler
     reads such an iterator to its end, in memory, before sending anything.
+Async streaming
+    An async iterator is advanced in a task of its own, at most 256 KiB ahead of the
+    client, and the parts it made while the last send was under way go out in one
+    message, so a generator that makes many small parts costs a few sends, not one each;
+    a part that is slow to come is still sent as soon as it exists. Django's handler
+    sends each part on its own.
 Client disconnect
     The response and a listener for ``http.disconnect`` run in one task group; whichever
     finishes first cancels the other. A disconnect therefore stops a running async view or
@@ -71,6 +77,7 @@ from django.utils.log import log_response
 
 from . import _django_compat as django_compat
 from ._django_trio import install as install_trio_support
+from ._iterate import iterate_ahead
 from .concurrency import iterate_in_thread, run_sync, thread_sensitive_context
 from .types import Message, Receive, Scope, Send
 from .utils import unwrap_exception_groups
@@ -342,13 +349,28 @@ async def _stream(response: HttpResponseBase) -> AsyncGenerator[bytes]:
     # Django's own async wrapper would close only itself, not the iterator it wraps.
     source = django_compat.streaming_source(streaming)
     try:
-        async for part in source:
-            yield streaming.make_bytes(part)
+        # Advanced in a task of its own: the parts it makes while the last send is under
+        # way (or all of them, for a generator that never waits) go out as one message.
+        # On trio each send to hypercorn costs tens of microseconds; 50 small parts sent
+        # one by one made this view 0.48x Django's handler on asyncio.
+        async with iterate_ahead(
+            source, limit=4 * ASGIHandler.chunk_size, weight=_any_weight
+        ) as batches:
+            async for batch in batches:
+                yield b"".join([streaming.make_bytes(part) for part in batch])
     finally:
         aclose = getattr(source, "aclose", None)
         if aclose is not None:
             with anyio.CancelScope(shield=True):
                 await aclose()
+
+
+def _any_weight(part: Any) -> int:
+    """A part's weight before ``make_bytes``: its length if it has one (str, bytes)."""
+    try:
+        return max(len(part), 1)
+    except TypeError:
+        return 1
 
 
 def _part_weight(part: bytes) -> int:

@@ -28,9 +28,11 @@ A deadline for closing
     ends within ``channels._server.CLOSE_TIMEOUT`` (2) seconds, answered or not, pings
     or none: its application then gets ``websocket.disconnect``.
 
-Sends are checkpoints
-    Every ``send()`` lets other tasks run and can be cancelled, even once the
-    connection is gone and the send goes nowhere.
+Sends are cancellation points
+    Every ``send()`` can be cancelled, and one in 16 (every one, once the connection is
+    gone and the send goes nowhere) lets other tasks run, so a consumer sending in a loop
+    cannot starve the event loop; a full pass through the loop on every frame cost a
+    large share of a broadcast's CPU.
 
 Knowing the port
     Listening sockets are bound and listening before ``on_ready`` is called with their

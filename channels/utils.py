@@ -27,21 +27,26 @@ class _Turn:
 
     def __init__(self) -> None:
         self._held = False
-        self._waiters: deque[anyio.Event] = deque()
+        # Made on first contention: an empty deque costs about 600 bytes, and each open
+        # WebSocket's consumer holds one of these locks, almost never contended.
+        self._waiters: deque[anyio.Event] | None = None
 
     async def take(self) -> None:
         if not self._held:
             self._held = True
             return
+        waiters = self._waiters
+        if waiters is None:
+            waiters = self._waiters = deque()
         waiter = anyio.Event()
-        self._waiters.append(waiter)
+        waiters.append(waiter)
         try:
             await waiter.wait()
         except BaseException:
             if waiter.is_set():
                 self.give_up()  # handed the turn while being cancelled: pass it on
             else:
-                self._waiters.remove(waiter)
+                waiters.remove(waiter)
             raise
 
     def give_up(self) -> None:

@@ -79,13 +79,15 @@ def sync_stream(request: HttpRequest) -> StreamingHttpResponse:
 
 async def async_stream(request: HttpRequest) -> StreamingHttpResponse:
     count = int(request.GET.get("count", "3"))
+    pause = request.GET.get("pause", "1") == "1"  # pause=0: parts made without waiting
 
     async def parts() -> AsyncIterator[str]:
         try:
             for number in range(count):
                 events.append(("async_part", number))
                 yield f"part {number}\n"
-                await anyio.lowlevel.checkpoint()
+                if pause:
+                    await anyio.lowlevel.checkpoint()
         finally:
             events.append("async_stream_closed")
 
@@ -100,6 +102,23 @@ async def endless_stream(request: HttpRequest) -> StreamingHttpResponse:
                 await anyio.sleep(0.01)
         finally:
             events.append("endless_stream_closed")
+
+    return StreamingHttpResponse(parts())
+
+
+#: Opened by the test to let ``gated_async_stream`` make its second part.
+async_gate: list[anyio.Event] = []
+
+
+async def gated_async_stream(request: HttpRequest) -> StreamingHttpResponse:
+    """Two parts from an async generator, the second only once the test sets
+    ``async_gate[0]``."""
+
+    async def parts() -> AsyncIterator[bytes]:
+        yield b"part 0\n"
+        with anyio.fail_after(10):
+            await async_gate[0].wait()
+        yield b"part 1\n"
 
     return StreamingHttpResponse(parts())
 
@@ -199,6 +218,7 @@ urlpatterns = [
     path("stream/endless/", endless_stream),
     path("stream/endless-sync/", endless_sync_stream),
     path("stream/gated/", gated_stream),
+    path("stream/gated-async/", gated_async_stream),
     path("file/", file_view),
     path("upload/", upload),
     path("echo/", echo_body),

@@ -144,6 +144,119 @@ def test_django_http_workload_counts_every_request(workloads: ModuleType, backen
     assert result["server_peak_rss_kib"] > 0
 
 
+# -- the WebSocket broadcast and idle workloads: real servers, the raw load generator --------
+
+
+def load_module(name: str) -> ModuleType:
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_case_names_a_workload_and_every_new_case_is_there(workloads: ModuleType) -> None:
+    run = load_module("run")
+    ids = {case.id for case in run.CASES}
+    assert {"ws-broadcast", "ws-broadcast-daphne", "ws-broadcast-bare", "ws-idle"} <= ids
+    for case in run.CASES:
+        assert case.workload in workloads.WORKLOADS, case.id
+        assert set(case.quick) <= set(case.params) | {"parts"}, case.id
+
+
+BROADCAST_QUICK = {"connections": 20, "processes": 2, "sends": 3, "payload": 16}
+
+
+@pytest.mark.parametrize(
+    ("server", "app"),
+    [
+        ("hypercorn", "broadcast_app"),
+        ("hypercorn", "bare_broadcast_app"),
+        ("channels", "broadcast_app"),
+    ],
+)
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_ws_broadcast_workload_counts_every_frame_at_every_client(
+    workloads: ModuleType, backend: str, server: str, app: str
+) -> None:
+    spec = {"side": "ours", "backend": backend, "params": {"server": server, "app": app}}
+    spec["params"].update(BROADCAST_QUICK)
+    result = workloads.ws_broadcast(spec)
+    assert result["connected"] == 20
+    assert result["delivered"] == 20 * 3
+    assert 0 < result["p50_ms"] <= result["p99_ms"]
+    assert result["client_cpu_s"] > 0
+    assert result["server_cpu_cores"] >= 0
+    assert result["server_peak_rss_kib"] > 0
+
+
+@pytest.mark.parametrize(("server", "app"), [("hypercorn", "idle_app"), ("hypercorn", "bare_app")])
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_ws_idle_workload_measures_memory_per_open_connection(
+    workloads: ModuleType, backend: str, server: str, app: str
+) -> None:
+    params = {"server": server, "app": app, "connections": 40, "processes": 2, "settle_s": 0.1}
+    result = workloads.ws_idle({"side": "ours", "backend": backend, "params": params})
+    assert result["connected"] == 40
+    assert result["connects_per_s"] > 0
+    assert result["server_rss_mib"] > 0
+    assert isinstance(result["rss_per_connection_kib"], float)
+
+
+def test_the_open_files_limit_is_raised_up_to_the_hard_limit(workloads: ModuleType) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        workloads.raise_open_files_limit(1000)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == min(1000, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_an_open_files_need_past_the_hard_limit_is_unavailable_not_a_crash(
+    workloads: ModuleType,
+) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        if hard == resource.RLIM_INFINITY:  # any need can be met: the limit only rises
+            workloads.raise_open_files_limit(soft + 1)
+            assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= soft + 1
+        else:
+            with pytest.raises(workloads.Unavailable, match="hard limit"):
+                workloads.raise_open_files_limit(hard + 1)
+            assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_the_load_generator_parses_frames_and_refuses_fragments() -> None:
+    wsclient = load_module("wsclient")
+    import socket as socket_module
+
+    left, right = socket_module.socketpair()
+    with left, right:
+        connection = wsclient.Connection(left)
+        long = b"y" * 300
+        connection.buffer += (
+            bytes([0x81, 5]) + b"hello" + bytes([0x82, 126]) + (300).to_bytes(2, "big")
+        )
+        connection.buffer += long + bytes([0x81, 10]) + b"part"  # the last one incomplete
+        assert connection.frames() == [(0x1, b"hello"), (0x2, long)]
+        assert connection.frames() == []
+        connection.buffer += b"ial!!!"
+        assert connection.frames() == [(0x1, b"partial!!!")]
+        connection.buffer += bytes([0x01, 3]) + b"abc"  # no FIN bit: a fragment
+        with pytest.raises(RuntimeError, match="fragmented"):
+            connection.frames()
+
+
 # -- Redis fan-out across processes (make bench's mp-fanout rows), on real servers ----------
 
 

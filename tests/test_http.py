@@ -255,6 +255,47 @@ async def test_many_small_sync_parts_go_out_in_few_messages() -> None:
     await communicator.wait()
 
 
+async def test_many_small_async_parts_go_out_in_few_messages() -> None:
+    communicator = ApplicationCommunicator(
+        ASGIHandler(),
+        {
+            "type": "http",
+            "method": "GET",
+            "path": "/stream/async/",
+            "query_string": b"count=500&pause=0",
+        },
+    )
+    await communicator.send_input({"type": "http.request"})
+    assert (await communicator.receive_output())["type"] == "http.response.start"
+    bodies = []
+    while (message := await communicator.receive_output())["more_body"]:
+        bodies.append(message["body"])
+    assert b"".join(bodies) == b"".join(f"part {n}\n".encode() for n in range(500))
+    # The generator makes its parts without waiting, in a task of its own: the parts it
+    # made before the handler's next send travel together.
+    assert len(bodies) < 100, len(bodies)
+    await communicator.wait()
+    assert httpviews.events[-1] == "async_stream_closed"
+
+
+async def test_async_streaming_sends_each_part_as_soon_as_it_exists() -> None:
+    httpviews.async_gate[:] = [anyio.Event()]
+    communicator = ApplicationCommunicator(
+        ASGIHandler(), {"type": "http", "method": "GET", "path": "/stream/gated-async/"}
+    )
+    await communicator.send_input({"type": "http.request"})
+    assert (await communicator.receive_output())["type"] == "http.response.start"
+    # The generator now waits before its second part: the first must not wait for it.
+    first = await communicator.receive_output()
+    assert (first["body"], first["more_body"]) == (b"part 0\n", True)
+    httpviews.async_gate[0].set()
+    rest = b""
+    while (message := await communicator.receive_output())["more_body"]:
+        rest += message["body"]
+    assert rest + message["body"] == b"part 1\n"
+    await communicator.wait()
+
+
 async def test_async_streaming_response() -> None:
     response = await get("/stream/async/?count=2")
     assert response["body"] == b"part 0\npart 1\n"

@@ -324,3 +324,121 @@ async def test_a_ping_setting_must_be_positive(name: str, value: float) -> None:
 async def test_a_bad_access_log_is_refused(target: Any) -> None:
     with pytest.raises(ValueError, match="access_log must be a logger, '-'"):
         await serve_async(refusing_app, bind=["127.0.0.1:0"], access_log=target)
+
+
+# -- writes: on trio, what the socket takes at once is written without trio's send_all -----
+
+BIG = 8 * 2**20  # more than a loopback socket's send buffer: written in several goes
+SMALL_FRAMES = 300
+
+
+async def frames_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """On connect: one big binary frame, then numbered text frames, then a close."""
+    if scope["type"] == "lifespan":
+        while True:
+            kind = (await receive())["type"]
+            await send({"type": f"{kind}.complete"})
+            if kind == "lifespan.shutdown":
+                return
+    assert scope["type"] == "websocket"
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.send", "bytes": bytes(range(256)) * (BIG // 256)})
+    for n in range(SMALL_FRAMES):
+        await send({"type": "websocket.send", "text": f"frame {n}"})
+    await send({"type": "websocket.close", "code": 1000})
+    while (await receive())["type"] != "websocket.disconnect":
+        pass
+
+
+async def test_writes_arrive_whole_and_in_order_and_skip_trio_send_all_when_they_can(
+    anyio_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The client waits before reading, so the big frame fills the socket's buffer and
+    # the frames after it must wait their turn behind its rest.
+    import trio
+
+    calls = [0]
+    original = trio.SocketStream.send_all
+
+    async def counting_send_all(self: Any, data: Any) -> None:
+        calls[0] += 1
+        await original(self, data)
+
+    monkeypatch.setattr(trio.SocketStream, "send_all", counting_send_all)
+    ready: list[str] = []
+    listening, stop = anyio.Event(), anyio.Event()
+
+    def client(url: str) -> tuple[bytes, list[str], int | None]:
+        with connect(ws_url(url), open_timeout=30, max_size=None) as ws:
+            import time
+
+            time.sleep(0.5)
+            big = ws.recv(timeout=30)
+            texts = [ws.recv(timeout=30) for _ in range(SMALL_FRAMES)]
+            with pytest.raises(ConnectionClosedOK):
+                ws.recv(timeout=30)
+            assert isinstance(big, bytes)
+            assert all(isinstance(text, str) for text in texts)
+            return big, texts, ws.close_code  # type: ignore[return-value]
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(
+            functools.partial(
+                serve_async,
+                frames_app,
+                bind=["127.0.0.1:0"],
+                handle_signals=False,
+                shutdown_trigger=stop.wait,
+                on_ready=lambda addresses: (ready.extend(addresses), listening.set()),
+            )
+        )
+        await listening.wait()
+        big, texts, code = await anyio.to_thread.run_sync(client, ready[0])
+        stop.set()
+    assert big == bytes(range(256)) * (BIG // 256)
+    assert texts == [f"frame {n}" for n in range(SMALL_FRAMES)]
+    assert code == 1000
+    if anyio_backend == "trio":
+        # The handshake, the accept and most frames went straight to the socket: trio's
+        # send_all only carried what the socket could not take at once.
+        assert calls[0] < SMALL_FRAMES // 2, calls
+
+
+async def test_every_send_is_a_cancellation_point_and_every_16th_lets_others_run() -> None:
+    import anyio.lowlevel
+
+    from channels import _server
+
+    left, right = socket.socketpair()
+    with left, right:
+        connection = _server._Connection(left, 0.0, None, None)  # type: ignore[arg-type]
+        sent: list[Message] = []
+
+        async def server_send(message: Message) -> None:
+            sent.append(message)  # as hypercorn's, awaiting nothing
+
+        others_ran = [0]
+
+        async def other() -> None:
+            while True:
+                others_ran[0] += 1
+                await anyio.lowlevel.checkpoint()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(other)
+            await anyio.lowlevel.checkpoint()
+            before = others_ran[0]
+            for n in range(4 * _server.SCHEDULE_EVERY):
+                await _server._send(
+                    connection, server_send, {"type": "websocket.send", "text": str(n)}
+                )
+            assert others_ran[0] - before >= 4  # the loop of sends let the other task in
+            group.cancel_scope.cancel()
+        assert len(sent) == 4 * _server.SCHEDULE_EVERY
+
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await _server._send(connection, server_send, {"type": "websocket.send", "text": "x"})
+        assert scope.cancelled_caught  # cancelled before the message was handed over
+        assert len(sent) == 4 * _server.SCHEDULE_EVERY

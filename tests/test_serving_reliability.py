@@ -353,6 +353,33 @@ def test_the_frame_watch_finds_the_close_frame_however_the_writes_split(chunk: i
     assert found_at == len(before_close) // chunk * chunk
 
 
+def test_the_frame_watch_finds_the_close_frame_in_whole_frame_writes() -> None:
+    """One frame per write, as hypercorn writes them: the watch's quick path, in every
+    header form, then a frame split in two after them."""
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.events import CloseConnection, Ping, TextMessage
+
+    from channels._server import _FrameWatch
+
+    server = Connection(ConnectionType.SERVER)
+    frames = [
+        server.send(event)
+        for event in [
+            TextMessage(data="\x88\x02" * 10),
+            Ping(payload=b"\x88"),
+            TextMessage(data="x" * 200),
+            TextMessage(data="\x88" * 70_000),
+        ]
+    ]
+    split = server.send(TextMessage(data="y" * 300))
+    watch = _FrameWatch()
+    assert not any(watch.feed(frame) for frame in frames)
+    assert not watch.feed(split[:3])
+    assert not watch.feed(split[3:])  # the rest of a frame that began in the last write
+    assert not watch.feed(frames[0] + frames[1])  # two frames in one write
+    assert watch.feed(server.send(CloseConnection(code=1000)))
+
+
 # Pings as good as off: the first goes out at the accept, the next in 1000 s.
 NO_PINGS = ("--ping-interval", "1000")
 
