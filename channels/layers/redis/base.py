@@ -15,7 +15,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from ...types import Message
 from ..base import BaseChannelLayer, CapacityPattern
-from ..durable import GroupPattern
+from ..durable import GroupHistory, GroupPattern, StreamPosition, validate_history_args
+from .durable import RedisDurable, presence, presence_join, presence_leave
 from .errors import InvalidPrefixError
 from .hosts import Host
 from .local import PerLoop
@@ -43,6 +44,9 @@ class RedisLayerBase(BaseChannelLayer, Generic[S]):
 
     hosts: list[Host]
     _serializer: MessageSerializer
+    #: Group histories and presence entries, in Redis (made by each layer, which knows
+    #: where a group's keys live).
+    _durable: RedisDurable
 
     def __init__(
         self,
@@ -99,3 +103,54 @@ class RedisLayerBase(BaseChannelLayer, Generic[S]):
         here: they belong to the tasks of their loop).
         """
         await self._loops.aclose_current()
+
+    # -- durable groups: the same calls on every Redis layer -----------------------------
+
+    async def group_history(
+        self, group: str, *, after: StreamPosition | None = None, limit: int | None = None
+    ) -> GroupHistory:
+        """The messages ``group``'s stream retains (see
+        :meth:`~channels.layers.BaseChannelLayer.group_history`). Kept in Redis, so shared
+        by every process on the layer; only this package's layers record what they send
+        (a channels_redis process's group sends reach the members, not the stream).
+
+        :raises TypeError: if ``after`` is not a position.
+        :raises ValueError: if ``after`` is malformed or ``limit`` is not ``None`` or an
+            int >= 0.
+        """
+        self.require_valid_group_name(group)
+        position, limit = validate_history_args(after, limit)
+        policy = self.history_policy(group)
+        if policy is None:
+            return GroupHistory(None, [], False)
+        return await self._durable.history(group, policy, position, limit)
+
+    async def presence_join(
+        self, group: str, channel: str, info: dict[str, Any] | None = None
+    ) -> None:
+        """Record ``channel`` as present in ``group`` for ``presence_timeout`` seconds.
+
+        Joining again refreshes the entry (and updates its info): whoever calls this
+        directly must call it again well within ``presence_timeout`` (consumers do it for
+        you). For groups in ``presence_events``, a new entry or changed info sends
+        ``presence.join`` to the group; expired entries this call found are removed and
+        their ``presence.leave`` sent.
+
+        :raises TypeError: for an invalid group or channel name, or ``info`` that is not a
+            JSON-serialisable dict.
+        """
+        await presence_join(self, self._durable, group, channel, info)
+
+    async def presence_leave(self, group: str, channel: str) -> None:
+        """Remove ``channel``'s entry in ``group`` (nothing happens if there is none);
+        for groups in ``presence_events``, send its ``presence.leave``."""
+        await presence_leave(self, self._durable, group, channel)
+
+    async def presence(self, group: str) -> dict[str, dict[str, Any]]:
+        """``{channel: info}`` of the live entries in ``group``, from every process."""
+        return await presence(self, self._durable, group)
+
+
+def glob_escape(text: str) -> str:
+    """``text`` as a literal in a Redis ``SCAN MATCH`` pattern (a prefix, say)."""
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)

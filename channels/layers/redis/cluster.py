@@ -69,16 +69,13 @@ from ...types import Message
 from ...utils import unwrap_exception_groups
 from ..base import CapacityPattern
 from ..durable import (
-    GroupHistory,
     GroupPattern,
-    StreamPosition,
-    validate_history_args,
     with_position,
     without_position,
 )
-from .base import RedisLayerBase
+from .base import RedisLayerBase, glob_escape
 from .connection import CONNECTION_ERRORS, Command, Connection, Pool, connect
-from .durable import DurableKeys, RedisDurable, presence, presence_join, presence_leave
+from .durable import DurableKeys, RedisDurable
 from .errors import ForeignChannelError
 from .hosts import Host, parse_hosts
 from .local import Mailboxes, Readers, deliver
@@ -943,41 +940,6 @@ class RedisClusterChannelLayer(RedisLayerBase[_LoopState]):
 
     # -- history and presence ------------------------------------------------------------
 
-    async def group_history(
-        self, group: str, *, after: StreamPosition | None = None, limit: int | None = None
-    ) -> GroupHistory:
-        """The messages ``group``'s stream retains (see
-        :meth:`~channels.layers.BaseChannelLayer.group_history`). Kept in the cluster, in
-        the slot of the group's partition, so shared by every process on the layer.
-
-        :raises TypeError: if ``after`` is not a position.
-        :raises ValueError: if ``after`` is malformed or ``limit`` is not ``None`` or an
-            int >= 0.
-        """
-        self.require_valid_group_name(group)
-        position, limit = validate_history_args(after, limit)
-        policy = self.history_policy(group)
-        if policy is None:
-            return GroupHistory(None, [], False)
-        return await self._durable.history(group, policy, position, limit)
-
-    async def presence_join(
-        self, group: str, channel: str, info: dict[str, Any] | None = None
-    ) -> None:
-        """Record ``channel`` as present in ``group`` for ``presence_timeout`` seconds
-        (see :meth:`RedisChannelLayer.presence_join
-        <channels.layers.redis.RedisChannelLayer.presence_join>`: the same keys' shapes)."""
-        await presence_join(self, self._durable, group, channel, info)
-
-    async def presence_leave(self, group: str, channel: str) -> None:
-        """Remove ``channel``'s entry in ``group``; for groups in ``presence_events``, send
-        its ``presence.leave``."""
-        await presence_leave(self, self._durable, group, channel)
-
-    async def presence(self, group: str) -> dict[str, dict[str, Any]]:
-        """``{channel: info}`` of the live entries in ``group``, from every process."""
-        return await presence(self, self._durable, group)
-
     # -- flush ---------------------------------------------------------------------------
 
     async def flush(self) -> None:
@@ -990,7 +952,7 @@ class RedisClusterChannelLayer(RedisLayerBase[_LoopState]):
         state = await self._loops.get()
         if self._slots.stale:
             await self._refresh(state)
-        pattern = _glob_escape(f"{{{self.prefix}:p") + "*"
+        pattern = glob_escape(f"{{{self.prefix}:p") + "*"
         for master in self._slots.masters():
             pool = self._pool(state, master)
             cursor = b"0"
@@ -1007,10 +969,6 @@ class RedisClusterChannelLayer(RedisLayerBase[_LoopState]):
                 if cursor == b"0":
                     break
         await self._loops.aclose_current()
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
 
 
 class _Refused(Exception):

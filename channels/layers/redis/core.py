@@ -51,23 +51,18 @@ from ...types import Message
 from ...utils import unwrap_exception_groups
 from ..base import CapacityPattern
 from ..durable import (
-    GroupHistory,
     GroupPattern,
     StreamPosition,
-    validate_history_args,
     with_position,
     without_position,
 )
-from .base import RedisLayerBase
+from .base import RedisLayerBase, glob_escape
 from .connection import CONNECTION_ERRORS, Command, Connection, Pool
 from .durable import (
     RECORDED_GROUP_SEND,
     DurableKeys,
     RedisDurable,
     Script,
-    presence,
-    presence_join,
-    presence_leave,
     run_script,
 )
 from .errors import ForeignChannelError
@@ -645,51 +640,6 @@ class RedisChannelLayer(RedisLayerBase[_LoopState]):
 
     # -- history and presence ----------------------------------------------------------
 
-    async def group_history(
-        self, group: str, *, after: StreamPosition | None = None, limit: int | None = None
-    ) -> GroupHistory:
-        """The messages ``group``'s stream retains (see
-        :meth:`~channels.layers.BaseChannelLayer.group_history`).
-
-        Only messages sent by this package's layers are recorded: a channels_redis process's
-        group sends reach the members but not the stream.
-
-        :raises TypeError: if ``after`` is not a position.
-        :raises ValueError: if ``after`` is malformed or ``limit`` is not ``None`` or an
-            int >= 0.
-        """
-        self.require_valid_group_name(group)
-        position, limit = validate_history_args(after, limit)
-        policy = self.history_policy(group)
-        if policy is None:
-            return GroupHistory(None, [], False)
-        return await self._durable.history(group, policy, position, limit)
-
-    async def presence_join(
-        self, group: str, channel: str, info: dict[str, Any] | None = None
-    ) -> None:
-        """Record ``channel`` as present in ``group`` for ``presence_timeout`` seconds.
-
-        Joining again refreshes the entry (and updates its info): whoever calls this
-        directly must call it again well within ``presence_timeout`` (consumers do it for
-        you). For groups in ``presence_events``, a new entry or changed info sends
-        ``presence.join`` to the group; expired entries this call found are removed and
-        their ``presence.leave`` sent.
-
-        :raises TypeError: for an invalid group or channel name, or ``info`` that is not a
-            JSON-serialisable dict.
-        """
-        await presence_join(self, self._durable, group, channel, info)
-
-    async def presence_leave(self, group: str, channel: str) -> None:
-        """Remove ``channel``'s entry in ``group`` (nothing happens if there is none);
-        for groups in ``presence_events``, send its ``presence.leave``."""
-        await presence_leave(self, self._durable, group, channel)
-
-    async def presence(self, group: str) -> dict[str, dict[str, Any]]:
-        """``{channel: info}`` of the live entries in ``group``, from every process."""
-        return await presence(self, self._durable, group)
-
     async def _on_connect(self, shard: int, connection: Connection) -> None:
         """Before a new connection is used: if a new server answers on ``shard`` (its run id
         changed: a restart, or a failover), put back the memberships it lost.
@@ -753,7 +703,7 @@ class RedisChannelLayer(RedisLayerBase[_LoopState]):
 
         Walks the keys with ``SCAN`` in batches, so Redis keeps serving other clients.
         """
-        pattern = _glob_escape(self.prefix) + "*"
+        pattern = glob_escape(self.prefix) + "*"
         for shard in range(self.ring_size):
             cursor = b"0"
             while True:
@@ -779,7 +729,3 @@ def _parse_pop(reply: Any, shard: int) -> list[Item]:
     if len(reply) == 3:
         return [(reply[1], float(reply[2]), shard)]
     return [(member, float(score), shard) for member, score in reply[1]]
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
