@@ -608,20 +608,33 @@ def cluster_for(args: argparse.Namespace, cases: list[Case]) -> Iterator[None]:
     if args.redis_cluster or not needed:
         yield
         return
-    sys.path.insert(0, str(REPO))
-    from tests.redis_cluster import Cluster
-
+    # Started by the benchmark environment's Python: this one need not have the package's
+    # dependencies (the fixture speaks RESP through them).
+    python = environments(Progress(0))["ours"]
+    server = subprocess.Popen(
+        [str(python), "-m", "tests.redis_cluster"],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdin is not None
+    assert server.stdout is not None
     try:
-        cluster = Cluster()
-    except RuntimeError as exc:  # no redis-server here: those rows say so
-        print(f"no Redis Cluster for the cluster rows: {exc}", file=sys.stderr)
-        yield
-        return
-    args.redis_cluster = cluster.urls
-    try:
+        started = json.loads(server.stdout.readline() or '{"error": "it exited"}')
+        if "urls" not in started:  # no redis-server here: those rows say so
+            print(f"no Redis Cluster for the cluster rows: {started['error']}", file=sys.stderr)
+            yield
+            return
+        args.redis_cluster = started["urls"]
         yield
     finally:
-        cluster.close()
+        server.stdin.close()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def human(value: float) -> str:

@@ -276,3 +276,27 @@ def external_cluster_urls() -> list[str] | None:
     """The startup URLs in ``CHANNELS_TEST_REDIS_CLUSTER``, if it is set."""
     value = os.environ.get("CHANNELS_TEST_REDIS_CLUSTER", "").strip()
     return [url.strip() for url in value.split(",") if url.strip()] or None
+
+
+def _serve() -> None:
+    """``python -m tests.redis_cluster``: start a cluster, print its startup URLs as one JSON
+    line, and stop it when standard input closes. The benchmark harness runs this with the
+    benchmark environment's Python, since its own Python need not have this package's
+    dependencies."""
+    import json
+    import sys
+
+    try:
+        cluster = Cluster()
+    except RuntimeError as exc:
+        print(json.dumps({"error": str(exc)}), flush=True)
+        return
+    try:
+        print(json.dumps({"urls": cluster.urls}), flush=True)
+        sys.stdin.read()
+    finally:
+        cluster.close()
+
+
+if __name__ == "__main__":
+    _serve()
