@@ -172,12 +172,16 @@ async def test_presence_lists_who_is_in_the_room() -> None:
             assert joined["info"] == {"name": "bob"}
         left = await ann.next_of("presence.leave")
         assert left["channel"] == joined["channel"]
-    async with visiting("lobby", "ann") as ann, visiting("lobby", "bob") as bob:
+    async with visiting("lobby", "ann") as ann:
+        # Her welcome ends with her snapshot, sent once she is present: only then does
+        # bob arrive (connecting both at once, bob's snapshot could come before her join).
         await ann.welcome()
-        await bob.communicator.receive_json_from()  # bob's recovery status
-        while (snapshot := await bob.next())["type"] != "presence.snapshot":
-            pass
-        assert sorted(info["name"] for info in snapshot["members"].values()) == ["ann", "bob"]
+        async with visiting("lobby", "bob") as bob:
+            await bob.communicator.receive_json_from()  # bob's recovery status
+            while (snapshot := await bob.next())["type"] != "presence.snapshot":
+                pass
+            names = sorted(info["name"] for info in snapshot["members"].values())
+            assert names == ["ann", "bob"]
 
 
 BAD_PAYLOADS = {
