@@ -433,7 +433,10 @@ async def test_every_send_is_a_cancellation_point_and_every_16th_lets_others_run
                 await _server._send(
                     connection, server_send, {"type": "websocket.send", "text": str(n)}
                 )
-            assert others_ran[0] - before >= 4  # the loop of sends let the other task in
+            # The loop of sends let the other task in at its 4 yields. trio runs each
+            # batch of ready tasks in random order, so the first yield's turn of the other
+            # task can fall before `before` was read: 3 are certain, not 4.
+            assert others_ran[0] - before >= 3
             group.cancel_scope.cancel()
         assert len(sent) == 4 * _server.SCHEDULE_EVERY
 
