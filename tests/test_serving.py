@@ -405,7 +405,9 @@ async def test_writes_arrive_whole_and_in_order_and_skip_trio_send_all_when_they
         assert calls[0] < SMALL_FRAMES // 2, calls
 
 
-async def test_every_send_is_a_cancellation_point_and_every_16th_lets_others_run() -> None:
+async def test_every_send_is_a_cancellation_point_and_every_16th_lets_others_run(
+    anyio_backend: str,
+) -> None:
     import anyio.lowlevel
 
     from channels import _server
@@ -418,26 +420,53 @@ async def test_every_send_is_a_cancellation_point_and_every_16th_lets_others_run
         async def server_send(message: Message) -> None:
             sent.append(message)  # as hypercorn's, awaiting nothing
 
-        others_ran = [0]
+        # ``yielded`` gets len(sent) each time the sending task went back to the event
+        # loop and came back. On trio an instrument sees the task's steps. asyncio runs
+        # ready tasks in order, so there a task made ready after every send runs exactly
+        # when the sender yields (trio orders each batch at random: no such witness).
+        yielded: list[int] = []
+        ready = [anyio.Event()]
 
-        async def other() -> None:
+        async def witness(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            task_status.started()
             while True:
-                others_ran[0] += 1
-                await anyio.lowlevel.checkpoint()
+                await ready[0].wait()
+                ready[0] = anyio.Event()
+                yielded.append(len(sent))
 
-        async with anyio.create_task_group() as group:
-            group.start_soon(other)
-            await anyio.lowlevel.checkpoint()
-            before = others_ran[0]
+        async def sends() -> None:
             for n in range(4 * _server.SCHEDULE_EVERY):
                 await _server._send(
                     connection, server_send, {"type": "websocket.send", "text": str(n)}
                 )
-            # The loop of sends let the other task in at its 4 yields. trio runs each
-            # batch of ready tasks in random order, so the first yield's turn of the other
-            # task can fall before `before` was read: 3 are certain, not 4.
-            assert others_ran[0] - before >= 3
-            group.cancel_scope.cancel()
+                ready[0].set()
+
+        if anyio_backend == "trio":
+            import trio
+
+            sender = trio.lowlevel.current_task()
+
+            class Steps(trio.abc.Instrument):
+                def before_task_step(self, task: trio.lowlevel.Task) -> None:
+                    if task is sender:
+                        yielded.append(len(sent))
+
+            steps = Steps()
+            trio.lowlevel.add_instrument(steps)
+            try:
+                await sends()
+                seen = yielded[:]
+            finally:
+                trio.lowlevel.remove_instrument(steps)
+        else:
+            async with anyio.create_task_group() as group:
+                await group.start(witness)
+                await sends()
+                seen = yielded[:]
+                group.cancel_scope.cancel()
+        # Each 16th send yielded, before it handed its message over; no other send did.
+        every = _server.SCHEDULE_EVERY
+        assert seen == [every - 1, 2 * every - 1, 3 * every - 1, 4 * every - 1]
         assert len(sent) == 4 * _server.SCHEDULE_EVERY
 
         with anyio.CancelScope() as scope:
