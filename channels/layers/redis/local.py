@@ -16,21 +16,34 @@ waking whoever waits for those channels. The reader files a message in the same 
 that takes it off the connection, so a reader cancelled at any point has either not taken
 a message or has already filed it: nothing is lost, nothing reordered. When the reader
 leaves (it got its own message, or was cancelled) it hands the role to a waiter.
+
+This is the hot path of a group delivered to many local members: every delivery is one
+filing and one receiver woken. So the filing decides a group message's copy and its
+expiry once, not once per member; and, an interop point with the event loops (like
+``channels.concurrency``), a receiver that waits is parked on the loop's own primitive (a
+bare future on asyncio, a ``trio.Event`` on trio) and the loop is identified through
+sniffio and the loop itself: ``anyio.Event()`` and ``anyio.lowlevel.current_token()``
+each look the backend up again on every call, which cost more than the rest of a
+delivery.
 """
 
 from __future__ import annotations
 
+# Interop point (see the module docstring): futures are asyncio's cheapest wait.
+import asyncio
+import functools
 import logging
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 import anyio.lowlevel
+import sniffio
 
 from ...types import Message
-from ..inmemory import copy_message
+from ..inmemory import _is_flat, copy_message
 
 __all__ = ["Mailboxes", "PerLoop", "Readers", "deliver"]
 
@@ -40,6 +53,32 @@ S = TypeVar("S")
 
 # Receives that found a message filed may skip the checkpoint this many times in a row.
 _YIELD_EVERY = 64
+
+# Mailboxes remember this many channels' capacities (then start over): a capacity is a
+# pattern match, and a process can see an unbounded number of channel names.
+_CAPACITIES_KEPT = 4096
+
+
+def _current_loop() -> object:
+    """The running event loop, as ``anyio.lowlevel.current_token().native_token``.
+
+    :raises RuntimeError: outside an event loop (sniffio's or the loop's own error).
+    """
+    library = sniffio.current_async_library()
+    if library == "asyncio":
+        return asyncio.get_running_loop()
+    if library == "trio":
+        return _trio().lowlevel.current_trio_token()
+    return anyio.lowlevel.current_token().native_token
+
+
+@functools.cache
+def _trio() -> Any:
+    # Interop point: trio is optional, imported only once a trio loop is running.
+    import trio
+    import trio.lowlevel
+
+    return trio
 
 
 class PerLoop(Generic[S]):
@@ -51,8 +90,11 @@ class PerLoop(Generic[S]):
         self._states: dict[object, tuple[S, AsyncGenerator[None, None]]] = {}
 
     async def get(self) -> S:
-        """The current loop's state, made on first use."""
-        loop = anyio.lowlevel.current_token().native_token
+        """The current loop's state, made on first use.
+
+        ``current()`` first is cheaper where the state usually exists (a receive).
+        """
+        loop = _current_loop()
         entry = self._states.get(loop)
         if entry is None:
             state = self._create()
@@ -66,17 +108,18 @@ class PerLoop(Generic[S]):
     def current(self) -> S | None:
         """The current loop's state if it has one (never makes one)."""
         try:
-            loop = anyio.lowlevel.current_token().native_token
+            loop = _current_loop()
         except RuntimeError:
-            # anyio's NoEventLoopError, or the backend's own RuntimeError when sniffio names
-            # a library whose loop is not running here (its context variable is inherited).
+            # sniffio's AsyncLibraryNotFoundError, or the backend's own RuntimeError when
+            # sniffio names a library whose loop is not running here (its context variable
+            # is inherited).
             return None
         entry = self._states.get(loop)
         return None if entry is None else entry[0]
 
     async def aclose_current(self) -> None:
         """Close the current loop's state; the next :meth:`get` makes a new one."""
-        loop = anyio.lowlevel.current_token().native_token
+        loop = _current_loop()
         entry = self._states.get(loop)
         if entry is not None:
             await entry[1].aclose()
@@ -100,6 +143,9 @@ class Mailboxes:
     dropped, as channels_redis does): a channel whose consumer is gone
     does not hold memory forever. ``dropped`` is told of each message dropped that way (the
     layer counts and logs it).
+
+    A channel's buffer may stay in ``buffers`` empty until its last message's deadline
+    has passed (a busy channel then does not make a new buffer per message).
     """
 
     def __init__(
@@ -112,55 +158,134 @@ class Mailboxes:
         self.capacity = capacity
         self.dropped = dropped
         self.buffers: dict[str, deque[tuple[float, Message]]] = {}
-        self._deadlines: deque[tuple[float, str]] = deque()
+        # One entry per filing: when its messages expire, and the channels they went to.
+        self._deadlines: deque[tuple[float, tuple[str, ...]]] = deque()
+        self._capacities: dict[str, int] = {}
+
+    def capacity_of(self, channel: str) -> int:
+        """``capacity(channel)``, remembered."""
+        capacity = self._capacities.get(channel)
+        if capacity is None:
+            if len(self._capacities) >= _CAPACITIES_KEPT:
+                self._capacities.clear()
+            capacity = self._capacities[channel] = self.capacity(channel)
+        return capacity
 
     def file(self, channel: str, message: Message, now: float | None = None) -> None:
-        """Buffer ``message`` for ``channel``; ``now`` saves a clock read per member when a
-        group message is filed for many channels at once."""
+        """Buffer ``message`` for ``channel`` (``now``: the clock, if the caller read it)."""
+        self.file_each((channel,), message, message, now)
+
+    def file_each(
+        self,
+        channels: tuple[str, ...],
+        first: Message,
+        message: Message,
+        now: float | None = None,
+        copy: Callable[[Message], Message] = copy_message,
+    ) -> None:
+        """Buffer ``first`` for ``channels[0]`` and ``copy(message)`` for each other one.
+
+        One deadline for them all: they were filed at the same moment.
+        """
         if now is None:
             now = time.monotonic()
-        if self._deadlines and self._deadlines[0][0] <= now:
+        deadlines = self._deadlines
+        if deadlines and deadlines[0][0] <= now:
             self.expire(now)
-        buffer = self.buffers.get(channel)
-        if buffer is None:
-            buffer = self.buffers[channel] = deque()
-        buffer.append((now + self.expiry, message))
-        self._deadlines.append((now + self.expiry, channel))
-        capacity = self.capacity(channel)
-        if 0 < capacity < len(buffer):
-            buffer.popleft()
-            self.dropped(channel)
+        expires = now + self.expiry
+        deadlines.append((expires, channels))
+        buffers = self.buffers
+        capacities = self._capacities
+        item: Message | None = first
+        for channel in channels:
+            if item is None:
+                item = copy(message)
+            buffer = buffers.get(channel)
+            if buffer is None:
+                buffer = buffers[channel] = deque()
+            buffer.append((expires, item))
+            item = None
+            capacity = capacities.get(channel)
+            if capacity is None:
+                capacity = self.capacity_of(channel)
+            if 0 < capacity < len(buffer):
+                buffer.popleft()
+                self.dropped(channel)
 
     def take(self, channel: str) -> Message | None:
         buffer = self.buffers.get(channel)
         if not buffer:
             return None
-        now = time.monotonic()
-        if self._deadlines and self._deadlines[0][0] <= now:
-            self.expire(now)
-        if not buffer:
-            return None
-        message = buffer.popleft()[1]
-        if not buffer:
-            del self.buffers[channel]
-        return message
+        deadlines = self._deadlines
+        if deadlines:
+            now = time.monotonic()
+            if deadlines[0][0] <= now:
+                self.expire(now)
+                if not buffer:
+                    return None
+        return buffer.popleft()[1]
 
     def has(self, channel: str) -> bool:
         return bool(self.buffers.get(channel))
 
     def expire(self, now: float) -> None:
         deadlines = self._deadlines
+        buffers = self.buffers
         while deadlines and deadlines[0][0] <= now:
-            _, channel = deadlines.popleft()
-            buffer = self.buffers.get(channel)
-            while buffer and buffer[0][0] <= now:
-                buffer.popleft()
-            if buffer is not None and not buffer:
-                del self.buffers[channel]
+            for channel in deadlines.popleft()[1]:
+                buffer = buffers.get(channel)
+                if buffer is None:
+                    continue
+                while buffer and buffer[0][0] <= now:
+                    buffer.popleft()
+                if not buffer:
+                    del buffers[channel]
 
     def clear(self) -> None:
         self.buffers.clear()
         self._deadlines.clear()
+        self._capacities.clear()
+
+
+class _Waiter(Protocol):
+    """What a waiting receiver is parked on: set once, by whoever files for it."""
+
+    def set(self) -> None: ...
+
+    def is_set(self) -> bool: ...
+
+    def wait(self) -> Awaitable[object]: ...
+
+
+class _FutureWaiter(asyncio.Future[None]):
+    """A waiter on asyncio: the future the receiving task awaits, nothing around it."""
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        if not self.done():
+            self.set_result(None)
+
+    def is_set(self) -> bool:
+        # Cancelled means the receiver was cancelled while waiting: it was never woken.
+        return self.done() and not self.cancelled()
+
+    def wait(self) -> _FutureWaiter:
+        return self
+
+
+def _waiter_type() -> Callable[[], _Waiter]:
+    """What the running loop's receivers wait on (``anyio.Event`` on other loops)."""
+    try:
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return anyio.Event
+    if library == "asyncio":
+        return functools.partial(_FutureWaiter, loop=asyncio.get_running_loop())
+    if library == "trio":
+        event: Callable[[], _Waiter] = _trio().Event
+        return event
+    return anyio.Event
 
 
 class Readers:
@@ -168,36 +293,75 @@ class Readers:
 
     ``receive`` returns a channel's next message, taking the reader role when nobody has
     it; ``fetch`` (given by the layer) reads the source once and files what it got.
+    Made in the loop whose receivers it serves.
     """
 
     def __init__(self, mailboxes: Mailboxes) -> None:
         self.mailboxes = mailboxes
         self.reading: bool = False
-        self.waiters: dict[str, list[anyio.Event]] = {}
+        #: The channel whose receive is reading now (``None`` while nobody reads): like
+        #: the channels in ``waiters``, one with a receive pending.
+        self.reading_for: str | None = None
+        self.waiters: dict[str, list[_Waiter]] = {}
         self._without_yield = 0
+        self._new_waiter = _waiter_type()
+
+    def pending(self, channel: str) -> bool:
+        """Whether a receive on ``channel`` is under way (waiting or reading)."""
+        return channel in self.waiters or channel == self.reading_for
 
     def wake(self, channel: str) -> None:
         """Wake the receivers of ``channel`` (something was filed for it)."""
-        for event in self.waiters.get(channel, ()):
-            event.set()
+        waiters = self.waiters.get(channel)
+        if waiters is not None:
+            for waiter in waiters:
+                waiter.set()
 
     def _hand_off(self) -> None:
         """Wake one receiver that has nothing to take, so it becomes the reader."""
         if self.reading:
             return
-        for channel, events in self.waiters.items():
-            if not self.mailboxes.has(channel):
-                for event in events:
-                    if not event.is_set():
-                        event.set()
+        has = self.mailboxes.has
+        for channel, waiters in self.waiters.items():
+            if not has(channel):
+                for waiter in waiters:
+                    if not waiter.is_set():
+                        waiter.set()
                         return
+
+    async def _read(self, channel: str, fetch: Callable[[], Awaitable[None]]) -> None:
+        self.reading = True
+        self.reading_for = channel
+        try:
+            await fetch()
+        finally:
+            self.reading = False
+            self.reading_for = None
+            self._hand_off()
+
+    async def _wait(self, channel: str) -> None:
+        waiter = self._new_waiter()
+        waiters = self.waiters.get(channel)
+        if waiters is None:
+            self.waiters[channel] = [waiter]
+        else:
+            waiters.append(waiter)
+        try:
+            await waiter.wait()
+        except BaseException:
+            self._forget(channel, waiter)
+            if waiter.is_set():
+                # Woken, perhaps to read, but leaving (cancelled): pass the role on.
+                self._hand_off()
+            raise
+        self._forget(channel, waiter)
 
     async def receive(self, channel: str, fetch: Callable[[], Awaitable[None]]) -> Message:
         # As the in-memory layer: a message already filed is returned without a checkpoint
         # (upstream's queue ``get()`` has none either), except after ``_YIELD_EVERY`` such
         # receives in a row, so a flooded receiver still lets others run. Waiting and
         # reading are checkpoints.
-        if self.mailboxes.has(channel):
+        if self.mailboxes.buffers.get(channel):
             self._without_yield += 1
             if self._without_yield >= _YIELD_EVERY:
                 self._without_yield = 0
@@ -206,25 +370,10 @@ class Readers:
             message = self.mailboxes.take(channel)
             if message is not None:
                 return message
-            if not self.reading:
-                self.reading = True
-                try:
-                    await fetch()
-                finally:
-                    self.reading = False
-                    self._hand_off()
-                continue
-            event = anyio.Event()
-            self.waiters.setdefault(channel, []).append(event)
-            try:
-                await event.wait()
-            except BaseException:
-                self._forget(channel, event)
-                if event.is_set():
-                    # Woken, perhaps to read, but leaving (cancelled): pass the role on.
-                    self._hand_off()
-                raise
-            self._forget(channel, event)
+            if self.reading:
+                await self._wait(channel)
+            else:
+                await self._read(channel, fetch)
 
     async def until(
         self, key: str, done: Callable[[], bool], fetch: Callable[[], Awaitable[None]]
@@ -236,30 +385,17 @@ class Readers:
         no channel's name.
         """
         while not done():
-            if not self.reading:
-                self.reading = True
-                try:
-                    await fetch()
-                finally:
-                    self.reading = False
-                    self._hand_off()
-                continue
-            event = anyio.Event()
-            self.waiters.setdefault(key, []).append(event)
-            try:
-                await event.wait()
-            except BaseException:
-                self._forget(key, event)
-                if event.is_set():
-                    self._hand_off()
-                raise
-            self._forget(key, event)
+            if self.reading:
+                await self._wait(key)
+            else:
+                await self._read(key, fetch)
 
-    def _forget(self, channel: str, event: anyio.Event) -> None:
-        events = self.waiters[channel]
-        events.remove(event)
-        if not events:
+    def _forget(self, channel: str, waiter: _Waiter) -> None:
+        waiters = self.waiters[channel]
+        if len(waiters) == 1:
             del self.waiters[channel]
+        else:
+            waiters.remove(waiter)
 
 
 def deliver(
@@ -272,14 +408,19 @@ def deliver(
     """File ``message`` for each of ``targets`` and wake their receivers; True if any.
 
     The first target gets ``message`` itself, every other one its own copy, so no receiver
-    sees another's changes. Synchronous, so whoever read ``message`` off a connection files
-    it before its next checkpoint (see the module docstring).
+    sees another's changes (whether a shallow copy is a deep one is decided once).
+    Synchronous, so whoever read ``message`` off a connection files it before its next
+    checkpoint (see the module docstring).
     """
-    if now is None:
-        now = time.monotonic()
-    filed = False
-    for target in targets:
-        mailboxes.file(target, copy_message(message) if filed else message, now)
-        readers.wake(target)
-        filed = True
-    return filed
+    channels = tuple(targets)
+    if not channels:
+        return False
+    copy = dict.copy if type(message) is dict and _is_flat(message) else copy_message
+    mailboxes.file_each(channels, message, message, now, copy)
+    waiting = readers.waiters
+    for channel in channels:
+        waiters = waiting.get(channel)
+        if waiters is not None:
+            for waiter in waiters:
+                waiter.set()
+    return True

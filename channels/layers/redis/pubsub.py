@@ -28,7 +28,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +56,10 @@ logger: logging.Logger = logging.getLogger("channels.layers.redis")
 
 
 def _nothing(reply: Any) -> None:
+    pass
+
+
+async def _read_nothing() -> None:
     pass
 
 
@@ -102,6 +106,9 @@ class _Subscriber:
         so whatever is published after that reaches us (messages that arrive meanwhile go
         to ``on_message``).
         """
+        connection = self.connection
+        if connection is not None and not connection.broken:
+            return connection  # every read asks: no lock while nothing is wrong
         async with self.lock:
             if self.connection is not None and not self.connection.broken:
                 return self.connection
@@ -157,6 +164,8 @@ class _LoopState:
     swept: float = 0.0
     #: Names subscribed to whose confirmation the server has not sent yet (how many).
     unconfirmed: dict[str, int] = field(default_factory=dict)
+    #: Reads the subscription connections until something is filed (the readers' fetch).
+    fetch: Callable[[], Awaitable[None]] = _read_nothing
 
     async def aclose(self) -> None:
         for pool in self.pools:
@@ -234,6 +243,7 @@ class RedisPubSubChannelLayer(RedisLayerBase[_LoopState]):
         )
         for subscriber in state.subscribers:
             subscriber.on_message = functools.partial(self._file_message, state)
+        state.fetch = functools.partial(self._read, state)
         return state
 
     # channels_redis's pub/sub layer forwards unknown attributes to the current loop's
@@ -323,13 +333,16 @@ class RedisPubSubChannelLayer(RedisLayerBase[_LoopState]):
         Cancelling a receive loses nothing: the channel stays subscribed and keeps what
         arrives for the next receive (for ``expiry`` seconds).
         """
-        state = await self._loops.get()
+        state = self._loops.current()
+        if state is None:
+            state = await self._loops.get()
         if channel not in state.channels:  # known channels were validated when first seen
             self.require_valid_channel_name(channel)
             await self._subscribe(state, channel)
-        state.channels[channel] = now = time.monotonic()
+            state.channels[channel] = time.monotonic()
+        # No stamp now: a channel with a receive pending is never swept (see _sweep).
         try:
-            return await state.readers.receive(channel, lambda: self._read(state))
+            return await state.readers.receive(channel, state.fetch)
         finally:
             state.channels[channel] = now = time.monotonic()
             if now - state.swept >= 1:
@@ -421,7 +434,7 @@ class RedisPubSubChannelLayer(RedisLayerBase[_LoopState]):
         idle = [
             channel
             for channel, seen in state.channels.items()
-            if seen < now - self.expiry and channel not in state.readers.waiters
+            if seen < now - self.expiry and not state.readers.pending(channel)
         ]
         with anyio.CancelScope(shield=True):
             for channel in idle:
