@@ -246,7 +246,7 @@ CASES = [
         "redis-pubsub-p2p",
         {"count": 20_000},
         {"count": 500},
-        (THROUGHPUT,),
+        (THROUGHPUT, Metric("drops", "drops", higher_is_better=False, ratio=False)),
     ),
     Case(
         "redis-pubsub-fanout",

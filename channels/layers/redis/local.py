@@ -361,19 +361,34 @@ class Readers:
         # (upstream's queue ``get()`` has none either), except after ``_YIELD_EVERY`` such
         # receives in a row, so a flooded receiver still lets others run. Waiting and
         # reading are checkpoints.
-        if self.mailboxes.buffers.get(channel):
+        mailboxes = self.mailboxes
+        if mailboxes.buffers.get(channel):
             self._without_yield += 1
             if self._without_yield >= _YIELD_EVERY:
                 self._without_yield = 0
                 await anyio.lowlevel.checkpoint()
         while True:
-            message = self.mailboxes.take(channel)
+            message = mailboxes.take(channel)
             if message is not None:
                 return message
-            if self.reading:
-                await self._wait(channel)
-            else:
+            if not self.reading:
                 await self._read(channel, fetch)
+                continue
+            # _wait(), inlined: this is most receives of a group's members.
+            waiter = self._new_waiter()
+            waiters = self.waiters.get(channel)
+            if waiters is None:
+                self.waiters[channel] = [waiter]
+            else:
+                waiters.append(waiter)
+            try:
+                await waiter.wait()
+            except BaseException:
+                self._forget(channel, waiter)
+                if waiter.is_set():
+                    self._hand_off()
+                raise
+            self._forget(channel, waiter)
 
     async def until(
         self, key: str, done: Callable[[], bool], fetch: Callable[[], Awaitable[None]]

@@ -356,8 +356,10 @@ class RedisPubSubChannelLayer(RedisLayerBase[_LoopState]):
     async def _execute(self, shard: int, commands: Sequence[Command]) -> list[Any]:
         """Run ``commands`` on ``shard`` in one round trip, retrying for
         ``reconnect_timeout`` seconds while Redis is unreachable."""
-        state = await self._loops.get()
-        backoff = Backoff(self.reconnect_timeout)
+        state = self._loops.current()
+        if state is None:
+            state = await self._loops.get()
+        backoff: Backoff | None = None
         while True:
             try:
                 # Our own subscriptions first: if one was dropped, what we publish now
@@ -365,6 +367,8 @@ class RedisPubSubChannelLayer(RedisLayerBase[_LoopState]):
                 await self._repair(state)
                 return await state.pools[shard].execute(commands)
             except CONNECTION_ERRORS as exc:
+                if backoff is None:
+                    backoff = Backoff(self.reconnect_timeout)
                 await backoff.wait(self.hosts[shard].describe(), exc)
 
     async def _subscribe(self, state: _LoopState, name: str) -> None:
