@@ -64,21 +64,23 @@ def _current_loop() -> object:
 
     :raises RuntimeError: outside an event loop (sniffio's or the loop's own error).
     """
+    # sniffio's thread-local name comes first in its own lookup too: trio sets it.
+    if sniffio.thread_local.name == "trio":
+        return _trio_lowlevel().current_trio_token()
     library = sniffio.current_async_library()
     if library == "asyncio":
         return asyncio.get_running_loop()
     if library == "trio":
-        return _trio().lowlevel.current_trio_token()
+        return _trio_lowlevel().current_trio_token()
     return anyio.lowlevel.current_token().native_token
 
 
 @functools.cache
-def _trio() -> Any:
+def _trio_lowlevel() -> Any:
     # Interop point: trio is optional, imported only once a trio loop is running.
-    import trio
     import trio.lowlevel
 
-    return trio
+    return trio.lowlevel
 
 
 class PerLoop(Generic[S]):
@@ -274,6 +276,44 @@ class _FutureWaiter(asyncio.Future[None]):
         return self
 
 
+class _TaskWaiter:
+    """A waiter on trio: the task itself, parked until ``set`` reschedules it.
+
+    What ``trio.Event`` does for one waiting task, without its parking lot.
+    """
+
+    __slots__ = ("_state", "_task")
+
+    _WAITING, _SET, _ABORTED = 0, 1, 2
+
+    def __init__(self) -> None:
+        self._state = self._WAITING
+        self._task: Any = None
+
+    def set(self) -> None:
+        if self._state == self._WAITING:
+            self._state = self._SET
+            if self._task is not None:
+                _trio_lowlevel().reschedule(self._task)
+
+    def is_set(self) -> bool:
+        return self._state == self._SET
+
+    async def wait(self) -> None:
+        lowlevel = _trio_lowlevel()
+        if self._state == self._SET:
+            await lowlevel.checkpoint()
+            return
+        self._task = lowlevel.current_task()
+        await lowlevel.wait_task_rescheduled(self._abort)
+
+    def _abort(self, raise_cancel: object) -> object:
+        # Cancelled (or interrupted) before being set: never reschedule this task now.
+        self._state = self._ABORTED
+        self._task = None
+        return _trio_lowlevel().Abort.SUCCEEDED
+
+
 def _waiter_type() -> Callable[[], _Waiter]:
     """What the running loop's receivers wait on (``anyio.Event`` on other loops)."""
     try:
@@ -283,8 +323,7 @@ def _waiter_type() -> Callable[[], _Waiter]:
     if library == "asyncio":
         return functools.partial(_FutureWaiter, loop=asyncio.get_running_loop())
     if library == "trio":
-        event: Callable[[], _Waiter] = _trio().Event
-        return event
+        return _TaskWaiter
     return anyio.Event
 
 
@@ -321,15 +360,57 @@ class Readers:
         """Wake one receiver that has nothing to take, so it becomes the reader."""
         if self.reading:
             return
-        has = self.mailboxes.has
+        buffers = self.mailboxes.buffers
         for channel, waiters in self.waiters.items():
-            if not has(channel):
+            if not buffers.get(channel):
                 for waiter in waiters:
                     if not waiter.is_set():
                         waiter.set()
                         return
 
-    async def _read(self, channel: str, fetch: Callable[[], Awaitable[None]]) -> None:
+    def yield_due(self, channel: str) -> bool:
+        """Whether a receive on ``channel`` must checkpoint before taking what is filed.
+
+        A message already filed is returned without a checkpoint (as the in-memory
+        layer, and upstream's queue ``get()``), except every ``_YIELD_EVERY``-th such
+        receive in a row, so a flooded receiver still lets others run.
+        """
+        if self.mailboxes.buffers.get(channel):
+            self._without_yield += 1
+            if self._without_yield >= _YIELD_EVERY:
+                self._without_yield = 0
+                return True
+        return False
+
+    def park(self, channel: str) -> _Waiter:
+        """A waiter for ``channel``'s next filing, which the caller awaits at once.
+
+        After the wait, :meth:`unpark` it; if the wait raised, :meth:`abandon` it.
+        """
+        waiter = self._new_waiter()
+        waiters = self.waiters.get(channel)
+        if waiters is None:
+            self.waiters[channel] = [waiter]
+        else:
+            waiters.append(waiter)
+        return waiter
+
+    def unpark(self, channel: str, waiter: _Waiter) -> None:
+        waiters = self.waiters[channel]
+        if len(waiters) == 1:
+            del self.waiters[channel]
+        else:
+            waiters.remove(waiter)
+
+    def abandon(self, channel: str, waiter: _Waiter) -> None:
+        """Forget a waiter whose wait was cancelled; if it had been woken (perhaps to
+        read), pass the reader role on."""
+        self.unpark(channel, waiter)
+        if waiter.is_set():
+            self._hand_off()
+
+    async def read(self, channel: str, fetch: Callable[[], Awaitable[None]]) -> None:
+        """Take the reader role (nobody has it) for a receive on ``channel``: ``fetch``."""
         self.reading = True
         self.reading_for = channel
         try:
@@ -339,56 +420,29 @@ class Readers:
             self.reading_for = None
             self._hand_off()
 
-    async def _wait(self, channel: str) -> None:
-        waiter = self._new_waiter()
-        waiters = self.waiters.get(channel)
-        if waiters is None:
-            self.waiters[channel] = [waiter]
-        else:
-            waiters.append(waiter)
-        try:
-            await waiter.wait()
-        except BaseException:
-            self._forget(channel, waiter)
-            if waiter.is_set():
-                # Woken, perhaps to read, but leaving (cancelled): pass the role on.
-                self._hand_off()
-            raise
-        self._forget(channel, waiter)
-
     async def receive(self, channel: str, fetch: Callable[[], Awaitable[None]]) -> Message:
-        # As the in-memory layer: a message already filed is returned without a checkpoint
-        # (upstream's queue ``get()`` has none either), except after ``_YIELD_EVERY`` such
-        # receives in a row, so a flooded receiver still lets others run. Waiting and
-        # reading are checkpoints.
-        mailboxes = self.mailboxes
-        if mailboxes.buffers.get(channel):
-            self._without_yield += 1
-            if self._without_yield >= _YIELD_EVERY:
-                self._without_yield = 0
-                await anyio.lowlevel.checkpoint()
+        """``channel``'s next message, waiting for it or reading the source in turn.
+
+        Waiting and reading are checkpoints; taking what is already filed is not (see
+        :meth:`yield_due`). Cancelled, it has taken nothing.
+        """
+        if self.yield_due(channel):
+            await anyio.lowlevel.checkpoint()
+        take = self.mailboxes.take
         while True:
-            message = mailboxes.take(channel)
+            message = take(channel)
             if message is not None:
                 return message
-            if not self.reading:
-                await self._read(channel, fetch)
-                continue
-            # _wait(), inlined: this is most receives of a group's members.
-            waiter = self._new_waiter()
-            waiters = self.waiters.get(channel)
-            if waiters is None:
-                self.waiters[channel] = [waiter]
+            if self.reading:
+                waiter = self.park(channel)
+                try:
+                    await waiter.wait()
+                except BaseException:
+                    self.abandon(channel, waiter)
+                    raise
+                self.unpark(channel, waiter)
             else:
-                waiters.append(waiter)
-            try:
-                await waiter.wait()
-            except BaseException:
-                self._forget(channel, waiter)
-                if waiter.is_set():
-                    self._hand_off()
-                raise
-            self._forget(channel, waiter)
+                await self.read(channel, fetch)
 
     async def until(
         self, key: str, done: Callable[[], bool], fetch: Callable[[], Awaitable[None]]
@@ -401,16 +455,15 @@ class Readers:
         """
         while not done():
             if self.reading:
-                await self._wait(key)
+                waiter = self.park(key)
+                try:
+                    await waiter.wait()
+                except BaseException:
+                    self.abandon(key, waiter)
+                    raise
+                self.unpark(key, waiter)
             else:
-                await self._read(key, fetch)
-
-    def _forget(self, channel: str, waiter: _Waiter) -> None:
-        waiters = self.waiters[channel]
-        if len(waiters) == 1:
-            del self.waiters[channel]
-        else:
-            waiters.remove(waiter)
+                await self.read(key, fetch)
 
 
 def deliver(
