@@ -18,7 +18,7 @@ from cryptography.fernet import Fernet
 from channels.layers.redis import RedisPubSubChannelLayer
 from channels.layers.redis.connection import connect
 from channels.layers.redis.hosts import parse_hosts
-from channels.types import ChannelLayer
+from channels.types import ChannelLayer, Message
 from tests.harness import TurnCounter
 from tests.redis_server import db_url
 
@@ -255,3 +255,27 @@ async def test_a_prefix_outside_the_name_rules_works_as_on_channels_redis(
     finally:
         await layer.flush()
         await layer.close()
+
+
+async def test_the_sweep_spares_a_channel_whose_receive_is_reading(
+    make_layer: MakeLayer,
+) -> None:
+    """A receive that holds the reader role is pending like a waiting one: the sweep of
+    idle channels leaves its channel subscribed, however long ago it was last received on."""
+    layer = make_layer(expiry=1)
+    reading = await layer.new_channel()
+    got: list[Message] = []
+
+    async def receive() -> None:
+        got.append(await layer.receive(reading))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(receive)  # the only receiver: it reads
+            await anyio.sleep(1.5)  # longer than expiry: its channel looks idle
+            other = await layer.new_channel()
+            await layer.send(other, {"type": "other"})
+            # This receive waits while the first reads, and sweeps as it returns.
+            assert await layer.receive(other) == {"type": "other"}
+            await layer.send(reading, {"type": "still.subscribed"})
+    assert got == [{"type": "still.subscribed"}]

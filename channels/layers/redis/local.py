@@ -62,17 +62,14 @@ _CAPACITIES_KEPT = 4096
 def _current_loop() -> object:
     """The running event loop, as ``anyio.lowlevel.current_token().native_token``.
 
-    :raises RuntimeError: outside an event loop (sniffio's or the loop's own error).
+    anyio runs on asyncio or trio, and trio names itself in sniffio's thread-local while
+    its tasks run (in guest mode too): anything else here is asyncio or no loop.
+
+    :raises RuntimeError: outside an event loop.
     """
-    # sniffio's thread-local name comes first in its own lookup too: trio sets it.
     if sniffio.thread_local.name == "trio":
         return _trio_lowlevel().current_trio_token()
-    library = sniffio.current_async_library()
-    if library == "asyncio":
-        return asyncio.get_running_loop()
-    if library == "trio":
-        return _trio_lowlevel().current_trio_token()
-    return anyio.lowlevel.current_token().native_token
+    return asyncio.get_running_loop()
 
 
 @functools.cache
@@ -112,9 +109,6 @@ class PerLoop(Generic[S]):
         try:
             loop = _current_loop()
         except RuntimeError:
-            # sniffio's AsyncLibraryNotFoundError, or the backend's own RuntimeError when
-            # sniffio names a library whose loop is not running here (its context variable
-            # is inherited).
             return None
         entry = self._states.get(loop)
         return None if entry is None else entry[0]
