@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -279,3 +281,46 @@ async def test_the_sweep_spares_a_channel_whose_receive_is_reading(
             assert await layer.receive(other) == {"type": "other"}
             await layer.send(reading, {"type": "still.subscribed"})
     assert got == [{"type": "still.subscribed"}]
+
+
+def test_event_loops_in_threads_each_get_their_own_state(redis_url: str, prefix: str) -> None:
+    """The loop found last is taken again only in the thread it runs in: loops running at
+    once in other threads (as async_to_sync's do) each keep their own connections and
+    receivers."""
+    layer = RedisPubSubChannelLayer(hosts=[redis_url], prefix=prefix)
+    errors: list[BaseException] = []
+    start = threading.Barrier(3)
+
+    def run(backend: str) -> None:
+        async def main() -> None:
+            channel = await layer.new_channel()
+            start.wait(5)
+            for n in range(100):
+                await layer.send(channel, {"type": "m", "n": n})
+                with anyio.fail_after(5):
+                    assert (await layer.receive(channel))["n"] == n
+            await layer.close()
+
+        try:
+            anyio.run(main, backend=backend)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(b,)) for b in ("asyncio", "asyncio", "trio")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert layer._loops._states == {}
+
+
+def test_asyncio_loops_still_say_which_thread_runs_them() -> None:
+    """What the per-loop lookup's shortcut relies on (``BaseEventLoop._thread_id``): if a
+    Python upgrade moves it, receives still work, but each pays for a full lookup."""
+
+    async def runs_here() -> bool:
+        loop = asyncio.get_running_loop()
+        return bool(loop._thread_id == threading.get_ident())  # type: ignore[attr-defined]
+
+    assert asyncio.run(runs_here())

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
@@ -81,12 +82,24 @@ def _trio_lowlevel() -> Any:
 
 
 class PerLoop(Generic[S]):
-    """One ``S`` per running event loop, made by ``create`` and closed by ``close``."""
+    """One ``S`` per running event loop, made by ``create`` and closed by ``close``.
+
+    Finding the running loop costs asyncio a system call (``get_running_loop`` checks
+    the process id), once per receive. So the asyncio loop found last is remembered and
+    taken again while it runs in this thread (its ``_thread_id``, which every asyncio
+    loop built on ``BaseEventLoop`` keeps; a loop without it is looked up each time).
+    """
 
     def __init__(self, create: Callable[[], S], close: Callable[[S], Awaitable[None]]) -> None:
         self._create = create
         self._close = close
         self._states: dict[object, tuple[S, AsyncGenerator[None, None]]] = {}
+        #: The loop and state found last, if that loop is an asyncio one.
+        self._recent: tuple[object, S] | None = None
+
+    def _remember(self, loop: object, state: S) -> None:
+        if getattr(loop, "_thread_id", None) is not None:
+            self._recent = (loop, state)
 
     async def get(self) -> S:
         """The current loop's state, made on first use.
@@ -102,16 +115,28 @@ class PerLoop(Generic[S]):
             # being iterated inside the loop registers it with the loop's shutdown.
             await guard.asend(None)
             entry = self._states[loop] = (state, guard)
+        self._remember(loop, entry[0])
         return entry[0]
 
     def current(self) -> S | None:
         """The current loop's state if it has one (never makes one)."""
+        recent = self._recent
+        if (
+            recent is not None
+            and getattr(recent[0], "_thread_id", None) == threading.get_ident()
+            # Not trio's tasks, running as a guest of this asyncio loop.
+            and sniffio.thread_local.name != "trio"
+        ):
+            return recent[1]
         try:
             loop = _current_loop()
         except RuntimeError:
             return None
         entry = self._states.get(loop)
-        return None if entry is None else entry[0]
+        if entry is None:
+            return None
+        self._remember(loop, entry[0])
+        return entry[0]
 
     async def aclose_current(self) -> None:
         """Close the current loop's state; the next :meth:`get` makes a new one."""
@@ -126,6 +151,8 @@ class PerLoop(Generic[S]):
         finally:
             if self._states.get(loop, (None,))[0] is state:
                 del self._states[loop]
+            if self._recent is not None and self._recent[1] is state:
+                self._recent = None
             with anyio.CancelScope(shield=True):
                 await self._close(state)
 
