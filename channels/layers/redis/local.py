@@ -21,7 +21,7 @@ This is the hot path of a group delivered to many local members: every delivery 
 filing and one receiver woken. So the filing decides a group message's copy and its
 expiry once, not once per member; and, an interop point with the event loops (like
 ``channels.concurrency``), a receiver that waits is parked on the loop's own primitive (a
-bare future on asyncio, a ``trio.Event`` on trio) and the loop is identified through
+bare future on asyncio, the task itself on trio) and the loop is identified through
 sniffio and the loop itself: ``anyio.Event()`` and ``anyio.lowlevel.current_token()``
 each look the backend up again on every call, which cost more than the rest of a
 delivery.

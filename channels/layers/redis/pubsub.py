@@ -345,7 +345,7 @@ class RedisPubSubChannelLayer(RedisLayerBase[_LoopState]):
         readers = state.readers
         try:
             # Readers.receive, in this frame: a group's members spend their time in
-            # this loop, and a coroutine less to resume is a tenth of a delivery.
+            # this loop, and a coroutine less to resume per wake is ~3% of a delivery.
             if readers.yield_due(channel):
                 await anyio.lowlevel.checkpoint()
             take = readers.mailboxes.take
