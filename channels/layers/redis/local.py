@@ -37,7 +37,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -306,6 +306,8 @@ class _TaskWaiter:
     __slots__ = ("_state", "_task")
 
     _WAITING, _SET, _ABORTED = 0, 1, 2
+    #: ``trio.lowlevel``, once a trio loop has asked for a waiter (see _waiter_type).
+    trio: ClassVar[Any] = None
 
     def __init__(self) -> None:
         self._state = self._WAITING
@@ -315,24 +317,24 @@ class _TaskWaiter:
         if self._state == self._WAITING:
             self._state = self._SET
             if self._task is not None:
-                _trio_lowlevel().reschedule(self._task)
+                self.trio.reschedule(self._task)
 
     def is_set(self) -> bool:
         return self._state == self._SET
 
-    async def wait(self) -> None:
-        lowlevel = _trio_lowlevel()
+    def wait(self) -> Awaitable[object]:
+        # Returns trio's own awaitable (no coroutine of ours around it): the caller
+        # awaits it at once, in the task that called this.
         if self._state == self._SET:
-            await lowlevel.checkpoint()
-            return
-        self._task = lowlevel.current_task()
-        await lowlevel.wait_task_rescheduled(self._abort)
+            return self.trio.checkpoint()  # type: ignore[no-any-return]
+        self._task = self.trio.current_task()
+        return self.trio.wait_task_rescheduled(self._abort)  # type: ignore[no-any-return]
 
     def _abort(self, raise_cancel: object) -> object:
         # Cancelled (or interrupted) before being set: never reschedule this task now.
         self._state = self._ABORTED
         self._task = None
-        return _trio_lowlevel().Abort.SUCCEEDED
+        return self.trio.Abort.SUCCEEDED
 
 
 def _waiter_type() -> Callable[[], _Waiter]:
@@ -344,6 +346,7 @@ def _waiter_type() -> Callable[[], _Waiter]:
     if library == "asyncio":
         return functools.partial(_FutureWaiter, loop=asyncio.get_running_loop())
     if library == "trio":
+        _TaskWaiter.trio = _trio_lowlevel()
         return _TaskWaiter
     return anyio.Event
 
