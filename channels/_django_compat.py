@@ -30,8 +30,8 @@ from django.dispatch.dispatcher import NO_RECEIVERS
 # Only annotations name the database wrapper: importing its module (and the backend machinery
 # behind it) is left to the first database backend a project loads.
 if TYPE_CHECKING:
-    from django.db.backends.base.base import BaseDatabaseWrapper
     from django.contrib.staticfiles.handlers import StaticFilesHandlerMixin
+    from django.db.backends.base.base import BaseDatabaseWrapper
     from django.http import StreamingHttpResponse
 
 

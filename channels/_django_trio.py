@@ -67,10 +67,9 @@ from django.dispatch import Signal
 
 from . import _asgiref_compat as asgiref_compat
 from . import _django_compat as django_compat
+from . import concurrency  # used through the module: its names load on first use
 from ._asgiref_compat import AsyncToSync as _AsgirefAsyncToSync
 from ._asgiref_compat import SyncToAsync as _AsgirefSyncToAsync
-# Through the module, not its names: they load on first use (see channels.concurrency).
-from . import concurrency
 from .utils import unwrap_exception_groups
 
 __all__ = ["install", "trio_runs_here"]
