@@ -414,7 +414,7 @@ async def test_every_send_is_a_cancellation_point_and_every_16th_lets_others_run
 
     left, right = socket.socketpair()
     with left, right:
-        connection = _server._Connection(left, 0.0, None, None)  # type: ignore[arg-type]
+        connection = _server._Connection(left, 0.0, _server._Watch(None, None), anyio.current_time)
         sent: list[Message] = []
 
         async def server_send(message: Message) -> None:
@@ -474,3 +474,84 @@ async def test_every_send_is_a_cancellation_point_and_every_16th_lets_others_run
             await _server._send(connection, server_send, {"type": "websocket.send", "text": "x"})
         assert scope.cancelled_caught  # cancelled before the message was handed over
         assert len(sent) == 4 * _server.SCHEDULE_EVERY
+
+
+async def _echo_app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.connect":
+            await send({"type": "websocket.accept"})
+        elif message["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": message.get("text")})
+        else:
+            return
+
+
+async def test_a_websocket_is_pinged_once_silent_for_the_interval_and_never_while_it_talks() -> (
+    None
+):
+    """daphne's rule: a peer that keeps talking needs no ping (hypercorn's own loop
+    pinged at the accept and every interval, whatever the traffic); one silent for the
+    interval gets one."""
+    import time
+
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, Ping, Request, TextMessage
+
+    interval = 2.0
+    ready: list[str] = []
+    listening, stop = anyio.Event(), anyio.Event()
+
+    def client(url: str) -> tuple[int, float, float]:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        ws = WSConnection(ConnectionType.CLIENT)
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(ws.send(Request(host=host, target="/")))
+            pings_while_talking, echoes = 0, 0
+
+            def read() -> list[Any]:
+                ws.receive_data(sock.recv(65536))
+                return list(ws.events())
+
+            while not any(isinstance(event, AcceptConnection) for event in read()):
+                pass
+            talked_from = time.monotonic()
+            while time.monotonic() - talked_from < 2.25 * interval:
+                sock.sendall(ws.send(TextMessage(data="hi")))
+                answered = False
+                while not answered:
+                    for event in read():
+                        pings_while_talking += isinstance(event, Ping)
+                        answered = answered or isinstance(event, TextMessage)
+                echoes += 1
+                time.sleep(interval / 40)
+            silent_from = time.monotonic()
+            while not any(isinstance(event, Ping) for event in read()):
+                pass
+            return pings_while_talking, echoes, time.monotonic() - silent_from
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(
+            functools.partial(
+                serve_async,
+                _echo_app,
+                bind=["127.0.0.1:0"],
+                handle_signals=False,
+                shutdown_trigger=stop.wait,
+                ping_interval=interval,
+                ping_timeout=None,
+                graceful_timeout=0,
+                on_ready=lambda addresses: (ready.extend(addresses), listening.set()),
+            )
+        )
+        await listening.wait()
+        pings, echoes, silent_for = await anyio.to_thread.run_sync(client, ready[0])
+        stop.set()
+    assert echoes > 20
+    assert pings == 0
+    assert silent_for >= interval * 0.9  # the ping came once the silence was long enough
