@@ -75,12 +75,18 @@ RELIED_ON_MEMBERS: dict[str, tuple[str, ...]] = {
         "errorlog",
         "websocket_ping_interval",
         "wsgi_max_body_size",
+        "keep_alive_timeout",
         "backlog",
         "bind",
         "create_sockets",
     ),
-    "hypercorn.trio.tcp_server.TCPServer": ("run", "protocol_send", "_read_data"),
-    "hypercorn.asyncio.tcp_server.TCPServer": ("run",),
+    "hypercorn.trio.tcp_server.TCPServer": (
+        "run",
+        "protocol_send",
+        "_read_data",
+        "_initiate_server_close",
+    ),
+    "hypercorn.asyncio.tcp_server.TCPServer": ("run", "_initiate_server_close"),
     "hypercorn.trio.lifespan.Lifespan": (
         "handle_lifespan",
         "wait_for_startup",
@@ -100,6 +106,10 @@ RELIED_ON_MEMBERS: dict[str, tuple[str, ...]] = {
 RELIED_ON_SOURCE: dict[str, str] = {
     # The trio server's writes, which _direct_send_trio_server takes over when it can.
     "hypercorn.trio.tcp_server.TCPServer.__init__": "self.send_lock = trio.Lock()",
+    # The keep-alive wait, which _WatchedIdle stands in for.
+    "hypercorn.trio.tcp_server.TCPServer._idle_timeout": "await self._initiate_server_close()",
+    "hypercorn.asyncio.tcp_server.TCPServer._idle_timeout": "self._initiate_server_close()",
+    "hypercorn.asyncio.tcp_server.TCPServer._close": "await self.idle_task.stop()",
     "hypercorn.trio.tcp_server.TCPServer.protocol_send": "await self.stream.send_all(event.data)",
     "hypercorn.trio.tcp_server.TCPServer.run": "await self._read_data()",
     "hypercorn.trio.tcp_server.TCPServer._read_data": (
@@ -306,6 +316,35 @@ class Connection(Protocol):
     def sent(self, data: bytes) -> None:
         """hypercorn is about to write ``data``."""
 
+    def idle(self, close: Callable[[], Awaitable[None]] | None) -> None:
+        """hypercorn's keep-alive wait between requests began (``close`` ends the
+        connection once it has lasted ``keep_alive_timeout``) or ended (``None``)."""
+
+
+class _WatchedIdle:
+    """Stands in for a hypercorn server's ``idle_task``, the keep-alive wait between a
+    connection's requests: hypercorn runs it as a task, started each time the connection
+    goes idle (on trio with ``nursery.start``, on asyncio with a lock and a cancelled
+    task to wait for), which was a tenth of a short WebSocket connection's CPU. Here it
+    is a deadline that the worker's watch keeps (:meth:`Connection.idle`). As
+    hypercorn's, it closes the connection at once when the worker is stopping."""
+
+    def __init__(
+        self, connection: Connection, context: Any, close: Callable[[], Awaitable[None]]
+    ) -> None:
+        self._connection = connection
+        self._context = context
+        self._close = close
+
+    async def restart(self, task_group: Any, action: object) -> None:
+        if self._context.terminated.is_set():
+            task_group.spawn(self._close)
+        else:
+            self._connection.idle(self._close)
+
+    async def stop(self) -> None:
+        self._connection.idle(None)
+
 
 #: A server's WebSocket ping: FIN, opcode 9, unmasked, no payload.
 PING_FRAME = b"\x89\x00"
@@ -332,6 +371,7 @@ async def serve_connection(
             wrapped, config, context, ConnectionState(state.copy()), cast(Any, stream)
         )
         server.on_receive = connection.received
+        server.idle_task = _WatchedIdle(connection, context, server.close_shielded)
         connection.can_ping(server.send_ping)
         await server.run()
     else:
@@ -344,7 +384,7 @@ async def serve_connection(
         noting_writer = _NotingWriter(writer, connection.sent)
         connection.can_ping(noting_writer.send_ping)
         loop = asyncio.get_running_loop()
-        await AsyncioServer(
+        server = AsyncioServer(
             wrapped,
             loop,
             config,
@@ -352,7 +392,13 @@ async def serve_connection(
             state.copy(),
             cast(Any, noting),
             cast(Any, noting_writer),
-        ).run()
+        )
+
+        async def close() -> None:
+            await asyncio.shield(server._initiate_server_close())  # as hypercorn's timeout
+
+        server.idle_task = _WatchedIdle(connection, context, close)  # type: ignore[assignment]
+        await server.run()
 
 
 @functools.cache
@@ -400,6 +446,11 @@ def _direct_send_trio_server() -> type[Any]:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     await self.protocol.handle(Closed())
 
+        async def close_shielded(self) -> None:
+            """What hypercorn's keep-alive timeout does when it ends."""
+            with trio.CancelScope(shield=True):
+                await self._initiate_server_close()
+
         def send_ping(self) -> None:
             stream = cast(_NotingTrioStream, self.stream)
             if self.send_lock.locked() or stream.unsent:
@@ -429,6 +480,7 @@ def _direct_send_trio_server() -> type[Any]:
                 await self.protocol.handle(RawData(bytes(data)))
                 if data == b"":
                     break
+            await self.idle_task.stop()  # no keep-alive wait once reading has ended
             await self.protocol.handle(Closed())
 
     return DirectSendServer

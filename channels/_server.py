@@ -120,12 +120,30 @@ class _Connection:
     send_ping: Callable[[], None] = field(default=_hypercorn.nothing)
     #: The connection's live entry in the watch's heap, if any.
     entry: list[Any] | None = None
+    #: Since when hypercorn has been waiting for the next request, if it is.
+    idle_since: float | None = None
+    close_idle: Callable[[], Awaitable[None]] | None = None
 
     def can_ping(self, send_ping: Callable[[], None]) -> None:
         self.send_ping = send_ping
 
     def received(self) -> None:
         self.last_received = self.clock()
+
+    def idle(self, close: Callable[[], Awaitable[None]] | None) -> None:
+        self.close_idle = close
+        if close is None:
+            self.idle_since = None
+            return
+        self.idle_since = now = self.clock()
+        self.watch.schedule(self, now + self.watch.keep_alive_timeout)
+
+    def end_idle(self) -> None:
+        """Close the connection if hypercorn is waiting for its next request."""
+        close = self.close_idle
+        if close is not None and not self.ended:
+            self.idle_since = self.close_idle = None
+            self.watch.spawn(_close_unless_ended, self, close)
 
     def sent(self, data: bytes) -> None:
         if self.frames is not None and self.frames.feed(data):
@@ -173,6 +191,14 @@ class _Connection:
         if self.ended:
             return None
         next_check = math.inf
+        if self.idle_since is not None:
+            idle_deadline = self.idle_since + self.watch.keep_alive_timeout
+            if now >= idle_deadline:
+                self.end_idle()
+            else:
+                next_check = idle_deadline
+        if not self.websocket:
+            return next_check if next_check < math.inf else None
         if self.close_sent_at is not None:
             close_deadline = self.close_sent_at + CLOSE_TIMEOUT
             if now >= close_deadline:
@@ -220,9 +246,18 @@ class _Watch:
     scope whose deadline is the earliest entry's, moved earlier when a nearer one comes.
     """
 
-    def __init__(self, ping_interval: float | None, silence_allowed: float | None) -> None:
+    def __init__(
+        self,
+        ping_interval: float | None,
+        silence_allowed: float | None,
+        keep_alive_timeout: float = math.inf,
+    ) -> None:
         self.ping_interval = ping_interval
         self.silence_allowed = silence_allowed
+        self.keep_alive_timeout = keep_alive_timeout
+        #: Where the tasks it needs go (closing an idle connection): the worker's
+        #: connection group, once there is one.
+        self.group: Any = None
         self._heap: list[list[Any]] = []
         self._order = itertools.count()
         self._dead = 0
@@ -242,6 +277,9 @@ class _Watch:
             self._next = when
             if self._sleep is not None:
                 self._sleep.deadline = when
+
+    def spawn(self, function: Callable[..., Awaitable[None]], *args: Any) -> None:
+        self.group.start_soon(function, *args)
 
     def forget(self, connection: _Connection) -> None:
         entry = connection.entry
@@ -299,7 +337,7 @@ class Worker:
         silence_allowed: float | None = None
         if ping_interval is not None and ping_timeout is not None:
             silence_allowed = ping_interval + ping_timeout
-        self.watch = _Watch(ping_interval, silence_allowed)
+        self.watch = _Watch(ping_interval, silence_allowed, config.keep_alive_timeout)
         self.wrapped = _hypercorn.wrap_application(_NoteWebSockets(application), config)
         self.connections: set[_Connection] = set()
         self._all_ended = anyio.Event()
@@ -318,6 +356,7 @@ class Worker:
                 lifespan_group.start_soon(self.watch.run, clock)
                 with unwrap_exception_groups():
                     async with _hypercorn.connection_group() as connections:
+                        self.watch.group = connections
                         await self._accept_until(
                             shutdown_trigger, connections, context, state, clock
                         )
@@ -346,7 +385,9 @@ class Worker:
         self._stopping = True
         if not self.connections:
             self._all_ended.set()
-        await context.terminated.set()  # hypercorn closes idle keep-alive connections
+        await context.terminated.set()  # hypercorn closes keep-alive connections that go idle
+        for connection in list(self.connections):
+            connection.end_idle()  # and those idle already
         with anyio.move_on_after(self.config.graceful_timeout):
             await self._all_ended.wait()
         if self.connections:
@@ -404,6 +445,13 @@ class Worker:
             self.connections.discard(connection)
             if self._stopping and not self.connections:
                 self._all_ended.set()
+
+
+async def _close_unless_ended(
+    connection: _Connection, close: Callable[[], Awaitable[None]]
+) -> None:
+    if not connection.ended:
+        await close()
 
 
 class _NoteWebSockets:

@@ -13,7 +13,7 @@ import signal
 import socket
 import sys
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -482,6 +482,11 @@ async def _echo_app(scope: Scope, receive: Receive, send: Send) -> None:
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
         return
+    if scope["type"] == "http":
+        headers = [(b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+        return
     while True:
         message = await receive()
         if message["type"] == "websocket.connect":
@@ -555,3 +560,51 @@ async def test_a_websocket_is_pinged_once_silent_for_the_interval_and_never_whil
     assert echoes > 20
     assert pings == 0
     assert silent_for >= interval * 0.9  # the ping came once the silence was long enough
+
+
+def _idle_keep_alive_client(url: str, stop: Callable[[], object] | None) -> bytes:
+    """One HTTP/1.1 request on a keep-alive connection, then silence: what the server
+    sends until it closes the connection (``stop`` is called once the answer is in)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = b""
+        while not received.endswith(b"ok"):
+            received += sock.recv(65536)
+        if stop is not None:
+            stop()
+        while chunk := sock.recv(65536):
+            received += chunk
+        return received
+
+
+@pytest.mark.parametrize("stopping", [False, True], ids=["timeout", "stop"])
+async def test_an_idle_keep_alive_connection_is_closed_after_its_timeout_or_at_a_stop(
+    stopping: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from hypercorn.config import Config
+
+    # hypercorn's keep-alive timeout (5 s by default), shorter for the test, or, for the
+    # stop, longer than the graceful timeout: the stop must not wait for it.
+    monkeypatch.setattr(Config, "keep_alive_timeout", 60.0 if stopping else 0.3)
+    ready: list[str] = []
+    listening, stop = anyio.Event(), anyio.Event()
+    async with anyio.create_task_group() as group:
+        group.start_soon(
+            functools.partial(
+                serve_async,
+                _echo_app,
+                bind=["127.0.0.1:0"],
+                handle_signals=False,
+                shutdown_trigger=stop.wait,
+                graceful_timeout=20,
+                on_ready=lambda addresses: (ready.extend(addresses), listening.set()),
+            )
+        )
+        await listening.wait()
+        trigger = functools.partial(anyio.from_thread.run_sync, stop.set) if stopping else None
+        received = await anyio.to_thread.run_sync(_idle_keep_alive_client, ready[0], trigger)
+        stop.set()
+    assert received.startswith(b"HTTP/1.1 200")
+    assert received.endswith(b"ok")
+    assert "Aborting" not in caplog.text  # closed as idle, not aborted after 20 s
