@@ -484,6 +484,11 @@ def ensure_venv(name: str, requirements: list[str], extra_key: bytes, log: Progr
 
 def environments(log: Progress) -> dict[str, Path]:
     ours = ensure_venv("ours", OURS_REQUIREMENTS, (REPO / "pyproject.toml").read_bytes(), log)
+    # Ours is an editable install of this checkout, which has no bytecode when Python runs
+    # with PYTHONDONTWRITEBYTECODE: every process would compile the package from source,
+    # ~2 MiB of peak RSS that neither upstream (pip compiled its wheel) nor a deployed
+    # wheel of ours pays. Compile it, as pip does, so both sides load bytecode.
+    subprocess.run([str(ours), "-m", "compileall", "-q", str(REPO / "channels")], check=True)
     upstream = ensure_venv("upstream", UPSTREAM_REQUIREMENTS, b"", log)
     return {"ours": ours, "upstream": upstream}
 

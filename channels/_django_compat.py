@@ -23,19 +23,22 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import django.utils.asyncio
 from django.db import connections
-from django.db.backends.base.base import BaseDatabaseWrapper
 from django.dispatch import Signal
 from django.dispatch.dispatcher import NO_RECEIVERS
 
+# Only annotations name the database wrapper: importing its module (and the backend machinery
+# behind it) is left to the first database backend a project loads.
 if TYPE_CHECKING:
     from django.contrib.staticfiles.handlers import StaticFilesHandlerMixin
+    from django.db.backends.base.base import BaseDatabaseWrapper
     from django.http import StreamingHttpResponse
 
 
 def replace_async_unsafe_loop_lookup(lookup: Callable[[], object]) -> None:
     """Make the ``SynchronousOnlyOperation`` guard ask ``lookup`` for the running loop."""
+    import django.utils.asyncio
+
     django.utils.asyncio.get_running_loop = lookup  # type: ignore[attr-defined]
 
 

@@ -67,9 +67,9 @@ from django.dispatch import Signal
 
 from . import _asgiref_compat as asgiref_compat
 from . import _django_compat as django_compat
+from . import concurrency  # used through the module: its names load on first use
 from ._asgiref_compat import AsyncToSync as _AsgirefAsyncToSync
 from ._asgiref_compat import SyncToAsync as _AsgirefSyncToAsync
-from .concurrency import async_to_sync, run_sync, serves_trio_loop
 from .utils import unwrap_exception_groups
 
 __all__ = ["install", "trio_runs_here"]
@@ -131,7 +131,7 @@ def _route_asgiref_sync_to_async() -> None:
         if not trio_runs_here():
             return await original(self, *args, **kwargs)
         func, thread_sensitive = asgiref_compat.sync_to_async_call(self)
-        return await run_sync(func, *args, thread_sensitive=thread_sensitive, **kwargs)
+        return await concurrency.run_sync(func, *args, thread_sensitive=thread_sensitive, **kwargs)
 
     _AsgirefSyncToAsync.__call__ = __call__  # type: ignore[method-assign]
 
@@ -142,9 +142,9 @@ def _route_asgiref_async_to_sync() -> None:
     @functools.wraps(original)
     def __call__(self: _AsgirefAsyncToSync[..., Any], *args: Any, **kwargs: Any) -> Any:
         awaitable, force_new_loop = asgiref_compat.async_to_sync_call(self)
-        if force_new_loop or not serves_trio_loop():
+        if force_new_loop or not concurrency.serves_trio_loop():
             return original(self, *args, **kwargs)
-        return async_to_sync(awaitable)(*args, **kwargs)
+        return concurrency.async_to_sync(awaitable)(*args, **kwargs)
 
     _AsgirefAsyncToSync.__call__ = __call__  # type: ignore[method-assign]
 
@@ -157,13 +157,13 @@ def _send_signals_without_asyncio() -> None:
 
     @functools.wraps(original_send)
     def send(self: Signal, sender: Any, **named: Any) -> list[tuple[Any, Any]]:
-        if not serves_trio_loop():
+        if not concurrency.serves_trio_loop():
             return original_send(self, sender, **named)
         return _send_from_thread(self, sender, named, robust=False)
 
     @functools.wraps(original_send_robust)
     def send_robust(self: Signal, sender: Any, **named: Any) -> list[tuple[Any, Any]]:
-        if not serves_trio_loop():
+        if not concurrency.serves_trio_loop():
             return original_send_robust(self, sender, **named)
         return _send_from_thread(self, sender, named, robust=True)
 
@@ -204,7 +204,7 @@ def _send_from_thread(
     sync_receivers, async_receivers = django_compat.live_receivers(signal, sender)
     responses = [(r, _call(signal, r, sender, named, robust)) for r in sync_receivers]
     if async_receivers:
-        send_async = async_to_sync(_send_to_async_receivers)
+        send_async = concurrency.async_to_sync(_send_to_async_receivers)
         responses += send_async(signal, async_receivers, sender, named, robust)
     return responses
 
@@ -221,7 +221,7 @@ async def _send_in_task_group(
         return [(r, _call(signal, r, sender, named, robust)) for r in sync_receivers]
 
     async def send_sync_in_thread() -> None:
-        sync_responses.extend(await run_sync(send_sync))
+        sync_responses.extend(await concurrency.run_sync(send_sync))
 
     with unwrap_exception_groups():
         async with anyio.create_task_group() as group:

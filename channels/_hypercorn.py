@@ -21,7 +21,8 @@ import functools
 import inspect
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, cast
+from contextlib import AbstractAsyncContextManager as AsyncContextManager
+from typing import Any, Protocol, cast
 
 import anyio
 import sniffio
@@ -63,6 +64,7 @@ RELIED_ON: dict[str, tuple[str, ...]] = {
     "hypercorn.asyncio.worker_context.WorkerContext": ("max_requests",),
     "hypercorn.events.RawData": ("data", "address"),
     "hypercorn.events.Closed": (),
+    "hypercorn.trio.tcp_server.MAX_RECV": (),
 }
 #: Attributes and methods we use on hypercorn's objects.
 RELIED_ON_MEMBERS: dict[str, tuple[str, ...]] = {
@@ -73,12 +75,18 @@ RELIED_ON_MEMBERS: dict[str, tuple[str, ...]] = {
         "errorlog",
         "websocket_ping_interval",
         "wsgi_max_body_size",
+        "keep_alive_timeout",
         "backlog",
         "bind",
         "create_sockets",
     ),
-    "hypercorn.trio.tcp_server.TCPServer": ("run", "protocol_send"),
-    "hypercorn.asyncio.tcp_server.TCPServer": ("run",),
+    "hypercorn.trio.tcp_server.TCPServer": (
+        "run",
+        "protocol_send",
+        "_read_data",
+        "_initiate_server_close",
+    ),
+    "hypercorn.asyncio.tcp_server.TCPServer": ("run", "_initiate_server_close"),
     "hypercorn.trio.lifespan.Lifespan": (
         "handle_lifespan",
         "wait_for_startup",
@@ -89,18 +97,24 @@ RELIED_ON_MEMBERS: dict[str, tuple[str, ...]] = {
         "wait_for_startup",
         "wait_for_shutdown",
     ),
-    "hypercorn.trio.worker_context.WorkerContext": ("terminated", "sleep"),
-    "hypercorn.asyncio.worker_context.WorkerContext": ("terminated", "sleep"),
+    "hypercorn.trio.worker_context.WorkerContext": ("terminated",),
+    "hypercorn.asyncio.worker_context.WorkerContext": ("terminated",),
 }
-#: Behaviour we rely on, as a phrase the source must contain: WebSocket pings are sent
-#: by ``WSStream._send_pings``, which sleeps through the worker context (see
-#: :func:`worker_context`); the trio server writes under ``send_lock`` (see
-#: :func:`_direct_send_trio_server`).
+#: Behaviour we rely on, as a phrase the source must contain: the trio server writes
+#: under ``send_lock``, reads in ``_read_data`` (which :func:`_direct_send_trio_server`
+#: replaces, so it must still be hypercorn's way to read) and keeps its task group.
 RELIED_ON_SOURCE: dict[str, str] = {
-    "hypercorn.protocol.ws_stream.WSStream._send_pings": "self.context.sleep(",
     # The trio server's writes, which _direct_send_trio_server takes over when it can.
     "hypercorn.trio.tcp_server.TCPServer.__init__": "self.send_lock = trio.Lock()",
+    # The keep-alive wait, which _WatchedIdle stands in for.
+    "hypercorn.trio.tcp_server.TCPServer._idle_timeout": "await self._initiate_server_close()",
+    "hypercorn.asyncio.tcp_server.TCPServer._idle_timeout": "self._initiate_server_close()",
+    "hypercorn.asyncio.tcp_server.TCPServer._close": "await self.idle_task.stop()",
     "hypercorn.trio.tcp_server.TCPServer.protocol_send": "await self.stream.send_all(event.data)",
+    "hypercorn.trio.tcp_server.TCPServer.run": "await self._read_data()",
+    "hypercorn.trio.tcp_server.TCPServer._read_data": (
+        "await self.protocol.handle(RawData(bytes(data)))"
+    ),
 }
 
 
@@ -179,9 +193,10 @@ def _installed_version() -> str:
         return "(unknown version)"
 
 
-def make_config(*, graceful_timeout: float, root_path: str, ping_interval: float | None) -> Any:
+def make_config(*, graceful_timeout: float, root_path: str) -> Any:
     """hypercorn's ``Config`` for our worker: no access log of its own (ours is
-    :class:`channels.serving.AccessLog`), and its WebSocket pings every ``ping_interval``."""
+    :class:`channels.serving.AccessLog`), and no WebSocket pings of its own (the
+    worker's are in :mod:`channels._server`)."""
     import logging
 
     from hypercorn.config import Config
@@ -191,7 +206,9 @@ def make_config(*, graceful_timeout: float, root_path: str, ping_interval: float
     config.root_path = root_path
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
-    config.websocket_ping_interval = ping_interval
+    # hypercorn pings every interval from a task per WebSocket, from the accept on; our
+    # worker's watch pings a WebSocket once it has been silent that long (daphne's rule).
+    config.websocket_ping_interval = None
     return config
 
 
@@ -214,24 +231,40 @@ def wrap_application(application: ASGIApp, config: Any) -> Any:
     return wrap_app(cast(Any, application), config.wsgi_max_body_size, "asgi")
 
 
-def worker_context(sleep: Callable[[float], Awaitable[None]]) -> Any:
+def worker_context() -> Any:
     """hypercorn's per-worker state for the running event loop; setting its
-    ``terminated`` event tells idle keep-alive connections to close.
+    ``terminated`` event tells idle keep-alive connections to close."""
+    if sniffio.current_async_library() == "trio":
+        from hypercorn.trio.worker_context import WorkerContext
+    else:
+        from hypercorn.asyncio.worker_context import WorkerContext  # type: ignore[assignment]
+    return WorkerContext(None)
 
-    hypercorn's WebSocket ping loop sleeps through the context's ``sleep`` and its
-    connection lingers until that sleep ends, even after the socket closed: ``sleep``
-    replaces it, so the caller can end it early.
+
+def clock() -> Callable[[], float]:
+    """The running loop's clock (:func:`anyio.current_time`'s), bound once: the server
+    reads it on every read from a peer."""
+    if sniffio.current_async_library() == "trio":
+        import trio  # interop: the clock of trio's run
+
+        return trio.current_time
+    import asyncio  # interop: the clock of the running loop
+
+    return asyncio.get_running_loop().time
+
+
+def connection_group() -> AsyncContextManager[Any]:
+    """The task group the connections' tasks run in (``start_soon``, ``cancel_scope``).
+
+    On trio, a nursery: anyio's task group wraps each task it starts in a coroutine of
+    its own, with its own cancel scope and event, which about tripled the cost of
+    starting a connection's task there. On asyncio, anyio's task group.
     """
     if sniffio.current_async_library() == "trio":
-        from hypercorn.trio.worker_context import WorkerContext as Base
-    else:
-        from hypercorn.asyncio.worker_context import WorkerContext as Base  # type: ignore[assignment]
+        import trio  # interop: see above
 
-    class Context(Base):
-        pass
-
-    Context.sleep = staticmethod(sleep)  # type: ignore[method-assign,assignment]
-    return Context(None)
+        return trio.open_nursery()
+    return anyio.create_task_group()
 
 
 class Lifespan:
@@ -268,56 +301,110 @@ class Lifespan:
         await self._driver.wait_for_shutdown()
 
 
+class Connection(Protocol):
+    """What :func:`serve_connection` needs of the connection it serves."""
+
+    sock: socket.socket
+
+    def can_ping(self, send_ping: Callable[[], None]) -> None:
+        """Called once with what writes a WebSocket ping frame now, unless another
+        write is under way (the peer is being written to anyway)."""
+
+    def received(self) -> None:
+        """hypercorn read data from the peer."""
+
+    def sent(self, data: bytes) -> None:
+        """hypercorn is about to write ``data``."""
+
+    def idle(self, close: Callable[[], Awaitable[None]] | None) -> None:
+        """hypercorn's keep-alive wait between requests began (``close`` ends the
+        connection once it has lasted ``keep_alive_timeout``) or ended (``None``)."""
+
+
+class _WatchedIdle:
+    """Stands in for a hypercorn server's ``idle_task``, the keep-alive wait between a
+    connection's requests: hypercorn runs it as a task, started each time the connection
+    goes idle (on trio with ``nursery.start``, on asyncio with a lock and a cancelled
+    task to wait for), which was a tenth of a short WebSocket connection's CPU. Here it
+    is a deadline that the worker's watch keeps (:meth:`Connection.idle`). As
+    hypercorn's, it closes the connection at once when the worker is stopping."""
+
+    def __init__(
+        self, connection: Connection, context: Any, close: Callable[[], Awaitable[None]]
+    ) -> None:
+        self._connection = connection
+        self._context = context
+        self._close = close
+
+    async def restart(self, task_group: Any, action: object) -> None:
+        if self._context.terminated.is_set():
+            task_group.spawn(self._close)
+        else:
+            self._connection.idle(self._close)
+
+    async def stop(self) -> None:
+        self._connection.idle(None)
+
+
+#: A server's WebSocket ping: FIN, opcode 9, unmasked, no payload.
+PING_FRAME = b"\x89\x00"
+
+
 async def serve_connection(
-    wrapped: Any,
-    config: Any,
-    context: Any,
-    state: dict[str, Any],
-    sock: socket.socket,
-    on_receive: Callable[[], None],
-    on_end_of_input: Callable[[], None],
-    on_send: Callable[[bytes], None],
+    wrapped: Any, config: Any, context: Any, state: dict[str, Any], connection: Connection
 ) -> None:
     """Serve one accepted connection with hypercorn's server for the running event loop.
 
-    ``on_receive`` is called each time hypercorn reads data from the peer,
-    ``on_end_of_input`` once reading has ended (end of file, an error, the socket
-    closed), and ``on_send`` with each piece of data hypercorn writes, before it is
+    ``connection.received()`` is called each time hypercorn reads data from the peer,
+    and ``connection.sent(data)`` with each piece of data hypercorn writes, before it is
     written. The socket stays the caller's to shut down; hypercorn closes it when the
     connection ends.
     """
+    sock = connection.sock
     if sniffio.current_async_library() == "trio":
         import trio  # interop: hypercorn's trio server takes a trio stream
         from hypercorn.typing import ConnectionState
 
         stream = _NotingTrioStream(trio.SocketStream(trio.socket.from_stdlib_socket(sock)), sock)
-        stream.on_receive, stream.on_end_of_input = on_receive, on_end_of_input
-        stream.on_send = on_send
-        await _direct_send_trio_server()(
+        stream.on_send = connection.sent
+        server = _direct_send_trio_server()(
             wrapped, config, context, ConnectionState(state.copy()), cast(Any, stream)
-        ).run()
+        )
+        server.on_receive = connection.received
+        server.idle_task = _WatchedIdle(connection, context, server.close_shielded)
+        connection.can_ping(server.send_ping)
+        await server.run()
     else:
         import asyncio  # interop: hypercorn's asyncio server takes asyncio streams
 
         from hypercorn.asyncio.tcp_server import TCPServer as AsyncioServer
 
         reader, writer = await asyncio.open_connection(sock=sock)
-        noting = _NotingReader(reader, on_receive, on_end_of_input)
+        noting = _NotingReader(reader, connection.received)
+        noting_writer = _NotingWriter(writer, connection.sent)
+        connection.can_ping(noting_writer.send_ping)
         loop = asyncio.get_running_loop()
-        await AsyncioServer(
+        server = AsyncioServer(
             wrapped,
             loop,
             config,
             context,
             state.copy(),
             cast(Any, noting),
-            cast(Any, _NotingWriter(writer, on_send)),
-        ).run()
+            cast(Any, noting_writer),
+        )
+
+        async def close() -> None:
+            await asyncio.shield(server._initiate_server_close())  # as hypercorn's timeout
+
+        server.idle_task = _WatchedIdle(connection, context, close)  # type: ignore[assignment]
+        await server.run()
 
 
 @functools.cache
 def _direct_send_trio_server() -> type[Any]:
-    """hypercorn's trio ``TCPServer``, writing what the socket takes at once itself.
+    """hypercorn's trio ``TCPServer``, writing what the socket takes at once itself, and
+    reading without a timeout scope per read when it has no read timeout.
 
     Each write of hypercorn's goes through ``protocol_send``: a ``trio.Lock``, a shielded
     cancel scope and trio's ``SocketStream.send_all`` (a conflict detector, a
@@ -329,20 +416,29 @@ def _direct_send_trio_server() -> type[Any]:
     broken connection are unchanged. No cancellation point is lost: nothing is awaited
     here, and the application's sends are cancellation points of their own
     (``_server._send``).
+
+    ``send_ping`` writes a ping frame the same way, from the worker's watch (not a task
+    of the connection's): only when no write is under way, and if the socket takes only
+    part of it, the rest goes first, under the lock, before anything else is written.
     """
     import trio  # interop: hypercorn's trio server
     from hypercorn.events import Closed, RawData
-    from hypercorn.trio.tcp_server import TCPServer
+    from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 
     class DirectSendServer(TCPServer):
+        on_receive: Callable[[], None] = _nothing
+
         async def protocol_send(self, event: Any) -> None:
-            if type(event) is not RawData or self.send_lock.locked():
-                await super().protocol_send(event)
-                return
             stream = cast(_NotingTrioStream, self.stream)  # what serve_connection gives it
-            rest = stream.send_now(event.data)
-            if rest is None:
+            if type(event) is not RawData or self.send_lock.locked() or stream.unsent:
+                await super().protocol_send(event)  # stream.send_all writes any unsent first
                 return
+            rest = stream.send_now(event.data)
+            if rest is not None:
+                await self._send_rest(rest)
+
+        async def _send_rest(self, rest: memoryview | bytes) -> None:
+            stream = cast(_NotingTrioStream, self.stream)
             async with self.send_lock:  # as hypercorn writes, for what is left
                 try:
                     with trio.CancelScope(shield=True):
@@ -350,37 +446,63 @@ def _direct_send_trio_server() -> type[Any]:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     await self.protocol.handle(Closed())
 
+        async def close_shielded(self) -> None:
+            """What hypercorn's keep-alive timeout does when it ends."""
+            with trio.CancelScope(shield=True):
+                await self._initiate_server_close()
+
+        def send_ping(self) -> None:
+            stream = cast(_NotingTrioStream, self.stream)
+            if self.send_lock.locked() or stream.unsent:
+                return
+            rest = stream.send_now(PING_FRAME)
+            if rest is not None and len(rest) < len(PING_FRAME):
+                stream.unsent = bytes(rest)  # written before anything else
+                self._task_group.spawn(self._send_rest, b"")
+
+        async def _read_data(self) -> None:
+            # hypercorn's, calling on_receive after each read, and entering a timeout
+            # scope per read only when there is a read timeout.
+            receive = cast(_NotingTrioStream, self.stream).receive
+            timeout = self.config.read_timeout
+            on_receive = self.on_receive
+            while True:
+                try:
+                    if timeout:
+                        with trio.fail_after(timeout):
+                            data = await receive(MAX_RECV)
+                    else:
+                        data = await receive(MAX_RECV)
+                except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
+                    break
+                if data:
+                    on_receive()
+                await self.protocol.handle(RawData(bytes(data)))
+                if data == b"":
+                    break
+            await self.idle_task.stop()  # no keep-alive wait once reading has ended
+            await self.protocol.handle(Closed())
+
     return DirectSendServer
 
 
 class _NotingTrioStream:
     """A trio ``SocketStream`` as hypercorn's trio ``TCPServer`` uses it, calling
-    ``on_receive`` after each read and ``on_end_of_input`` when reading ends. It has no
-    ``do_handshake``: hypercorn takes that as "not TLS"."""
+    ``on_send`` before each write. It has no ``do_handshake``: hypercorn takes that as
+    "not TLS"."""
 
     def __init__(self, stream: Any, sock: socket.socket) -> None:
         self._stream = stream
         self._sock = sock  # the same socket, for send_now
         self.socket = stream.socket
-        self.on_receive: Callable[[], None] = _nothing
-        self.on_end_of_input: Callable[[], None] = _nothing
+        self.receive: Callable[[int], Awaitable[bytes]] = stream.receive_some
         self.on_send: Callable[[bytes], None] = _ignore
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        try:
-            data: bytes = await self._stream.receive_some(max_bytes)
-        except BaseException:
-            self.on_end_of_input()
-            raise
-        if data:
-            self.on_receive()
-        else:
-            self.on_end_of_input()
-        return data
+        #: The rest of a ping frame the socket took only part of: written first.
+        self.unsent: bytes | None = None
 
     async def send_all(self, data: bytes) -> None:
         self.on_send(data)
-        await self._stream.send_all(data)
+        await self.send_rest(data)
 
     def send_now(self, data: bytes) -> memoryview | bytes | None:
         """Write what the socket takes without waiting (reporting all of ``data`` to
@@ -401,8 +523,12 @@ class _NotingTrioStream:
         return memoryview(data)[sent:]
 
     async def send_rest(self, rest: memoryview | bytes) -> None:
-        """Write the rest of data already reported by :meth:`send_now`."""
-        await self._stream.send_all(rest)
+        """Write data already reported to ``on_send`` (after any unsent ping)."""
+        if self.unsent is not None:
+            unsent, self.unsent = self.unsent, None
+            await self._stream.send_all(unsent)
+        if rest:
+            await self._stream.send_all(rest)
 
     async def send_eof(self) -> None:
         await self._stream.send_eof()
@@ -414,35 +540,16 @@ class _NotingTrioStream:
 class _NotingReader:
     """An asyncio ``StreamReader`` as hypercorn's asyncio ``TCPServer`` uses it."""
 
-    def __init__(
-        self,
-        reader: Any,
-        on_receive: Callable[[], None],
-        on_end_of_input: Callable[[], None],
-    ) -> None:
+    def __init__(self, reader: Any, on_receive: Callable[[], None]) -> None:
         self._reader = reader
         self._on_receive = on_receive
-        self._on_end_of_input = on_end_of_input
+        self.at_eof = reader.at_eof
 
     async def read(self, n: int = -1) -> bytes:
-        try:
-            data: bytes = await self._reader.read(n)
-        except BaseException:
-            self._on_end_of_input()
-            raise
+        data: bytes = await self._reader.read(n)
         if data:
             self._on_receive()
-        else:
-            self._on_end_of_input()
         return data
-
-    def at_eof(self) -> bool:
-        # hypercorn checks this before each read: once the transport is closed, it stops
-        # here without reading the end of file.
-        if self._reader.at_eof():
-            self._on_end_of_input()
-            return True
-        return False
 
 
 class _NotingWriter:
@@ -472,9 +579,18 @@ class _NotingWriter:
     async def wait_closed(self) -> None:
         await self._writer.wait_closed()
 
+    def send_ping(self) -> None:
+        # The transport queues writes in order, so a ping never splits another frame;
+        # hypercorn's next drain waits for it too.
+        if not self._writer.is_closing():
+            self.write(PING_FRAME)
 
-def _nothing() -> None:
-    pass
+
+def nothing() -> None:
+    """Does nothing (a default for callbacks)."""
+
+
+_nothing = nothing
 
 
 def _ignore(data: bytes) -> None:

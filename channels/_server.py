@@ -1,6 +1,6 @@
 """The worker behind :func:`channels.serving.serve_async`: it accepts connections itself,
 hands each to hypercorn's per-connection server (through :mod:`channels._hypercorn`), and
-so holds every connection's socket. That gives the two things hypercorn alone lacks:
+so holds every connection's socket. That gives what hypercorn alone lacks:
 
 An end to the graceful stop
     After ``graceful_timeout``, the connections still open are aborted: their sockets are
@@ -11,13 +11,21 @@ An end to the graceful stop
     run.
 
 WebSocket keepalive with a pong timeout
-    hypercorn pings every open WebSocket each ``ping_interval`` seconds but never checks
-    the answer. Here, a WebSocket from which nothing at all (a frame, a pong) has arrived
-    for ``ping_interval + ping_timeout`` seconds, so that a ping has gone unanswered for
-    at least ``ping_timeout`` seconds, is aborted; its consumer gets
-    ``websocket.disconnect`` with code 1006 and leaves its groups. daphne counts the same
-    way: it pings after ``ping_interval`` without traffic and drops the peer when the
-    pong is ``ping_timeout`` late.
+    hypercorn would ping every open WebSocket each ``ping_interval`` seconds from a task
+    of its own per connection, starting at the accept, and never check the answer. Its
+    pings are off here: a WebSocket from which nothing at all (a frame, a pong) has
+    arrived for ``ping_interval`` seconds is pinged (and again each ``ping_interval``
+    that it stays silent), and one silent for ``ping_interval + ping_timeout`` seconds,
+    so that a ping has gone unanswered for ``ping_timeout`` seconds, is aborted; its
+    consumer gets ``websocket.disconnect`` with code 1006 and leaves its groups. That is
+    daphne's rule: it pings after ``ping_interval`` without traffic and drops the peer
+    when the pong is ``ping_timeout`` late. A connection that talks is never pinged.
+
+One watch for all the deadlines
+    These deadlines are kept by one task per worker (:class:`_Watch`, a heap), not a task
+    per WebSocket: with hypercorn's ping task and a watch of its own, each WebSocket
+    used to start two more tasks, and write and read a ping and its pong, which cost a
+    short-lived connection about a quarter of the server's CPU.
 
 A deadline for the closing handshake
     Once the server has written a WebSocket close frame (the application's
@@ -48,6 +56,8 @@ from __future__ import annotations
 import contextvars
 import errno
 import functools
+import heapq
+import itertools
 import logging
 import math
 import socket
@@ -72,6 +82,8 @@ SCHEDULE_EVERY = 16
 #: Seconds a WebSocket connection may stay open once the server wrote its close frame.
 #: A peer answers in one round trip; websockets' ``close_timeout`` is the same idea.
 CLOSE_TIMEOUT = 2.0
+#: Connections taken from a listener's backlog at most per wake-up.
+ACCEPT_BATCH = 16
 
 logger = logging.getLogger("channels.serving")
 
@@ -84,58 +96,72 @@ class _Connection:
     """One accepted connection: its socket, when its peer last sent anything, and what
     the server has written to it.
 
-    Once it is an accepted WebSocket, one task watches it (:func:`_watch_websocket`,
-    started in ``watchers``); the connection wakes that task when its deadlines change
-    and when it ends, so the task ends by returning, never by being cancelled.
+    Once it is an accepted WebSocket, the worker's :class:`_Watch` keeps its deadlines
+    (its keepalive and, once the server wrote a close frame, the closing handshake's):
+    a WebSocket costs a heap entry, not a task of its own.
     """
 
     sock: socket.socket
     last_received: float
-    #: The task group the WebSocket's watch runs in.
-    watchers: anyio.abc.TaskGroup
-    #: Seconds the peer of a WebSocket may stay silent; ``None``: no limit.
-    silence_allowed: float | None
-    input_ended: anyio.Event = field(default_factory=anyio.Event)
+    watch: _Watch
+    #: The loop's clock, :func:`anyio.current_time` without its per-call look-up.
+    clock: Callable[[], float]
     #: When the server wrote its WebSocket close frame; ``None`` until it does.
     close_sent_at: float | None = None
+    #: When the watch last pinged the peer; ``None`` until it does.
+    pinged_at: float | None = None
     ended: bool = False
     websocket: bool = False
     #: The application's sends so far (every :data:`SCHEDULE_EVERY`-th lets others run).
     sends: int = 0
     #: The WebSocket frames written, followed from the accept until a close frame.
     frames: _FrameWatch | None = None
-    _wake: anyio.Event | None = None
+    #: Writes a ping frame unless another write is under way (set by the adapter).
+    send_ping: Callable[[], None] = field(default=_hypercorn.nothing)
+    #: The connection's live entry in the watch's heap, if any.
+    entry: list[Any] | None = None
+    #: Since when hypercorn has been waiting for the next request, if it is.
+    idle_since: float | None = None
+    close_idle: Callable[[], Awaitable[None]] | None = None
+
+    def can_ping(self, send_ping: Callable[[], None]) -> None:
+        self.send_ping = send_ping
 
     def received(self) -> None:
-        self.last_received = anyio.current_time()
+        self.last_received = self.clock()
+
+    def idle(self, close: Callable[[], Awaitable[None]] | None) -> None:
+        self.close_idle = close
+        if close is None:
+            self.idle_since = None
+            return
+        self.idle_since = now = self.clock()
+        self.watch.schedule(self, now + self.watch.keep_alive_timeout)
+
+    def end_idle(self) -> None:
+        """Close the connection if hypercorn is waiting for its next request."""
+        close = self.close_idle
+        if close is not None and not self.ended:
+            self.idle_since = self.close_idle = None
+            self.watch.spawn(_close_unless_ended, self, close)
 
     def sent(self, data: bytes) -> None:
         if self.frames is not None and self.frames.feed(data):
             self.frames = None
-            self.close_sent_at = anyio.current_time()
-            self.wake()
+            self.close_sent_at = now = self.clock()
+            self.watch.schedule(self, now + CLOSE_TIMEOUT)
 
     def websocket_accepted(self) -> None:
         """The handshake response is out: every write from now on is a frame."""
         self.websocket = True
         self.frames = _FrameWatch()
         self.received()  # the peer's silence counts from the accept
-        self.watchers.start_soon(_watch_websocket, self)
+        if self.watch.ping_interval is not None:
+            self.watch.schedule(self, self.last_received + self.watch.ping_interval)
 
     def end(self) -> None:
         self.ended = True
-        self.wake()
-
-    def wake(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
-            self._wake = None
-
-    async def wait(self, deadline: float) -> None:
-        """Until :meth:`wake` or ``deadline``, whichever comes first."""
-        self._wake = wake = anyio.Event()
-        with anyio.CancelScope(deadline=deadline):
-            await wake.wait()
+        self.watch.forget(self)
 
     def abort(self) -> None:
         """Shut the socket down, waking whoever waits on it; reset it when it closes.
@@ -159,6 +185,135 @@ class _Connection:
         except OSError:
             return False
 
+    def check(self, now: float) -> float | None:
+        """Act on the deadlines that have passed (abort, ping); the next one, or ``None``
+        once there is none (the connection was aborted, or has nothing left to watch)."""
+        if self.ended:
+            return None
+        next_check = math.inf
+        if self.idle_since is not None:
+            idle_deadline = self.idle_since + self.watch.keep_alive_timeout
+            if now >= idle_deadline:
+                self.end_idle()
+            else:
+                next_check = idle_deadline
+        if not self.websocket:
+            return next_check if next_check < math.inf else None
+        if self.close_sent_at is not None:
+            close_deadline = self.close_sent_at + CLOSE_TIMEOUT
+            if now >= close_deadline:
+                logger.info(
+                    "Closing a WebSocket whose closing handshake did not end within %gs.",
+                    CLOSE_TIMEOUT,
+                )
+                self.abort()
+                return None
+            next_check = close_deadline
+        interval, silence_allowed = self.watch.ping_interval, self.watch.silence_allowed
+        if interval is None:
+            return next_check if next_check < math.inf else None
+        if silence_allowed is not None:
+            if now >= self.last_received + silence_allowed and self.has_unread_data():
+                self.received()
+            if now >= self.last_received + silence_allowed:
+                logger.info(
+                    "Closing a WebSocket whose peer has answered nothing for %.1fs.",
+                    now - self.last_received,
+                )
+                self.abort()
+                return None
+            next_check = min(next_check, self.last_received + silence_allowed)
+        # A ping after ``interval`` without a word from the peer (daphne's rule), and
+        # again each ``interval`` that it stays silent; none once a close frame is out.
+        if self.close_sent_at is None:
+            quiet_since = self.last_received
+            if self.pinged_at is not None and self.pinged_at > quiet_since:
+                quiet_since = self.pinged_at
+            if now >= quiet_since + interval:
+                self.pinged_at = quiet_since = now
+                self.send_ping()
+            next_check = min(next_check, quiet_since + interval)
+        return next_check
+
+
+class _Watch:
+    """The deadlines of a worker's WebSockets, kept by one task for them all.
+
+    A heap of ``[when, order, connection]`` entries, each connection with at most one
+    live entry; an entry is checked when its time comes (:meth:`_Connection.check`),
+    which is when the connection's activity since it was filed is taken into account, so
+    traffic costs a clock read per read, not a timer update. The task sleeps in a cancel
+    scope whose deadline is the earliest entry's, moved earlier when a nearer one comes.
+    """
+
+    def __init__(
+        self,
+        ping_interval: float | None,
+        silence_allowed: float | None,
+        keep_alive_timeout: float = math.inf,
+    ) -> None:
+        self.ping_interval = ping_interval
+        self.silence_allowed = silence_allowed
+        self.keep_alive_timeout = keep_alive_timeout
+        #: Where the tasks it needs go (closing an idle connection): the worker's
+        #: connection group, once there is one.
+        self.group: Any = None
+        self._heap: list[list[Any]] = []
+        self._order = itertools.count()
+        self._dead = 0
+        self._next = math.inf
+        self._sleep: anyio.CancelScope | None = None
+
+    def schedule(self, connection: _Connection, when: float) -> None:
+        """Check ``connection`` at ``when``, or earlier if it is due earlier already."""
+        if connection.entry is not None:
+            if connection.entry[0] <= when:
+                return
+            self.forget(connection)
+        entry = [when, next(self._order), connection]
+        connection.entry = entry
+        heapq.heappush(self._heap, entry)
+        if when < self._next:
+            self._next = when
+            if self._sleep is not None:
+                self._sleep.deadline = when
+
+    def spawn(self, function: Callable[..., Awaitable[None]], *args: Any) -> None:
+        self.group.start_soon(function, *args)
+
+    def forget(self, connection: _Connection) -> None:
+        entry = connection.entry
+        if entry is None:
+            return
+        entry[2] = None  # the heap keeps the husk until its time, or a sweep
+        connection.entry = None
+        self._dead += 1
+        if self._dead > 64 and self._dead * 2 > len(self._heap):
+            self._heap = [entry for entry in self._heap if entry[2] is not None]
+            heapq.heapify(self._heap)
+            self._dead = 0
+
+    async def run(self, clock: Callable[[], float]) -> None:
+        heap = self._heap
+        while True:
+            with anyio.CancelScope(deadline=self._next) as self._sleep:
+                await anyio.sleep_forever()
+            self._sleep = None
+            now = clock()
+            heap = self._heap
+            while heap and heap[0][0] <= now:
+                entry = heapq.heappop(heap)
+                connection: _Connection | None = entry[2]
+                if connection is None:
+                    self._dead -= 1
+                    continue
+                connection.entry = None
+                when = connection.check(now)
+                if when is not None:
+                    connection.entry = entry = [when, next(self._order), connection]
+                    heapq.heappush(heap, entry)
+            self._next = heap[0][0] if heap else math.inf
+
 
 _current: contextvars.ContextVar[_Connection | None] = contextvars.ContextVar(
     "channels_serving_connection", default=None
@@ -179,9 +334,10 @@ class Worker:
     ) -> None:
         self.config = config
         self.sockets = list(sockets)
-        self.silence_allowed: float | None = None
+        silence_allowed: float | None = None
         if ping_interval is not None and ping_timeout is not None:
-            self.silence_allowed = ping_interval + ping_timeout
+            silence_allowed = ping_interval + ping_timeout
+        self.watch = _Watch(ping_interval, silence_allowed, config.keep_alive_timeout)
         self.wrapped = _hypercorn.wrap_application(_NoteWebSockets(application), config)
         self.connections: set[_Connection] = set()
         self._all_ended = anyio.Event()
@@ -189,16 +345,21 @@ class Worker:
 
     async def run(self, shutdown_trigger: Callable[[], Awaitable[object]]) -> None:
         state: dict[str, Any] = {}
-        context = _hypercorn.worker_context(_sleep_while_open)
+        context = _hypercorn.worker_context()
         lifespan = _hypercorn.Lifespan(self.wrapped, self.config, state)
+        clock = _hypercorn.clock()
         # A lifespan failure, or a connection task's, raises as itself.
         with unwrap_exception_groups():
             async with anyio.create_task_group() as lifespan_group:
                 await lifespan.start(lifespan_group)
                 await lifespan.wait_for_startup()
+                lifespan_group.start_soon(self.watch.run, clock)
                 with unwrap_exception_groups():
-                    async with anyio.create_task_group() as connections:
-                        await self._accept_until(shutdown_trigger, connections, context, state)
+                    async with _hypercorn.connection_group() as connections:
+                        self.watch.group = connections
+                        await self._accept_until(
+                            shutdown_trigger, connections, context, state, clock
+                        )
                         await self._stop(connections, context)
                 await lifespan.wait_for_shutdown()
                 lifespan_group.cancel_scope.cancel()
@@ -206,24 +367,27 @@ class Worker:
     async def _accept_until(
         self,
         shutdown_trigger: Callable[[], Awaitable[object]],
-        connections: anyio.abc.TaskGroup,
+        connections: Any,
         context: Any,
         state: dict[str, Any],
+        clock: Callable[[], float],
     ) -> None:
         with unwrap_exception_groups():
             async with anyio.create_task_group() as accepting:
                 for sock in self.sockets:
-                    accepting.start_soon(self._accept, sock, connections, context, state)
+                    accepting.start_soon(self._accept, sock, connections, context, state, clock)
                 await shutdown_trigger()
                 accepting.cancel_scope.cancel()
         for sock in self.sockets:
             sock.close()  # refuse new connections from now on
 
-    async def _stop(self, connections: anyio.abc.TaskGroup, context: Any) -> None:
+    async def _stop(self, connections: Any, context: Any) -> None:
         self._stopping = True
         if not self.connections:
             self._all_ended.set()
-        await context.terminated.set()  # hypercorn closes idle keep-alive connections
+        await context.terminated.set()  # hypercorn closes keep-alive connections that go idle
+        for connection in list(self.connections):
+            connection.end_idle()  # and those idle already
         with anyio.move_on_after(self.config.graceful_timeout):
             await self._all_ended.wait()
         if self.connections:
@@ -241,27 +405,30 @@ class Worker:
     async def _accept(
         self,
         listener: socket.socket,
-        connections: anyio.abc.TaskGroup,
+        connections: Any,
         context: Any,
         state: dict[str, Any],
+        clock: Callable[[], float],
     ) -> None:
         listener.setblocking(False)
         while True:
             await anyio.wait_readable(listener)
-            try:
-                sock, _ = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError as exc:
-                if exc.errno not in _TRANSIENT_ACCEPT_ERRORS:
-                    raise
-                logger.error("Cannot accept a connection (%s); retrying.", exc)
-                await anyio.sleep(0.1)
-                continue
-            sock.setblocking(False)
-            connection = _Connection(sock, anyio.current_time(), connections, self.silence_allowed)
-            self.connections.add(connection)
-            connections.start_soon(self._serve, connection, context, state)
+            # Take what the backlog holds (up to a few), then wait again.
+            for _ in range(ACCEPT_BATCH):
+                try:
+                    sock, _ = listener.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    if exc.errno not in _TRANSIENT_ACCEPT_ERRORS:
+                        raise
+                    logger.error("Cannot accept a connection (%s); retrying.", exc)
+                    await anyio.sleep(0.1)
+                    break
+                sock.setblocking(False)
+                connection = _Connection(sock, clock(), self.watch, clock)
+                self.connections.add(connection)
+                connections.start_soon(self._serve, connection, context, state)
 
     async def _serve(self, connection: _Connection, context: Any, state: dict[str, Any]) -> None:
         # hypercorn's asyncio server can leave its task with a pending cancellation
@@ -269,17 +436,10 @@ class Worker:
         _current.set(connection)  # seen by the application's tasks, spawned from this one
         try:
             await _hypercorn.serve_connection(
-                self.wrapped,
-                self.config,
-                context,
-                state,
-                connection.sock,
-                connection.received,
-                connection.input_ended.set,
-                connection.sent,
+                self.wrapped, self.config, context, state, connection
             )
         finally:
-            connection.end()  # its WebSocket's watch, if any, returns
+            connection.end()  # the watch lets it go
             with connection.sock:
                 pass  # hypercorn closed it; this covers a failure before it took it over
             self.connections.discard(connection)
@@ -287,53 +447,11 @@ class Worker:
                 self._all_ended.set()
 
 
-async def _sleep_while_open(seconds: float) -> None:
-    """hypercorn's sleep between WebSocket pings, cut short once the connection's input
-    has ended: its ping loop then sees the stream closed and stops, rather than keep the
-    connection's task (and a graceful stop) waiting up to ``ping_interval``."""
-    connection = _current.get()
-    with anyio.move_on_after(seconds):
-        if connection is None:
-            await anyio.sleep_forever()
-        else:
-            await connection.input_ended.wait()
-
-
-async def _watch_websocket(connection: _Connection) -> None:
-    """Abort ``connection``'s WebSocket when its peer has been silent for
-    ``silence_allowed`` seconds, or :data:`CLOSE_TIMEOUT` seconds after the server wrote
-    its close frame; return once the connection has ended.
-
-    One task and one deadline, the nearer of the two, recomputed each time it passes or
-    the connection wakes the task: a WebSocket costs a single sleeping task.
-    """
-    while not connection.ended:
-        now = anyio.current_time()
-        if connection.close_sent_at is not None:
-            close_deadline = connection.close_sent_at + CLOSE_TIMEOUT
-            if now >= close_deadline:
-                logger.info(
-                    "Closing a WebSocket whose closing handshake did not end within %gs.",
-                    CLOSE_TIMEOUT,
-                )
-                connection.abort()
-                return
-        else:
-            close_deadline = math.inf
-        silence_deadline = math.inf
-        if connection.silence_allowed is not None:
-            silence_deadline = connection.last_received + connection.silence_allowed
-            if now >= silence_deadline:
-                if connection.has_unread_data():
-                    connection.received()
-                    continue
-                logger.info(
-                    "Closing a WebSocket whose peer has answered nothing for %.1fs.",
-                    now - connection.last_received,
-                )
-                connection.abort()
-                return
-        await connection.wait(min(close_deadline, silence_deadline))
+async def _close_unless_ended(
+    connection: _Connection, close: Callable[[], Awaitable[None]]
+) -> None:
+    if not connection.ended:
+        await close()
 
 
 class _NoteWebSockets:

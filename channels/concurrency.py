@@ -56,16 +56,19 @@ Interop points that need asyncio
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 from collections.abc import Callable, Coroutine
-from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
 from ._asgiref_compat import markcoroutinefunction
-from ._async_to_sync import async_to_sync as async_to_sync
-from ._async_to_sync import serves_trio_loop as serves_trio_loop
-from ._iterate import iterate_in_thread as iterate_in_thread
-from ._threads import run_sync as run_sync
-from ._threads import thread_sensitive_context as thread_sensitive_context
+
+if TYPE_CHECKING:
+    from ._async_to_sync import async_to_sync as async_to_sync
+    from ._async_to_sync import serves_trio_loop as serves_trio_loop
+    from ._iterate import iterate_in_thread as iterate_in_thread
+    from ._threads import run_sync as run_sync
+    from ._threads import thread_sensitive_context as thread_sensitive_context
 
 __all__ = [
     "SyncToAsync",
@@ -75,6 +78,33 @@ __all__ = [
     "sync_to_async",
     "thread_sensitive_context",
 ]
+
+# The names this module serves from its private modules, each loaded on first use
+# (:func:`__getattr__`), so that importing Channels does not load what a process may never
+# call: an ASGI server of async consumers never runs ``async_to_sync`` (nor loads
+# ``anyio.from_thread``) or ``iterate_in_thread``.
+_LAZY_NAMES = {
+    "async_to_sync": "._async_to_sync",
+    "serves_trio_loop": "._async_to_sync",
+    "iterate_in_thread": "._iterate",
+    "run_sync": "._threads",
+    "thread_sensitive_context": "._threads",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load the private module behind ``name`` the first time it is asked for."""
+    module = _LAZY_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __package__), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY_NAMES})
+
 
 _P = ParamSpec("_P")
 _Q = ParamSpec("_Q")
@@ -102,6 +132,8 @@ class SyncToAsync(Generic[_P, _R]):
         return self.func(*args, **kwargs)
 
     async def __call__(self, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        from ._threads import run_sync  # loaded on the first call (see _LAZY_NAMES)
+
         return await run_sync(
             self.call_in_thread, *args, thread_sensitive=self.thread_sensitive, **kwargs
         )

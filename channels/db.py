@@ -16,7 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 from django.db.backends.signals import connection_created
 
 from ._django_compat import initialized_connections
-from .concurrency import SyncToAsync, run_sync
+from .concurrency import SyncToAsync
 
 __all__ = [
     "DatabaseSyncToAsync",
@@ -100,6 +100,8 @@ async def aclose_old_connections() -> None:
     if keep_connections.get():
         return
     if _threads_with_connections or not _first_check_done:
+        from ._threads import run_sync  # not at import: see channels.concurrency
+
         await run_sync(close_old_connections)
         _first_check_done = True
 
@@ -121,4 +123,6 @@ async def release_kept_connections() -> None:
     the health check, which would have to reach the database.
     """
     if _threads_with_connections:
+        from ._threads import run_sync
+
         await run_sync(_close_connections_outside_transactions)

@@ -17,7 +17,8 @@ Graceful shutdown, and its end
     shutdown, and can wait forever on a client that does not read.
 
 WebSocket keepalive
-    Every open WebSocket is pinged each ``ping_interval`` seconds; one whose peer has sent
+    An open WebSocket whose peer has sent nothing for ``ping_interval`` seconds is
+    pinged (again each ``ping_interval`` it stays silent); one whose peer has sent
     nothing (no frame, no pong) for ``ping_interval + ping_timeout`` seconds is dropped,
     and its consumer receives ``websocket.disconnect`` with code 1006. The names, the
     defaults (20 and 30) and the counting from the peer's last data are daphne's.
@@ -106,8 +107,9 @@ def serve(
         thread; without them the server runs until the process ends).
     :param access_log: where to log requests and WebSocket events (see
         :class:`AccessLog`): a logger, ``"-"`` for standard output, or a file's path.
-    :param ping_interval: seconds between the pings sent to each open WebSocket
-        (daphne's ``--ping-interval``); ``None`` sends none.
+    :param ping_interval: seconds a WebSocket's peer may stay silent before it is
+        pinged, and between the pings while it stays so (daphne's ``--ping-interval``);
+        ``None`` sends none.
     :param ping_timeout: seconds a ping may go unanswered before the WebSocket is
         dropped and its consumer gets ``websocket.disconnect`` (code 1006); counted, as
         by daphne, from the last data the peer sent. ``None`` never drops.
@@ -170,9 +172,7 @@ async def serve_async(
         if value is not None and not value > 0:
             raise ValueError(f"{name} must be a number of seconds > 0 or None, got {value!r}")
 
-    config = _hypercorn.make_config(
-        graceful_timeout=graceful_timeout, root_path=root_path, ping_interval=ping_interval
-    )
+    config = _hypercorn.make_config(graceful_timeout=graceful_timeout, root_path=root_path)
     stop = anyio.Event()
     with contextlib.ExitStack() as owned, unwrap_exception_groups():
         logger = owned.enter_context(_access_logger(access_log))
@@ -474,7 +474,8 @@ def add_keepalive_arguments(parser: argparse.ArgumentParser) -> None:
         "--ping-interval",
         type=_seconds,
         default=DEFAULT_PING_INTERVAL,
-        help="seconds between the pings sent to each open WebSocket (default %(default)g)",
+        help="seconds a WebSocket may be idle before a keepalive ping is sent "
+        "(default %(default)g)",
     )
     parser.add_argument(
         "--ping-timeout",

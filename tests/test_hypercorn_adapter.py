@@ -79,14 +79,14 @@ async def test_serve_async_checks_the_adapter_before_serving(
         await serve_async(RenamedParameters, bind=["127.0.0.1:0"], handle_signals=False)
 
 
-def test_a_ping_loop_that_no_longer_sleeps_through_the_context_is_named(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from hypercorn.protocol.ws_stream import WSStream
+def test_a_trio_read_loop_that_changed_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The adapter replaces the trio server's ``_read_data``: a hypercorn that reads
+    differently must be looked at before that replacement is trusted."""
+    from hypercorn.trio.tcp_server import TCPServer
 
-    async def _send_pings(self: Any) -> None:
+    async def _read_data(self: Any) -> None:
         pass
 
-    monkeypatch.setattr(WSStream, "_send_pings", _send_pings)
-    with pytest.raises(_hypercorn.HypercornChanged, match=r"no longer calls self\.context\.sleep"):
+    monkeypatch.setattr(TCPServer, "_read_data", _read_data)
+    with pytest.raises(_hypercorn.HypercornChanged, match=r"TCPServer\._read_data no longer has"):
         _hypercorn.check()

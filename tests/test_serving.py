@@ -13,7 +13,7 @@ import signal
 import socket
 import sys
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -414,7 +414,7 @@ async def test_every_send_is_a_cancellation_point_and_every_16th_lets_others_run
 
     left, right = socket.socketpair()
     with left, right:
-        connection = _server._Connection(left, 0.0, None, None)  # type: ignore[arg-type]
+        connection = _server._Connection(left, 0.0, _server._Watch(None, None), anyio.current_time)
         sent: list[Message] = []
 
         async def server_send(message: Message) -> None:
@@ -474,3 +474,137 @@ async def test_every_send_is_a_cancellation_point_and_every_16th_lets_others_run
             await _server._send(connection, server_send, {"type": "websocket.send", "text": "x"})
         assert scope.cancelled_caught  # cancelled before the message was handed over
         assert len(sent) == 4 * _server.SCHEDULE_EVERY
+
+
+async def _echo_app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    if scope["type"] == "http":
+        headers = [(b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+        return
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.connect":
+            await send({"type": "websocket.accept"})
+        elif message["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": message.get("text")})
+        else:
+            return
+
+
+async def test_a_websocket_is_pinged_once_silent_for_the_interval_and_never_while_it_talks() -> (
+    None
+):
+    """daphne's rule: a peer that keeps talking needs no ping (hypercorn's own loop
+    pinged at the accept and every interval, whatever the traffic); one silent for the
+    interval gets one."""
+    import time
+
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, Ping, Request, TextMessage
+
+    interval = 2.0
+    ready: list[str] = []
+    listening, stop = anyio.Event(), anyio.Event()
+
+    def client(url: str) -> tuple[int, float, float]:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        ws = WSConnection(ConnectionType.CLIENT)
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(ws.send(Request(host=host, target="/")))
+            pings_while_talking, echoes = 0, 0
+
+            def read() -> list[Any]:
+                ws.receive_data(sock.recv(65536))
+                return list(ws.events())
+
+            while not any(isinstance(event, AcceptConnection) for event in read()):
+                pass
+            talked_from = time.monotonic()
+            while time.monotonic() - talked_from < 2.25 * interval:
+                sock.sendall(ws.send(TextMessage(data="hi")))
+                answered = False
+                while not answered:
+                    for event in read():
+                        pings_while_talking += isinstance(event, Ping)
+                        answered = answered or isinstance(event, TextMessage)
+                echoes += 1
+                time.sleep(interval / 40)
+            silent_from = time.monotonic()
+            while not any(isinstance(event, Ping) for event in read()):
+                pass
+            return pings_while_talking, echoes, time.monotonic() - silent_from
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(
+            functools.partial(
+                serve_async,
+                _echo_app,
+                bind=["127.0.0.1:0"],
+                handle_signals=False,
+                shutdown_trigger=stop.wait,
+                ping_interval=interval,
+                ping_timeout=None,
+                graceful_timeout=0,
+                on_ready=lambda addresses: (ready.extend(addresses), listening.set()),
+            )
+        )
+        await listening.wait()
+        pings, echoes, silent_for = await anyio.to_thread.run_sync(client, ready[0])
+        stop.set()
+    assert echoes > 20
+    assert pings == 0
+    assert silent_for >= interval * 0.9  # the ping came once the silence was long enough
+
+
+def _idle_keep_alive_client(url: str, stop: Callable[[], object] | None) -> bytes:
+    """One HTTP/1.1 request on a keep-alive connection, then silence: what the server
+    sends until it closes the connection (``stop`` is called once the answer is in)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = b""
+        while not received.endswith(b"ok"):
+            received += sock.recv(65536)
+        if stop is not None:
+            stop()
+        while chunk := sock.recv(65536):
+            received += chunk
+        return received
+
+
+@pytest.mark.parametrize("stopping", [False, True], ids=["timeout", "stop"])
+async def test_an_idle_keep_alive_connection_is_closed_after_its_timeout_or_at_a_stop(
+    stopping: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from hypercorn.config import Config
+
+    # hypercorn's keep-alive timeout (5 s by default), shorter for the test, or, for the
+    # stop, longer than the graceful timeout: the stop must not wait for it.
+    monkeypatch.setattr(Config, "keep_alive_timeout", 60.0 if stopping else 0.3)
+    ready: list[str] = []
+    listening, stop = anyio.Event(), anyio.Event()
+    async with anyio.create_task_group() as group:
+        group.start_soon(
+            functools.partial(
+                serve_async,
+                _echo_app,
+                bind=["127.0.0.1:0"],
+                handle_signals=False,
+                shutdown_trigger=stop.wait,
+                graceful_timeout=20,
+                on_ready=lambda addresses: (ready.extend(addresses), listening.set()),
+            )
+        )
+        await listening.wait()
+        trigger = functools.partial(anyio.from_thread.run_sync, stop.set) if stopping else None
+        received = await anyio.to_thread.run_sync(_idle_keep_alive_client, ready[0], trigger)
+        stop.set()
+    assert received.startswith(b"HTTP/1.1 200")
+    assert received.endswith(b"ok")
+    assert "Aborting" not in caplog.text  # closed as idle, not aborted after 20 s
