@@ -20,7 +20,6 @@ with the consumer; what it joined this way is left when it ends, whatever ended 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar, cast
@@ -43,7 +42,7 @@ from .types import (
     Scope,
     Send,
 )
-from .utils import Dispatcher
+from .utils import Arm, Dispatcher
 
 __all__ = ["AsyncConsumer", "SyncConsumer", "get_handler_name"]
 
@@ -96,17 +95,26 @@ class AsyncConsumer:
         # narrow it on every call. It is None at run time when there is none.
         self.channel_layer = cast(ChannelLayer, get_channel_layer(self.channel_layer_alias))
         sources: list[Callable[[], Awaitable[Message]]] = [receive]
-        if self.channel_layer is not None:
-            self.channel_name = await self.channel_layer.new_channel()
-            self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
-            sources.append(self.channel_receive)
+        deferred: list[tuple[Callable[[], Awaitable[Message]], Arm]] = []
+        layer = self.channel_layer
+        if layer is not None:
+            self.channel_name = await layer.new_channel()
+            self.channel_receive = functools.partial(layer.receive, self.channel_name)
+            # A layer that can call us when our channel has a message (the in-memory one)
+            # spares an idle consumer its listener task until then.
+            call_on_message = getattr(layer, "call_on_message", None)
+            if callable(call_on_message):
+                arm = cast(Arm, functools.partial(call_on_message, self.channel_name))
+                deferred.append((self.channel_receive, arm))
+            else:
+                sources.append(self.channel_receive)
         self.base_send = async_to_sync(send) if self._sync else send
 
         self._dispatcher = Dispatcher(self.dispatch)
         try:
-            # StopConsumer comes from a handler or, as upstream allows, from receive().
-            with contextlib.suppress(StopConsumer):
-                await self._dispatcher.run(sources)
+            await self._dispatcher.run(sources, deferred=deferred)
+        except StopConsumer:  # from a handler or, as upstream allows, from receive()
+            pass
         finally:
             if self._durable is not None:
                 await self._durable.clean_up()

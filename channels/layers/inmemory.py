@@ -37,8 +37,8 @@ import random
 import string
 import time
 from collections import deque
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import anyio
 import anyio.lowlevel
@@ -79,6 +79,9 @@ _monotonic = time.monotonic
 
 _IMMUTABLE = frozenset({str, int, float, bool, bytes, type(None)})
 
+# What a channel holds as its messages while it has none (``_put`` makes the deque).
+_NO_MESSAGES = cast("deque[Message]", ())
+
 
 def _is_flat(message: Message) -> bool:
     """True if every value is immutable, so a shallow copy is a deep one."""
@@ -105,6 +108,26 @@ def copy_message(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
+class _Callback:
+    """A receiver waiting on a channel as a function to call, not a task: see
+    :meth:`InMemoryChannelLayer.call_on_message`. Woken like the receivers' events."""
+
+    __slots__ = ("_layer", "_queue", "set")
+
+    def __init__(
+        self, layer: InMemoryChannelLayer, queue: _Channel, callback: Callable[[], object]
+    ) -> None:
+        self._layer = layer
+        self._queue = queue
+        self.set = callback
+
+    def withdraw(self) -> None:
+        queue = self._queue
+        if self in queue.waiters:
+            queue.waiters.remove(self)
+            self._layer._forget_if_idle(queue)
+
+
 class _Channel:
     """One channel: its queued messages and the receivers waiting for one."""
 
@@ -113,8 +136,13 @@ class _Channel:
     def __init__(self, name: str, capacity: int) -> None:
         self.name = name
         self.capacity = capacity
-        self.messages: deque[Message] = deque()
-        self.waiters: deque[anyio.Event] = deque()
+        # A channel without messages shares this empty tuple rather than holding an empty
+        # deque (about 760 bytes): most live channels are a consumer's, waiting.
+        self.messages: deque[Message] = _NO_MESSAGES
+        # Oldest first. A list, not a deque: there is rarely more than one, and an empty
+        # deque costs about 700 bytes more than an empty list (each open WebSocket's
+        # consumer has a channel waiting here).
+        self.waiters: list[anyio.Event | _Callback] = []
         # Messages ever appended / taken from the head: the n-th message is still queued
         # exactly when n >= removed, which is how a deadline finds out if it still matters.
         self.added = 0
@@ -140,7 +168,10 @@ class _Channel:
 
     def pop(self) -> Message:
         self.removed += 1
-        return self.messages.popleft()
+        message = self.messages.popleft()
+        if not self.messages:
+            self.messages = _NO_MESSAGES
+        return message
 
     def wake_one(self) -> None:
         """Wake the receiver that has waited longest (woken receivers leave ``waiters``).
@@ -150,7 +181,7 @@ class _Channel:
         """
         while self.waiters:
             try:
-                self.waiters.popleft().set()
+                self.waiters.pop(0).set()
             except RuntimeError:  # asyncio's "Event loop is closed": nobody to wake there
                 continue
             return
@@ -301,6 +332,24 @@ class InMemoryChannelLayer(BaseChannelLayer):
             self._receives_without_yield = 0
         return await self._wait_and_take(channel)
 
+    def call_on_message(self, channel: str, callback: Callable[[], object]) -> Callable[[], None]:
+        """Call ``callback()`` once, when ``channel`` has a message for a receive to take
+        (at once if it has one already); returns the function that withdraws it.
+
+        Until it is called or withdrawn, ``callback`` counts as a receiver waiting on the
+        channel (the channel is live, and a message wakes it in its turn with the others)
+        but without a task: a consumer listens on its channel this way, and starts a
+        listener task only once something arrives. The message is not taken: the
+        callback's ``receive`` takes it. Withdrawing after the call does nothing.
+        """
+        queue = self._channel(channel)
+        waiter = _Callback(self, queue, callback)
+        if queue.messages:
+            callback()
+        else:
+            queue.waiters.append(waiter)
+        return waiter.withdraw
+
     async def _wait_and_take(self, channel: str) -> Message:
         queue = self._channel(channel)
         while not queue.messages:
@@ -327,12 +376,15 @@ class InMemoryChannelLayer(BaseChannelLayer):
 
     def _take(self, queue: _Channel) -> Message:
         queue.removed += 1
-        message = queue.messages.popleft()
-        if queue.messages:
+        messages = queue.messages
+        message = messages.popleft()
+        if messages:
             if queue.waiters:
                 queue.wake_one()
-        elif not queue.waiters:
-            self._forget(queue)
+        else:
+            queue.messages = _NO_MESSAGES
+            if not queue.waiters:
+                self._forget(queue)
         return message
 
     async def new_channel(self, prefix: str = "specific.") -> str:
@@ -370,6 +422,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
         # As upstream's asyncio.Queue(maxsize=...), a capacity of 0 or less means unbounded.
         elif 0 < queue.capacity <= len(queue.messages):
             raise ChannelFull(name)
+        if queue.messages is _NO_MESSAGES:
+            queue.messages = deque()
         queue.messages.append(message)
         deadlines = self._message_deadlines
         deadline = now + self.expiry
@@ -711,7 +765,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         """Drop every message and group. Receivers already waiting keep waiting."""
         for name, queue in list(self.channels.items()):
             queue.removed += len(queue.messages)
-            queue.messages.clear()
+            queue.messages = _NO_MESSAGES
             if not queue.waiters:
                 del self.channels[name]
         self.groups.clear()
