@@ -108,6 +108,48 @@ def copy_message(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
+def _share(value: Any) -> Any:
+    return value
+
+
+def _copier(value: Any) -> Callable[[Any], Any]:
+    """A function that deep-copies ``value`` (this object, as it is now) again and again.
+
+    ``group_send`` hands each member its own copy of one message: what is immutable in
+    it is found once, here, and each copy only rebuilds the containers (a nested payload
+    used to be looked through again for every member).
+    """
+    cls = type(value)
+    if cls in _IMMUTABLE:
+        return _share
+    if cls is dict:
+        nested = [
+            (key, _copier(item)) for key, item in value.items() if type(item) not in _IMMUTABLE
+        ]
+        if not nested:
+            return dict.copy
+
+        def copy_dict(original: dict[Any, Any]) -> dict[Any, Any]:
+            copied = original.copy()
+            for key, copy_item in nested:
+                copied[key] = copy_item(original[key])
+            return copied
+
+        return copy_dict
+    if cls is list or cls is tuple:
+        items = [_copier(item) for item in value]
+        if all(copy_item is _share for copy_item in items):
+            return list.copy if cls is list else _share
+
+        def copy_list(original: Any) -> Any:
+            return [copy_item(item) for copy_item, item in zip(items, original, strict=True)]
+
+        if cls is list:
+            return copy_list
+        return lambda original: tuple(copy_list(original))
+    return copy.deepcopy
+
+
 class _Callback:
     """A receiver waiting on a channel as a function to call, not a task: see
     :meth:`InMemoryChannelLayer.call_on_message`. Woken like the receivers' events."""
@@ -327,9 +369,10 @@ class InMemoryChannelLayer(BaseChannelLayer):
                 return self._take(queue)
             # A receiver that always finds messages would otherwise never let other tasks
             # run or a cancellation land: every so often, yield before taking (so a
-            # cancellation here takes nothing).
-            await anyio.lowlevel.checkpoint()
+            # cancellation here takes nothing). The count restarts first: the receivers
+            # that run while this one yields have not been found at fault.
             self._receives_without_yield = 0
+            await anyio.lowlevel.checkpoint()
         return await self._wait_and_take(channel)
 
     def call_on_message(self, channel: str, callback: Callable[[], object]) -> Callable[[], None]:
@@ -560,17 +603,19 @@ class InMemoryChannelLayer(BaseChannelLayer):
         if not members:
             return
         # Look at the message once, not once per member.
-        copy = dict.copy if type(message) is dict and _is_flat(message) else copy_message
-        self._deliver(group, members, message, copy, now)
+        self._deliver(group, members, message, _copier(message), now)
 
     async def _deliver_positioned(
         self, group: str, message: Message, epoch: str, offset: int, now: float
     ) -> None:
         members = self.groups.get(group)
         if members:
+            copy_message = _copier(message)
 
             def copy(message: Message) -> Message:
-                return _positioned(message, epoch, offset)
+                copied: Message = copy_message(message)
+                copied[POSITION_KEY] = {"epoch": epoch, "offset": offset}
+                return copied
 
             self._deliver(group, members, message, copy, now)
 
