@@ -36,6 +36,13 @@ class _Turn:
         # WebSocket's consumer holds one of these locks, almost never contended.
         self._waiters: deque[anyio.Event] | None = None
 
+    def take_if_free(self) -> bool:
+        """Take the turn if nobody holds it; True if it was taken."""
+        if self._held:
+            return False
+        self._held = True
+        return True
+
     async def take(self) -> None:
         if not self._held:
             self._held = True
@@ -113,7 +120,7 @@ class Dispatcher(Generic[_T]):
         # asyncio runs ready tasks first in, first out, so one yield is a pass. trio runs
         # each batch of ready tasks in a random order, so it takes a second yield to be
         # sure that the batch holding the new task has run.
-        self._loop_passes = 2 if sniffio.current_async_library() == "trio" else 1
+        self._two_passes = sniffio.current_async_library() == "trio"
 
     async def run(
         self,
@@ -188,7 +195,8 @@ class Dispatcher(Generic[_T]):
                 self._ended = True
                 turn.give_up()
                 raise
-            await turn.take()
+            if not turn.take_if_free():  # without a coroutine: every message comes here
+                await turn.take()
             try:
                 # A source waiting for its turn when a dispatch raised gets the turn before
                 # the cancellation reaches it: it must not start another dispatch.
@@ -203,7 +211,8 @@ class Dispatcher(Generic[_T]):
                 raise
             finally:
                 turn.give_up()
-            for _ in range(self._loop_passes):
+            await anyio.lowlevel.checkpoint()
+            if self._two_passes:
                 await anyio.lowlevel.checkpoint()
 
 
