@@ -1335,7 +1335,8 @@ async def test_group_send_gives_each_member_its_own_copy_of_a_nested_message() -
     first["deep"]["pair"][1].append(9)
     first["note"].text = "changed"
     assert second == third == payload  # the others', and the sender's, are untouched
-    assert payload["flat"] == {"a": 1} and payload["note"] == Note("hi")
+    assert payload["flat"] == {"a": 1}
+    assert payload["note"] == Note("hi")
     assert second["deep"] is not third["deep"]
     assert second["deep"]["list"][1] is not third["deep"]["list"][1]
     assert second["deep"]["pair"][1] is not third["deep"]["pair"][1]
