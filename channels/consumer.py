@@ -1,13 +1,16 @@
 """Consumers: ASGI applications that dispatch each incoming message to a named handler.
 
-Every consumer instance runs inside its own task group. One task listens on the ASGI
-``receive``; when a channel layer is configured, another listens on the consumer's layer
-channel (:func:`channels.utils.await_many_dispatch`). Whichever receives a message
-dispatches it, holding a lock, so handlers run one at a time, in the order messages
-arrived. ``StopConsumer`` cancels the group: both listeners end with the consumer, no
-handler starts after it, and nothing the consumer started outlives it. A handler's
-exception cancels the group too and reaches the server as itself, not wrapped in an
-exception group.
+Every consumer instance runs inside its own task group. The consumer's own task (the one
+the server called it in) listens on the ASGI ``receive``; when a channel layer is
+configured, a task of the group listens on the consumer's layer channel
+(:class:`channels.utils.Dispatcher`). With a layer that can call back when the channel
+has a message (the in-memory layer's ``call_on_message``), that task is made only then:
+an idle connection holds no task of its own beyond the server's. Whichever listener
+receives a message dispatches it, holding a lock, so handlers run one at a time, in the
+order messages arrived. ``StopConsumer`` cancels the group: the listeners end with the
+consumer, no handler starts after it, and nothing the consumer started outlives it. A
+handler's exception cancels the group too and reaches the server as itself, not wrapped
+in an exception group.
 
 A message a listener has received but not yet dispatched when the consumer stops is
 dropped, as in upstream Channels.

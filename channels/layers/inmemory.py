@@ -7,6 +7,10 @@ Why it is shaped this way:
   passes its wake-up on, so a cancelled ``receive`` never loses a message (a hand-off to a
   chosen receiver, as memory streams and ``asyncio.Queue`` do, can lose the message when
   that receiver is cancelled just after being chosen).
+- A waiting receiver may also be a function to call (:meth:`InMemoryChannelLayer.call_on_message`):
+  a consumer waits on its channel that way, without a task, until a message comes. Most
+  live channels are such idle consumers', so a channel holds no deque while it has no
+  message, and its waiters are a list.
 - ``expiry`` and ``group_expiry`` are the same for every message and membership, so
   deadlines arrive in the order items were added. One FIFO of deadlines for messages and
   one for memberships let each call expire what is due at a cost proportional to what
@@ -22,7 +26,9 @@ Why it is shaped this way:
   names, which test suites patch.
 - Each delivery gets its own copy of the message, so neither a sender mutating it later
   nor one receiver mutating its copy affects anyone else. Flat messages (only str, int,
-  float, bool, bytes, None values), the usual case, are copied with ``dict.copy()``.
+  float, bool, bytes, None values), the usual case, are copied with ``dict.copy()``;
+  ``group_send`` works out once per message which of its parts are mutable, and each
+  member's copy rebuilds only those.
 - The hot paths are plain code, not layers of calls: ``receive`` of a queued message costs
   a clock read and a few dict and deque operations. It is therefore not a checkpoint (see
   :meth:`InMemoryChannelLayer.receive`); a checkpoint through anyio costs more than the
