@@ -1,13 +1,16 @@
 """Consumers: ASGI applications that dispatch each incoming message to a named handler.
 
-Every consumer instance runs inside its own task group. One task listens on the ASGI
-``receive``; when a channel layer is configured, another listens on the consumer's layer
-channel (:func:`channels.utils.await_many_dispatch`). Whichever receives a message
-dispatches it, holding a lock, so handlers run one at a time, in the order messages
-arrived. ``StopConsumer`` cancels the group: both listeners end with the consumer, no
-handler starts after it, and nothing the consumer started outlives it. A handler's
-exception cancels the group too and reaches the server as itself, not wrapped in an
-exception group.
+Every consumer instance runs inside its own task group. The consumer's own task (the one
+the server called it in) listens on the ASGI ``receive``; when a channel layer is
+configured, a task of the group listens on the consumer's layer channel
+(:class:`channels.utils.Dispatcher`). With a layer that can call back when the channel
+has a message (the in-memory layer's ``call_on_message``), that task is made only then:
+an idle connection holds no task of its own beyond the server's. Whichever listener
+receives a message dispatches it, holding a lock, so handlers run one at a time, in the
+order messages arrived. ``StopConsumer`` cancels the group: the listeners end with the
+consumer, no handler starts after it, and nothing the consumer started outlives it. A
+handler's exception cancels the group too and reaches the server as itself, not wrapped
+in an exception group.
 
 A message a listener has received but not yet dispatched when the consumer stops is
 dropped, as in upstream Channels.
@@ -20,7 +23,6 @@ with the consumer; what it joined this way is left when it ends, whatever ended 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar, cast
@@ -43,7 +45,7 @@ from .types import (
     Scope,
     Send,
 )
-from .utils import Dispatcher
+from .utils import Arm, Dispatcher
 
 __all__ = ["AsyncConsumer", "SyncConsumer", "get_handler_name"]
 
@@ -96,17 +98,26 @@ class AsyncConsumer:
         # narrow it on every call. It is None at run time when there is none.
         self.channel_layer = cast(ChannelLayer, get_channel_layer(self.channel_layer_alias))
         sources: list[Callable[[], Awaitable[Message]]] = [receive]
-        if self.channel_layer is not None:
-            self.channel_name = await self.channel_layer.new_channel()
-            self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
-            sources.append(self.channel_receive)
+        deferred: list[tuple[Callable[[], Awaitable[Message]], Arm]] = []
+        layer = self.channel_layer
+        if layer is not None:
+            self.channel_name = await layer.new_channel()
+            self.channel_receive = functools.partial(layer.receive, self.channel_name)
+            # A layer that can call us when our channel has a message (the in-memory one)
+            # spares an idle consumer its listener task until then.
+            call_on_message = getattr(layer, "call_on_message", None)
+            if callable(call_on_message):
+                arm = cast(Arm, functools.partial(call_on_message, self.channel_name))
+                deferred.append((self.channel_receive, arm))
+            else:
+                sources.append(self.channel_receive)
         self.base_send = async_to_sync(send) if self._sync else send
 
         self._dispatcher = Dispatcher(self.dispatch)
         try:
-            # StopConsumer comes from a handler or, as upstream allows, from receive().
-            with contextlib.suppress(StopConsumer):
-                await self._dispatcher.run(sources)
+            await self._dispatcher.run(sources, deferred=deferred)
+        except StopConsumer:  # from a handler or, as upstream allows, from receive()
+            pass
         finally:
             if self._durable is not None:
                 await self._durable.clean_up()

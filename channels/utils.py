@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextvars
+import types
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
@@ -16,6 +18,10 @@ __all__ = ["await_many_dispatch", "name_that_thing", "unwrap_exception_groups"]
 
 _T = TypeVar("_T")
 _S = TypeVar("_S")
+
+#: How a deferred source says it has something (see :meth:`Dispatcher.run`): called with
+#: the function to call then, it returns the function that withdraws it.
+Arm = Callable[[Callable[[], None]], Callable[[], None]]
 
 
 class _Turn:
@@ -30,6 +36,13 @@ class _Turn:
         # Made on first contention: an empty deque costs about 600 bytes, and each open
         # WebSocket's consumer holds one of these locks, almost never contended.
         self._waiters: deque[anyio.Event] | None = None
+
+    def take_if_free(self) -> bool:
+        """Take the turn if nobody holds it; True if it was taken."""
+        if self._held:
+            return False
+        self._held = True
+        return True
 
     async def take(self) -> None:
         if not self._held:
@@ -107,16 +120,48 @@ class Dispatcher(Generic[_T]):
         # next message already queued is handled; libraries register state in such tasks.
         # asyncio runs ready tasks first in, first out, so one yield is a pass. trio runs
         # each batch of ready tasks in a random order, so it takes a second yield to be
-        # sure that the batch holding the new task has run.
-        self._loop_passes = 2 if sniffio.current_async_library() == "trio" else 1
+        # sure that the batch holding the new task has run (tests/test_consumer.py has
+        # the case: with one, a trio consumer misses its subscription about half the time).
+        self._pass, self._second_pass = _loop_passes()
 
-    async def run(self, sources: Sequence[Callable[[], Awaitable[_T]]]) -> None:
-        """Listen on ``sources`` (and any added later) until one raises or we are cancelled."""
-        with unwrap_exception_groups():
+    async def run(
+        self,
+        sources: Sequence[Callable[[], Awaitable[_T]]],
+        *,
+        deferred: Sequence[tuple[Callable[[], Awaitable[_T]], Arm]] = (),
+    ) -> None:
+        """Listen on ``sources`` (and any added later) until one raises or we are cancelled.
+
+        The first source is listened to by the task calling this, the others each by a
+        task of their own: a consumer that is waiting costs one task fewer (a task is
+        most of what an idle WebSocket's consumer holds).
+
+        A ``deferred`` source is listened to only from when it has something: ``arm(start)``
+        must call ``start()`` (once, from any task of this event loop) when the source
+        would return without waiting, and return a function that withdraws ``start``;
+        its listener task is made then. Until then the source costs no task at all.
+        """
+        # As unwrap_exception_groups(), without a context manager's objects per consumer.
+        try:
             async with anyio.create_task_group() as group:
                 self._group = group
-                for source in sources:
+                for source in sources[1:]:
                     group.start_soon(self._pump, source, None)
+                waiting = [_Deferred(self, source, arm) for source, arm in deferred]
+                try:
+                    if sources:
+                        await self._pump(sources[0], None)
+                except BaseException:
+                    for later in waiting:
+                        later.withdraw()
+                    raise
+                # The first source is exhausted; the others are listened to until they are.
+                for later in waiting:
+                    later.withdraw()
+                    later.start()
+        except BaseExceptionGroup as errors:
+            _raise_lone_error(errors)
+            raise
 
     def add_source(
         self, source: Callable[[], Awaitable[_S]], dispatch: Callable[[_S], Awaitable[Any]]
@@ -152,7 +197,8 @@ class Dispatcher(Generic[_T]):
                 self._ended = True
                 turn.give_up()
                 raise
-            await turn.take()
+            if not turn.take_if_free():  # without a coroutine: every message comes here
+                await turn.take()
             try:
                 # A source waiting for its turn when a dispatch raised gets the turn before
                 # the cancellation reaches it: it must not start another dispatch.
@@ -167,8 +213,57 @@ class Dispatcher(Generic[_T]):
                 raise
             finally:
                 turn.give_up()
-            for _ in range(self._loop_passes):
-                await anyio.lowlevel.checkpoint()
+            await self._pass()
+            if self._second_pass is not None:
+                await self._second_pass()
+
+
+@types.coroutine
+def _yield_to_asyncio() -> Generator[None, None, None]:
+    yield  # a bare yield: what asyncio.sleep(0), and so anyio's checkpoint there, comes to
+
+
+def _loop_passes() -> tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]] | None]:
+    """The checkpoint(s) the dispatcher makes between two dispatches, on this event loop.
+
+    The event loop's own, not ``anyio.lowlevel.checkpoint``, which looks the backend up
+    on every call: a pass is on every message's path, and that lookup was about a sixth
+    of what Channels itself spent per message of an in-process broadcast (callgrind).
+    """
+    library = sniffio.current_async_library()
+    if library == "asyncio":
+        return _yield_to_asyncio, None
+    if library == "trio":
+        # Interop point: trio's own checkpoints (imported here, so asyncio users never
+        # import trio). The second only has to yield: the first checked for cancellation.
+        import trio.lowlevel
+
+        return trio.lowlevel.checkpoint, trio.lowlevel.cancel_shielded_checkpoint
+    return anyio.lowlevel.checkpoint, None
+
+
+class _Deferred(Generic[_T]):
+    """A source of :meth:`Dispatcher.run` whose listener is made when it has something."""
+
+    __slots__ = ("_context", "_dispatcher", "_source", "_started", "withdraw")
+
+    def __init__(
+        self, dispatcher: Dispatcher[_T], source: Callable[[], Awaitable[_T]], arm: Arm
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._source = source
+        self._started = False
+        # ``start`` runs in whichever task made the source ready (a sender's): the listener
+        # must still see the context it would have had if started now, as the others do.
+        self._context = contextvars.copy_context()
+        self.withdraw = arm(self.start)
+
+    def start(self) -> None:
+        dispatcher = self._dispatcher
+        if self._started or dispatcher._ended:
+            return
+        self._started = True
+        self._context.run(dispatcher.task_group.start_soon, dispatcher._pump, self._source, None)
 
 
 @contextmanager
@@ -185,12 +280,16 @@ def unwrap_exception_groups() -> Iterator[None]:
     try:
         yield
     except BaseExceptionGroup as group:
-        errors = [exc for exc in group.exceptions if not _is_cancellation(exc)]
-        if len(errors) != 1:
-            raise
-        error = errors[0]
-    else:
+        _raise_lone_error(group)
+        raise
+
+
+def _raise_lone_error(group: BaseExceptionGroup[BaseException]) -> None:
+    """Raise ``group``'s one error that is not a cancellation, if it has exactly one."""
+    errors = [exc for exc in group.exceptions if not _is_cancellation(exc)]
+    if len(errors) != 1:
         return
+    error = errors[0]
     # Raising here would record the group as the error's context and hide the error's own
     # ("During handling of the above exception..."): keep what the error had.
     context, suppress = error.__context__, error.__suppress_context__

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio  # the GraphQL-style consumer below spawns tasks as such libraries do
+import contextvars
 import json
 import threading
 from collections.abc import Callable, Generator
@@ -388,3 +389,63 @@ async def test_a_task_a_handler_starts_runs_before_the_next_queued_message() -> 
             communicator.input_queue.put_nowait({"type": "websocket.receive", "text": frame})
         assert await communicator.receive_json_from() == {"type": "complete", "id": str(n)}
     await communicator.disconnect()
+
+
+async def test_an_idle_consumer_runs_no_task_but_its_own_until_its_channel_has_a_message() -> None:
+    """The in-memory layer calls the consumer when its channel has a message: until then an
+    idle consumer has no listener task (the ASGI receive is waited on by its own task)."""
+    layer = get_channel_layer()
+    tasks_before = len(anyio.get_running_tasks())
+    async with ApplicationCommunicator(Recorder.as_asgi(), SCOPE) as app:
+        await anyio.wait_all_tasks_blocked()
+        # The communicator's task running the application is the consumer's own.
+        assert len(anyio.get_running_tasks()) == tasks_before + 1
+        (channel_name,) = layer.channels
+        await layer.send(channel_name, {"type": "test.message", "n": 1})
+        assert await app.receive_output() == {"type": "test.done", "n": 1}
+        await anyio.wait_all_tasks_blocked()
+        assert len(anyio.get_running_tasks()) == tasks_before + 2  # and now its listener
+        await layer.send(channel_name, {"type": "test.message", "n": 2})
+        assert await app.receive_output() == {"type": "test.done", "n": 2}
+        await app.send_input({"type": "test.stop"})
+        await app.wait()
+    assert layer.channels == {}
+    assert len(anyio.get_running_tasks()) == tasks_before
+
+
+ORIGIN: contextvars.ContextVar[str] = contextvars.ContextVar("origin", default="none")
+
+
+async def test_layer_messages_are_handled_in_the_consumers_context_not_the_senders() -> None:
+    """The listener of the consumer's channel is started by whichever task sends it the
+    first message: it must still run in the consumer's context, as a task the consumer
+    started itself would."""
+    layer = get_channel_layer()
+    seen: list[str] = []
+
+    class Contextual(AsyncConsumer):
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            ORIGIN.set("consumer")
+            await super().__call__(scope, receive, send)
+
+        async def test_message(self, message: Message) -> None:
+            seen.append(ORIGIN.get())
+            await self.send({"type": "test.done"})
+
+        async def test_stop(self, message: Message) -> None:
+            raise StopConsumer
+
+    async with ApplicationCommunicator(Contextual.as_asgi(), SCOPE) as app:
+        await anyio.wait_all_tasks_blocked()
+        (channel_name,) = layer.channels
+
+        async def sender() -> None:
+            ORIGIN.set("sender")
+            await layer.send(channel_name, {"type": "test.message"})
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(sender)
+        assert await app.receive_output() == {"type": "test.done"}
+        await app.send_input({"type": "test.stop"})
+        await app.wait()
+    assert seen == ["consumer"]

@@ -1271,3 +1271,121 @@ async def test_group_send_tries_every_member_before_raising_a_delivery_error(
     for channel in ("a", "b", "c"):
         assert await layer.receive(channel) == msg(1)
     assert "failed for 'broken2'" in caplog.text
+
+
+async def test_a_receive_that_yields_does_not_make_the_others_in_its_pass_yield(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every 64th receive in a row that finds a message yields; the receives of other tasks
+    that run while it is yielding start a new count rather than all yielding too."""
+    from channels.layers.inmemory import _YIELD_EVERY
+
+    layer = InMemoryChannelLayer(capacity=0)
+    for n in range(_YIELD_EVERY - 1):
+        await layer.send("flood", msg(n))
+    for n in range(10):
+        await layer.send(f"own.{n}", msg(n))
+    yields = 0
+    checkpoint = anyio.lowlevel.checkpoint
+
+    async def counted_checkpoint() -> None:
+        nonlocal yields
+        yields += 1
+        await checkpoint()
+
+    monkeypatch.setattr(anyio.lowlevel, "checkpoint", counted_checkpoint)
+    for n in range(_YIELD_EVERY - 1):
+        assert await layer.receive("flood") == msg(n)
+    assert yields == 0
+    received: list[int] = []
+
+    async def receive(n: int) -> None:
+        received.append((await layer.receive(f"own.{n}"))["n"])
+
+    async with anyio.create_task_group() as group:
+        for n in range(10):
+            group.start_soon(receive, n)
+    assert sorted(received) == list(range(10))
+    assert yields == 1
+
+
+async def test_group_send_gives_each_member_its_own_copy_of_a_nested_message() -> None:
+    class Note:
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, Note) and other.text == self.text
+
+    layer = InMemoryChannelLayer()
+    members = [f"m{n}" for n in range(3)]
+    for member in members:
+        await layer.group_add("g", member)
+    payload = {
+        "type": "nested",
+        "flat": {"a": 1},
+        "deep": {"list": [1, {"b": [2, 3]}], "pair": (4, [5]), "frozen": (6, "seven")},
+        "note": Note("hi"),
+    }
+    await layer.group_send("g", payload)
+    first, second, third = [await layer.receive(member) for member in members]
+    assert first == second == third == payload
+    first["flat"]["a"] = 0
+    first["deep"]["list"][1]["b"].append(9)
+    first["deep"]["pair"][1].append(9)
+    first["note"].text = "changed"
+    assert second == third == payload  # the others', and the sender's, are untouched
+    assert payload["flat"] == {"a": 1}
+    assert payload["note"] == Note("hi")
+    assert second["deep"] is not third["deep"]
+    assert second["deep"]["list"][1] is not third["deep"]["list"][1]
+    assert second["deep"]["pair"][1] is not third["deep"]["pair"][1]
+    assert second["note"] is not third["note"]
+
+
+async def test_call_on_message_calls_once_a_message_is_queued_and_leaves_it_queued() -> None:
+    layer = InMemoryChannelLayer()
+    calls: list[str] = []
+    withdraw = layer.call_on_message("watched", lambda: calls.append("called"))
+    assert "watched" in layer.channels  # waiting, like a receiver
+    assert calls == []
+    await layer.send("watched", msg(1))
+    await layer.send("watched", msg(2))
+    assert calls == ["called"]  # once
+    assert await layer.receive("watched") == msg(1)
+    assert await layer.receive("watched") == msg(2)
+    withdraw()  # after the call: nothing to do
+    assert layer.channels == {}
+
+    await layer.send("queued", msg(3))
+    layer.call_on_message("queued", lambda: calls.append("at once"))
+    assert calls == ["called", "at once"]
+    assert await layer.receive("queued") == msg(3)
+
+
+async def test_call_on_message_can_be_withdrawn_and_waits_its_turn() -> None:
+    layer = InMemoryChannelLayer()
+    calls: list[str] = []
+    withdraw = layer.call_on_message("idle", lambda: calls.append("idle"))
+    withdraw()
+    assert layer.channels == {}
+    await layer.send("idle", msg(1))
+    assert calls == []
+    assert await layer.receive("idle") == msg(1)
+
+    received: list[dict[str, Any]] = []
+    async with anyio.create_task_group() as group:
+
+        async def receive() -> None:
+            received.append(await layer.receive("shared"))
+
+        group.start_soon(receive)
+        await wait_all_tasks_blocked()  # the receiver waits first
+        layer.call_on_message("shared", lambda: calls.append("shared"))
+        await layer.send("shared", msg(2))
+        assert calls == []  # the message went to the receiver that waited longer
+        await layer.send("shared", msg(3))
+        assert calls == ["shared"]
+    assert received == [msg(2)]
+    assert await layer.receive("shared") == msg(3)
+    assert layer.channels == {}

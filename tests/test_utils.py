@@ -113,3 +113,94 @@ async def test_a_failing_source_lets_the_dispatch_under_way_finish() -> None:
     with pytest.raises(LookupError, match="went away"):
         await await_many_dispatch([message, failing], dispatch)
     assert finished, "the source's error cancelled the dispatch under way"
+
+
+async def test_the_first_source_is_listened_to_by_the_calling_task() -> None:
+    """A waiting consumer costs one task fewer: its own task waits on the first source."""
+    from channels.utils import Dispatcher
+
+    caller = anyio.get_current_task()
+    listeners: list[anyio.TaskInfo] = []
+
+    async def source() -> str:
+        listeners.append(anyio.get_current_task())
+        raise LookupError("done")
+
+    async def dispatch(item: str) -> None: ...
+
+    with pytest.raises(LookupError, match="done"):
+        await Dispatcher(dispatch).run([source])
+    assert listeners == [caller]
+
+
+async def test_a_deferred_source_gets_its_listener_when_it_says_it_is_ready() -> None:
+    from channels.utils import Dispatcher, SourceExhausted
+
+    log: list[str] = []
+    ready: list[object] = []  # the start functions armed, in order
+    withdrawn: list[str] = []
+    items = ["layer 1", "layer 2"]
+    tasks_armed = 0
+
+    def arm(start: object) -> object:
+        nonlocal tasks_armed
+        tasks_armed = len(anyio.get_running_tasks())
+        ready.append(start)
+        return lambda: withdrawn.append("layer")
+
+    async def deferred() -> str:
+        if not items:
+            raise SourceExhausted
+        return items.pop(0)
+
+    stop = anyio.Event()
+
+    async def first() -> str:
+        if log:
+            await stop.wait()
+            raise LookupError("stopped")
+        return "client 1"
+
+    async def dispatch(item: str) -> None:
+        log.append(item)
+        if item == "layer 2":
+            stop.set()
+
+    async with anyio.create_task_group() as group:
+
+        async def run() -> None:
+            with pytest.raises(LookupError, match="stopped"):
+                await Dispatcher(dispatch).run([first], deferred=[(deferred, arm)])  # type: ignore[list-item]
+
+        group.start_soon(run)
+        await anyio.wait_all_tasks_blocked()
+        assert log == ["client 1"]
+        assert len(anyio.get_running_tasks()) == tasks_armed, "a listener before it was ready"
+        (start,) = ready
+        start()  # type: ignore[operator]
+        start()  # type: ignore[operator]  # once only: a second call starts nothing
+    assert log == ["client 1", "layer 1", "layer 2"]
+    assert withdrawn == ["layer"]  # withdrawn when the dispatcher ended
+
+
+async def test_a_deferred_source_is_listened_to_once_the_first_one_is_exhausted() -> None:
+    from channels.utils import Dispatcher, SourceExhausted
+
+    log: list[str] = []
+
+    async def first() -> str:
+        raise SourceExhausted
+
+    items = ["late"]
+
+    async def deferred() -> str:
+        if not items:
+            raise SourceExhausted
+        return items.pop()
+
+    async def dispatch(item: str) -> None:
+        log.append(item)
+
+    with anyio.fail_after(5):
+        await Dispatcher(dispatch).run([first], deferred=[(deferred, lambda start: lambda: None)])
+    assert log == ["late"]

@@ -114,22 +114,24 @@ class _GroupMembership:
             await layer.group_discard(group, self.channel_name)
         self._joined = []
 
-    async def _run_leaving_groups(self, run: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._joined = []
         try:
-            await run
+            await super().__call__(scope, receive, send)  # type: ignore[misc]  # the consumer's
         finally:
             if getattr(self, "_joined", None):
-                with anyio.move_on_after(_GROUP_CLEANUP_TIMEOUT, shield=True):
-                    for group in self._joined:
-                        await self.channel_layer.group_discard(group, self.channel_name)
+                await self._leave_joined_groups()
+
+    async def _leave_joined_groups(self) -> None:
+        """Leave what is still joined, as the consumer ends (its ``__call__``'s ``finally``:
+        written there rather than around it, so a connection holds one coroutine fewer)."""
+        with anyio.move_on_after(_GROUP_CLEANUP_TIMEOUT, shield=True):
+            for group in self._joined:
+                await self.channel_layer.group_discard(group, self.channel_name)
 
 
 class WebsocketConsumer(_GroupMembership, SyncConsumer):
     """A WebSocket consumer whose methods are synchronous, run in the worker thread."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._run_leaving_groups(super().__call__(scope, receive, send))
 
     def websocket_connect(self, message: Message) -> None:
         """Join ``groups``, then run :meth:`connect`."""
@@ -225,9 +227,6 @@ class JsonWebsocketConsumer(WebsocketConsumer):
 
 class AsyncWebsocketConsumer(_GroupMembership, AsyncConsumer):
     """A WebSocket consumer whose methods are coroutines, run on the event loop."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._run_leaving_groups(super().__call__(scope, receive, send))
 
     async def websocket_connect(self, message: Message) -> None:
         """Join ``groups``, then run :meth:`connect`."""

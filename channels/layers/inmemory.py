@@ -7,6 +7,10 @@ Why it is shaped this way:
   passes its wake-up on, so a cancelled ``receive`` never loses a message (a hand-off to a
   chosen receiver, as memory streams and ``asyncio.Queue`` do, can lose the message when
   that receiver is cancelled just after being chosen).
+- A waiting receiver may also be a function to call (:meth:`InMemoryChannelLayer.call_on_message`):
+  a consumer waits on its channel that way, without a task, until a message comes. Most
+  live channels are such idle consumers', so a channel holds no deque while it has no
+  message, and its waiters are a list.
 - ``expiry`` and ``group_expiry`` are the same for every message and membership, so
   deadlines arrive in the order items were added. One FIFO of deadlines for messages and
   one for memberships let each call expire what is due at a cost proportional to what
@@ -22,7 +26,9 @@ Why it is shaped this way:
   names, which test suites patch.
 - Each delivery gets its own copy of the message, so neither a sender mutating it later
   nor one receiver mutating its copy affects anyone else. Flat messages (only str, int,
-  float, bool, bytes, None values), the usual case, are copied with ``dict.copy()``.
+  float, bool, bytes, None values), the usual case, are copied with ``dict.copy()``;
+  ``group_send`` works out once per message which of its parts are mutable, and each
+  member's copy rebuilds only those.
 - The hot paths are plain code, not layers of calls: ``receive`` of a queued message costs
   a clock read and a few dict and deque operations. It is therefore not a checkpoint (see
   :meth:`InMemoryChannelLayer.receive`); a checkpoint through anyio costs more than the
@@ -37,8 +43,8 @@ import random
 import string
 import time
 from collections import deque
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import anyio
 import anyio.lowlevel
@@ -79,6 +85,9 @@ _monotonic = time.monotonic
 
 _IMMUTABLE = frozenset({str, int, float, bool, bytes, type(None)})
 
+# What a channel holds as its messages while it has none (``_put`` makes the deque).
+_NO_MESSAGES = cast("deque[Message]", ())
+
 
 def _is_flat(message: Message) -> bool:
     """True if every value is immutable, so a shallow copy is a deep one."""
@@ -105,6 +114,68 @@ def copy_message(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
+def _share(value: Any) -> Any:
+    return value
+
+
+def _copier(value: Any) -> Callable[[Any], Any]:
+    """A function that deep-copies ``value`` (this object, as it is now) again and again.
+
+    ``group_send`` hands each member its own copy of one message: what is immutable in
+    it is found once, here, and each copy only rebuilds the containers (a nested payload
+    used to be looked through again for every member).
+    """
+    cls = type(value)
+    if cls in _IMMUTABLE:
+        return _share
+    if cls is dict:
+        nested = [
+            (key, _copier(item)) for key, item in value.items() if type(item) not in _IMMUTABLE
+        ]
+        if not nested:
+            return dict.copy
+
+        def copy_dict(original: dict[Any, Any]) -> dict[Any, Any]:
+            copied = original.copy()
+            for key, copy_item in nested:
+                copied[key] = copy_item(original[key])
+            return copied
+
+        return copy_dict
+    if cls is list or cls is tuple:
+        items = [_copier(item) for item in value]
+        if all(copy_item is _share for copy_item in items):
+            return list.copy if cls is list else _share
+
+        def copy_list(original: Any) -> Any:
+            return [copy_item(item) for copy_item, item in zip(items, original, strict=True)]
+
+        if cls is list:
+            return copy_list
+        return lambda original: tuple(copy_list(original))
+    return copy.deepcopy
+
+
+class _Callback:
+    """A receiver waiting on a channel as a function to call, not a task: see
+    :meth:`InMemoryChannelLayer.call_on_message`. Woken like the receivers' events."""
+
+    __slots__ = ("_layer", "_queue", "set")
+
+    def __init__(
+        self, layer: InMemoryChannelLayer, queue: _Channel, callback: Callable[[], object]
+    ) -> None:
+        self._layer = layer
+        self._queue = queue
+        self.set = callback
+
+    def withdraw(self) -> None:
+        queue = self._queue
+        if self in queue.waiters:
+            queue.waiters.remove(self)
+            self._layer._forget_if_idle(queue)
+
+
 class _Channel:
     """One channel: its queued messages and the receivers waiting for one."""
 
@@ -113,8 +184,15 @@ class _Channel:
     def __init__(self, name: str, capacity: int) -> None:
         self.name = name
         self.capacity = capacity
-        self.messages: deque[Message] = deque()
-        self.waiters: deque[anyio.Event] = deque()
+        # Until its first message, a channel shares this empty tuple rather than holding
+        # an empty deque (about 760 bytes): most live channels are a consumer's, waiting.
+        # Once made, the deque is kept (a consumer's channel empties after every message,
+        # and a deque made for each one cost about 5% of a fan-out's delivery).
+        self.messages: deque[Message] = _NO_MESSAGES
+        # Oldest first. A list, not a deque: there is rarely more than one, and an empty
+        # deque costs about 700 bytes more than an empty list (each open WebSocket's
+        # consumer has a channel waiting here).
+        self.waiters: list[anyio.Event | _Callback] = []
         # Messages ever appended / taken from the head: the n-th message is still queued
         # exactly when n >= removed, which is how a deadline finds out if it still matters.
         self.added = 0
@@ -140,7 +218,10 @@ class _Channel:
 
     def pop(self) -> Message:
         self.removed += 1
-        return self.messages.popleft()
+        message = self.messages.popleft()
+        if not self.messages:
+            self.messages = _NO_MESSAGES
+        return message
 
     def wake_one(self) -> None:
         """Wake the receiver that has waited longest (woken receivers leave ``waiters``).
@@ -150,7 +231,7 @@ class _Channel:
         """
         while self.waiters:
             try:
-                self.waiters.popleft().set()
+                self.waiters.pop(0).set()
             except RuntimeError:  # asyncio's "Event loop is closed": nobody to wake there
                 continue
             return
@@ -296,10 +377,29 @@ class InMemoryChannelLayer(BaseChannelLayer):
                 return self._take(queue)
             # A receiver that always finds messages would otherwise never let other tasks
             # run or a cancellation land: every so often, yield before taking (so a
-            # cancellation here takes nothing).
-            await anyio.lowlevel.checkpoint()
+            # cancellation here takes nothing). The count restarts first: the receivers
+            # that run while this one yields have not been found at fault.
             self._receives_without_yield = 0
+            await anyio.lowlevel.checkpoint()
         return await self._wait_and_take(channel)
+
+    def call_on_message(self, channel: str, callback: Callable[[], object]) -> Callable[[], None]:
+        """Call ``callback()`` once, when ``channel`` has a message for a receive to take
+        (at once if it has one already); returns the function that withdraws it.
+
+        Until it is called or withdrawn, ``callback`` counts as a receiver waiting on the
+        channel (the channel is live, and a message wakes it in its turn with the others)
+        but without a task: a consumer listens on its channel this way, and starts a
+        listener task only once something arrives. The message is not taken: the
+        callback's ``receive`` takes it. Withdrawing after the call does nothing.
+        """
+        queue = self._channel(channel)
+        waiter = _Callback(self, queue, callback)
+        if queue.messages:
+            callback()
+        else:
+            queue.waiters.append(waiter)
+        return waiter.withdraw
 
     async def _wait_and_take(self, channel: str) -> Message:
         queue = self._channel(channel)
@@ -327,8 +427,9 @@ class InMemoryChannelLayer(BaseChannelLayer):
 
     def _take(self, queue: _Channel) -> Message:
         queue.removed += 1
-        message = queue.messages.popleft()
-        if queue.messages:
+        messages = queue.messages
+        message = messages.popleft()
+        if messages:
             if queue.waiters:
                 queue.wake_one()
         elif not queue.waiters:
@@ -370,6 +471,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
         # As upstream's asyncio.Queue(maxsize=...), a capacity of 0 or less means unbounded.
         elif 0 < queue.capacity <= len(queue.messages):
             raise ChannelFull(name)
+        if queue.messages is _NO_MESSAGES:
+            queue.messages = deque()
         queue.messages.append(message)
         deadlines = self._message_deadlines
         deadline = now + self.expiry
@@ -506,17 +609,19 @@ class InMemoryChannelLayer(BaseChannelLayer):
         if not members:
             return
         # Look at the message once, not once per member.
-        copy = dict.copy if type(message) is dict and _is_flat(message) else copy_message
-        self._deliver(group, members, message, copy, now)
+        self._deliver(group, members, message, _copier(message), now)
 
     async def _deliver_positioned(
         self, group: str, message: Message, epoch: str, offset: int, now: float
     ) -> None:
         members = self.groups.get(group)
         if members:
+            copy_message = _copier(message)
 
             def copy(message: Message) -> Message:
-                return _positioned(message, epoch, offset)
+                copied: Message = copy_message(message)
+                copied[POSITION_KEY] = {"epoch": epoch, "offset": offset}
+                return copied
 
             self._deliver(group, members, message, copy, now)
 
@@ -711,7 +816,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         """Drop every message and group. Receivers already waiting keep waiting."""
         for name, queue in list(self.channels.items()):
             queue.removed += len(queue.messages)
-            queue.messages.clear()
+            queue.messages = _NO_MESSAGES
             if not queue.waiters:
                 del self.channels[name]
         self.groups.clear()
