@@ -453,20 +453,24 @@ class Readers:
         if self.yield_due(channel):
             await anyio.lowlevel.checkpoint()
         take = self.mailboxes.take
-        while True:
-            message = take(channel)
-            if message is not None:
-                return message
-            if self.reading:
-                waiter = self.park(channel)
-                try:
-                    await waiter.wait()
-                except BaseException:
-                    self.abandon(channel, waiter)
-                    raise
-                self.unpark(channel, waiter)
-            else:
-                await self.read(channel, fetch)
+        while (message := take(channel)) is None:
+            await self.turn(channel, fetch)
+        return message
+
+    async def turn(self, key: str, fetch: Callable[[], Awaitable[None]]) -> None:
+        """One turn of a wait on ``key``: wait for a wake while another task reads the
+        source, or read it (``fetch``) when nobody does. Cancelled, it has taken nothing
+        and passes the reader role on if it had been given it."""
+        if self.reading:
+            waiter = self.park(key)
+            try:
+                await waiter.wait()
+            except BaseException:
+                self.abandon(key, waiter)
+                raise
+            self.unpark(key, waiter)
+        else:
+            await self.read(key, fetch)
 
     async def until(
         self, key: str, done: Callable[[], bool], fetch: Callable[[], Awaitable[None]]
@@ -478,16 +482,7 @@ class Readers:
         no channel's name.
         """
         while not done():
-            if self.reading:
-                waiter = self.park(key)
-                try:
-                    await waiter.wait()
-                except BaseException:
-                    self.abandon(key, waiter)
-                    raise
-                self.unpark(key, waiter)
-            else:
-                await self.read(key, fetch)
+            await self.turn(key, fetch)
 
 
 def deliver(

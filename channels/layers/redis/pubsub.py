@@ -344,25 +344,7 @@ class RedisPubSubChannelLayer(RedisLayerBase[_LoopState]):
         # No stamp now: a channel with a receive pending is never swept (see _sweep).
         readers = state.readers
         try:
-            # Readers.receive, in this frame: a group's members spend their time in
-            # this loop, and a coroutine less to resume per wake is ~3% of a delivery.
-            if readers.yield_due(channel):
-                await anyio.lowlevel.checkpoint()
-            take = readers.mailboxes.take
-            while True:
-                message = take(channel)
-                if message is not None:
-                    return message
-                if readers.reading:
-                    waiter = readers.park(channel)
-                    try:
-                        await waiter.wait()
-                    except BaseException:
-                        readers.abandon(channel, waiter)
-                        raise
-                    readers.unpark(channel, waiter)
-                else:
-                    await readers.read(channel, state.fetch)
+            return await readers.receive(channel, state.fetch)
         finally:
             state.channels[channel] = now = time.monotonic()
             if now - state.swept >= 1:
