@@ -331,9 +331,7 @@ class RedisChannelLayer(RedisLayerBase[_LoopState]):
         if own:
             if self._deliver_here(key, channel, data):
                 return
-            in_redis = self._in_redis.get(key)
-            if in_redis is None:
-                in_redis = self._in_redis[key] = {}
+            in_redis = self._held(key)
             in_redis[data] = time.monotonic() + self.expiry + 1
         now = self._score()
         added = await self._script(
@@ -377,6 +375,14 @@ class RedisChannelLayer(RedisLayerBase[_LoopState]):
         deliver(mailboxes, readers, (channel,), message)
         readers.interrupt(channel)
         return True
+
+    def _held(self, key: str) -> dict[bytes, float]:
+        """What this layer sent to ``key`` and has not read back: later sends to the key's
+        channels go through Redis behind it, in order."""
+        in_redis = self._in_redis.get(key)
+        if in_redis is None:
+            in_redis = self._in_redis[key] = {}
+        return in_redis
 
     def _held_in_redis(self, key: str) -> bool:
         """Whether some message this layer sent to ``key`` may still be in Redis (or its
@@ -723,11 +729,7 @@ class RedisChannelLayer(RedisLayerBase[_LoopState]):
         for channel_key, channels in by_key.items():
             data = self.serialize({**message, "__asgi_channel__": channels})
             if "!" in channels[0] and self._is_own(channel_key[len(self.prefix) :]):
-                # Later sends to these channels must queue behind it (see send).
-                in_redis = self._in_redis.get(channel_key)
-                if in_redis is None:
-                    in_redis = self._in_redis[channel_key] = {}
-                in_redis[data] = time.monotonic() + self.expiry + 1
+                self._held(channel_key)[data] = time.monotonic() + self.expiry + 1
             shard = self.consistent_hash(channel_key[len(self.prefix) :])
             by_shard[shard].append((channel_key, data, self.get_capacity(channels[0])))
         now = self._score()
