@@ -606,6 +606,9 @@ def test_a_pop_left_waiting_is_read_when_its_loop_ends(redis_url: str, prefix: s
                     assert await layer.receive(channel) == {"type": "here"}
 
                 group.start_soon(receive)
+                async with await raw(redis_url) as redis:  # until its pop blocks in Redis
+                    while (await redis.info("clients"))["blocked_clients"] < 1:
+                        await anyio.sleep(0.001)
                 await _waiting(layer, channel)
                 await layer.send(channel, {"type": "here"})
             state = layer._loops.current()
