@@ -468,6 +468,15 @@ async def _waiting(layer: RedisChannelLayer, channel: str) -> None:
         await anyio.sleep(0.001)
 
 
+async def _blocked_in_redis(redis_url: str) -> None:
+    """Until a client's blocking pop waits in Redis."""
+    async with await raw(redis_url) as redis:
+        while True:
+            if (await redis.info("clients"))["blocked_clients"] >= 1:
+                return
+            await anyio.sleep(0.001)
+
+
 async def _redis_has(layer: RedisChannelLayer, redis_url: str, channel: str) -> int:
     async with await raw(redis_url) as redis:
         return int(await redis.zcard(layer.prefix + layer.non_local_name(channel)))
@@ -606,13 +615,12 @@ def test_a_pop_left_waiting_is_read_when_its_loop_ends(redis_url: str, prefix: s
                     assert await layer.receive(channel) == {"type": "here"}
 
                 group.start_soon(receive)
-                async with await raw(redis_url) as redis:  # until its pop blocks in Redis
-                    while (await redis.info("clients"))["blocked_clients"] < 1:
-                        await anyio.sleep(0.001)
+                await _blocked_in_redis(redis_url)
                 await _waiting(layer, channel)
                 await layer.send(channel, {"type": "here"})
             state = layer._loops.current()
-            assert state is not None and state.parked  # the pop still waits in Redis
+            assert state is not None
+            assert state.parked  # the pop still waits in Redis
             await other.send(channel, {"type": "there"})  # and takes this
             await layer.close()
 
