@@ -22,6 +22,13 @@ What differs is how the work is done:
   several hosts its messages land elsewhere: channels/#1492). To still get what
   channels_redis senders put on those other shards, process-local channels are read on
   every shard.
+- A send to one of this layer's own process-local channels whose receive waits in the same
+  loop is filed for it without Redis (serialized and read back, as if it had been there):
+  no round trip at all, where channels_redis makes the send's and the receive's. Sends
+  follow through Redis while the layer's earlier ones to that key are still there, so
+  their order holds; the reader's blocking pop that such a filing interrupts is left in
+  Redis (``_LoopState.parked``) and its reply taken by the next read, not woken with
+  ``CLIENT UNBLOCK``.
 - Expired messages are dropped when received, not only when a later send prunes them.
 - ``flush`` walks keys with ``SCAN``, never ``KEYS``.
 
