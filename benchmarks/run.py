@@ -179,6 +179,14 @@ CASES = [
         (THROUGHPUT,),
     ),
     Case(
+        "redis-p2p-between",
+        "Redis core: 1 channel, 20k msgs, sent from a second layer (through Redis)",
+        "redis-p2p-between",
+        {"count": 20_000},
+        {"count": 500},
+        (THROUGHPUT,),
+    ),
+    Case(
         "redis-fanout",
         "Redis core: fan-out 100 members x 200 sends",
         "redis-fanout",

@@ -136,15 +136,37 @@ async def repeat_until(send: Callable[[], Awaitable[None]], done: Any) -> None:
 QUIET_S = 2.0
 
 
-async def point_to_point(layer: Any, count: int) -> dict[str, Any]:
+async def point_to_point_between_layers(layer: Any, count: int) -> dict[str, Any]:
+    """:func:`point_to_point` with the producer on a second layer made from the same
+    settings (``channel_layers.make_backend``), as another process's would be: every
+    message goes through Redis, where a layer may deliver its own sends to its own
+    waiting receivers without it."""
+    from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
+
+    sender = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+    try:
+        return await point_to_point(layer, count, sender)
+    finally:
+        import anyio
+
+        with anyio.CancelScope(shield=True):
+            close = getattr(sender, "close", None) or getattr(sender, "close_pools", None)
+            if close is not None:
+                await close()
+
+
+async def point_to_point(layer: Any, count: int, sender: Any = None) -> dict[str, Any]:
     """One producer, one consumer, ``count`` small dicts on one channel.
 
     The channel comes from ``new_channel()``, as a consumer's does. A message the layer
     dropped is counted (``drops``), not waited for: once the producer has finished, the
-    consumer stops after ``QUIET_S`` seconds without a message.
+    consumer stops after ``QUIET_S`` seconds without a message. The producer sends
+    through ``sender`` (default: ``layer``).
     """
     import anyio.lowlevel
 
+    if sender is None:
+        sender = layer
     channel = await layer.new_channel()
     ready = anyio.Event()
     finished = anyio.Event()
@@ -168,10 +190,11 @@ async def point_to_point(layer: Any, count: int) -> dict[str, Any]:
 
     async with anyio.create_task_group() as group:
         group.start_soon(consume)
-        await repeat_until(lambda: layer.send(channel, {"type": "bench.probe"}), ready)
+        await repeat_until(lambda: sender.send(channel, {"type": "bench.probe"}), ready)
         started = time.perf_counter()
         for n in range(count):
-            await send_until_accepted(layer, channel, {"type": "bench.message", "n": n, "x": "hi"})
+            message = {"type": "bench.message", "n": n, "x": "hi"}
+            await send_until_accepted(sender, channel, message)
             if n % 50 == 49:  # let the consumer in, as any real producer would
                 await anyio.lowlevel.checkpoint()
         # Wait for the rest while messages still come; stop once they stop coming (the
@@ -1017,6 +1040,7 @@ WORKLOADS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "fanout": layer_workload("inmemory", {}, fan_out),
     "many": layer_workload("inmemory", {}, many_channels),
     "redis-p2p": layer_workload("redis", {}, point_to_point),
+    "redis-p2p-between": layer_workload("redis", {}, point_to_point_between_layers),
     "redis-fanout": layer_workload("redis", {}, fan_out),
     "fanout-history": layer_workload("inmemory", HISTORY_CONFIG, fan_out),
     "recovery": layer_workload("inmemory", HISTORY_CONFIG, recovery),

@@ -454,6 +454,184 @@ async def test_cancelled_blocked_receive_while_messages_arrive(make_layer: MakeL
     assert all(values == list(range(count)) for values in got.values())
 
 
+# -- sends to this process's own waiting receivers ---------------------------------------
+
+
+async def _waiting(layer: RedisChannelLayer, channel: str) -> None:
+    """Until a receive on ``channel`` waits (parked, or blocked in its read of Redis)."""
+    key = layer.prefix + layer.non_local_name(channel)
+    while True:
+        state = layer._loops.current()
+        readers = state.readers.get(key) if state is not None else None
+        if readers is not None and readers.pending(channel) and not readers.yielding:
+            return
+        await anyio.sleep(0.001)
+
+
+async def _blocked_in_redis(redis_url: str) -> None:
+    """Until a client's blocking pop waits in Redis."""
+    async with await raw(redis_url) as redis:
+        while True:
+            if (await redis.info("clients"))["blocked_clients"] >= 1:
+                return
+            await anyio.sleep(0.001)
+
+
+async def _redis_has(layer: RedisChannelLayer, redis_url: str, channel: str) -> int:
+    async with await raw(redis_url) as redis:
+        return int(await redis.zcard(layer.prefix + layer.non_local_name(channel)))
+
+
+async def test_a_waiting_local_receiver_gets_sends_without_redis(
+    make_layer: MakeLayer, redis_url: str
+) -> None:
+    """What it receives is what a read from Redis gives (serialized, its own copy)."""
+    layer = make_layer()
+    layer.brpop_timeout = 30
+    channel = await layer.new_channel()
+    got: list[dict[str, Any]] = []
+    sent = {"type": "m", "items": (1, 2)}
+    with anyio.fail_after(10):  # far below the 30 s blocking pop: it was not waited for
+        async with anyio.create_task_group() as group:
+
+            async def receive() -> None:
+                got.append(await layer.receive(channel))
+
+            group.start_soon(receive)
+            await _waiting(layer, channel)
+            async with await raw(redis_url) as redis:
+                before = (await redis.info("stats"))["total_commands_processed"]
+                await layer.send(channel, sent)
+                after = (await redis.info("stats"))["total_commands_processed"]
+            assert after - before == 1  # the first INFO: the send ran no command
+    assert got == [{"type": "m", "items": [1, 2]}]  # msgpack's lists, as through Redis
+    assert got[0] is not sent
+
+
+async def test_sends_queued_in_redis_stay_ahead_of_later_local_ones(
+    make_layer: MakeLayer, redis_url: str
+) -> None:
+    layer = make_layer()
+    layer.local_batch = 3  # the receiver waits for Redis between batches of what is there
+    channel = await layer.new_channel()
+    for n in range(10):  # nobody receives yet: these go to Redis
+        await layer.send(channel, {"type": "m", "n": n})
+    assert await _redis_has(layer, redis_url, channel) == 10
+    received: list[int] = []
+
+    async def consume() -> None:
+        while len(received) < 30:
+            received.append((await layer.receive(channel))["n"])
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(consume)
+            await _waiting(layer, channel)
+            for n in range(10, 30):
+                await layer.send(channel, {"type": "m", "n": n})
+                if n % 4 == 0:
+                    await anyio.lowlevel.checkpoint()
+    assert received == list(range(30))
+
+
+async def test_local_delivery_keeps_order_behind_a_group_send(make_layer: MakeLayer) -> None:
+    layer = make_layer()
+    channel = await layer.new_channel()
+    await layer.group_add("g", channel)
+    received: list[str] = []
+
+    async def consume() -> None:
+        while len(received) < 20:
+            received.append((await layer.receive(channel))["type"])
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(consume)
+            await _waiting(layer, channel)
+            for n in range(10):
+                await layer.group_send("g", {"type": f"group.{n}"})
+                await layer.send(channel, {"type": f"direct.{n}"})
+    assert received == [f"{kind}.{n}" for n in range(10) for kind in ("group", "direct")]
+
+
+async def test_local_delivery_is_bounded_by_capacity(make_layer: MakeLayer) -> None:
+    layer = make_layer(capacity=5)
+    channel = await layer.new_channel()
+    received: list[int] = []
+
+    async def consume() -> None:
+        while len(received) < 5:
+            received.append((await layer.receive(channel))["n"])
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(consume)
+            await _waiting(layer, channel)
+            for n in range(5):  # no checkpoint: the receiver cannot take any yet
+                await layer.send(channel, {"type": "m", "n": n})
+            with pytest.raises(ChannelFull):
+                await layer.send(channel, {"type": "m", "n": 5})
+    assert received == [0, 1, 2, 3, 4]
+
+
+async def test_other_senders_still_reach_a_receiver_served_locally(
+    make_layer: MakeLayer,
+) -> None:
+    """Another process's sends come through Redis, while this one's are filed here."""
+    layer = make_layer()
+    layer.brpop_timeout = 30
+    other = make_layer()  # another layer instance: as another process, it goes to Redis
+    channel = await layer.new_channel()
+    got: list[str] = []
+
+    async def consume() -> None:
+        while len(got) < 40:
+            got.append((await layer.receive(channel))["type"])
+
+    with anyio.fail_after(10):  # no read waits for the 30 s blocking pop's timeout
+        async with anyio.create_task_group() as group:
+            group.start_soon(consume)
+            for n in range(20):
+                await _waiting(layer, channel)
+                await layer.send(channel, {"type": f"here.{n}"})
+                await other.send(channel, {"type": f"there.{n}"})
+    assert [t for t in got if t.startswith("here")] == [f"here.{n}" for n in range(20)]
+    assert [t for t in got if t.startswith("there")] == [f"there.{n}" for n in range(20)]
+
+
+def test_a_pop_left_waiting_is_read_when_its_loop_ends(redis_url: str, prefix: str) -> None:
+    """A local delivery leaves the reader's blocking pop in Redis for the next read; if the
+    loop ends first, what that pop took is filed for the next loop, not lost."""
+    layer = RedisChannelLayer(hosts=[redis_url], prefix=prefix)
+    layer.brpop_timeout = 30
+    other = RedisChannelLayer(hosts=[redis_url], prefix=prefix)
+    try:
+        channel = async_to_sync(layer.new_channel)()
+
+        async def first_loop() -> None:
+            async with anyio.create_task_group() as group:
+
+                async def receive() -> None:
+                    assert await layer.receive(channel) == {"type": "here"}
+
+                group.start_soon(receive)
+                await _blocked_in_redis(redis_url)
+                await _waiting(layer, channel)
+                await layer.send(channel, {"type": "here"})
+            state = layer._loops.current()
+            assert state is not None
+            assert state.parked  # the pop still waits in Redis
+            await other.send(channel, {"type": "there"})  # and takes this
+            await layer.close()
+
+        async_to_sync(first_loop)()
+        assert async_to_sync(layer.receive)(channel) == {"type": "there"}
+    finally:
+        async_to_sync(layer.flush)()
+        async_to_sync(layer.close)()
+        async_to_sync(other.close)()
+
+
 # -- from sync code, consumers and routers ----------------------------------------------
 
 

@@ -22,6 +22,13 @@ What differs is how the work is done:
   several hosts its messages land elsewhere: channels/#1492). To still get what
   channels_redis senders put on those other shards, process-local channels are read on
   every shard.
+- A send to one of this layer's own process-local channels whose receive waits in the same
+  loop is filed for it without Redis (serialized and read back, as if it had been there):
+  no round trip at all, where channels_redis makes the send's and the receive's. Sends
+  follow through Redis while the layer's earlier ones to that key are still there, so
+  their order holds; the reader's blocking pop that such a filing interrupts is left in
+  Redis (``_LoopState.parked``) and its reply taken by the next read, not woken with
+  ``CLIENT UNBLOCK``.
 - Expired messages are dropped when received, not only when a later send prunes them.
 - ``flush`` walks keys with ``SCAN``, never ``KEYS``.
 
@@ -77,6 +84,7 @@ __all__ = ["RedisChannelLayer"]
 logger: logging.Logger = logging.getLogger("channels.layers.redis")
 
 Item = tuple[bytes, float, int]  # a popped member, its score, and its shard
+_Route = tuple[str, int | None, bool]  # a channel's key, its shard, and whether it is ours
 
 
 _Script = Script
@@ -126,11 +134,15 @@ class _LoopState:
     pools: list[Pool]
     mailboxes: Mailboxes
     readers: dict[str, Readers] = field(default_factory=dict)
+    #: Blocking pops of a process-local key whose read was interrupted by a local delivery,
+    #: by shard and key: the connection still owes the pop's reply, which the next read of
+    #: that key takes instead of asking again (and its deadline).
+    parked: dict[tuple[int, str], tuple[Connection, float]] = field(default_factory=dict)
 
     def readers_of(self, key: str) -> Readers:
         readers = self.readers.get(key)
         if readers is None:
-            readers = self.readers[key] = Readers(self.mailboxes)
+            readers = self.readers[key] = Readers(self.mailboxes, interruptible=True)
         return readers
 
     # Shards whose server has no BZMPOP (Redis < 7): popped one message at a time.
@@ -185,7 +197,7 @@ class RedisChannelLayer(RedisLayerBase[_LoopState]):
             capacity=capacity,
             channel_capacity=channel_capacity,
             new_state=self._new_loop_state,
-            close_state=_LoopState.aclose,
+            close_state=self._close_loop_state,
             group_history=group_history,
             presence_events=presence_events,
             presence_timeout=presence_timeout,
@@ -211,7 +223,11 @@ class RedisChannelLayer(RedisLayerBase[_LoopState]):
         self.client_prefix: str = uuid.uuid4().hex
         self._send_index = itertools.cycle(range(self.ring_size))
         self._last_score = 0.0
-        self._routes: dict[str, tuple[str, int | None]] = {}
+        self._routes: dict[str, _Route] = {}
+        # Per process-local key, what this layer put there and has not read back yet (its
+        # members, each with when it expires): while a key has some, a send to one of its
+        # channels goes through Redis, behind them (see ``send``).
+        self._in_redis: dict[str, dict[bytes, float]] = {}
         self._mailboxes = Mailboxes(expiry, self.get_capacity, self.record_buffer_drop)
         self._memberships = Memberships(live_for=expiry)
         # Per shard, the run id of the server last seen there (None: not connected yet).
@@ -238,6 +254,18 @@ class RedisChannelLayer(RedisLayerBase[_LoopState]):
             for shard, host in enumerate(self.hosts)
         ]
         return _LoopState(pools, self._mailboxes)
+
+    async def _close_loop_state(self, state: _LoopState) -> None:
+        """Close a loop's connections; a parked pop is woken first and what it had taken
+        is filed (the mailboxes outlive the loop, as for a cancelled receive)."""
+        parked, state.parked = state.parked, {}
+        for (shard, key), (connection, _) in parked.items():
+            with anyio.CancelScope(shield=True):
+                items = await self._unblock(state, shard, connection)
+                if items:
+                    self._file_local(state.readers_of(key), key, items)
+                await connection.aclose()
+        await state.aclose()
 
     # -- names, keys, shards -------------------------------------------------------------
 
@@ -300,12 +328,18 @@ class RedisChannelLayer(RedisLayerBase[_LoopState]):
         route = self._routes.get(channel)
         if route is None:
             route = self._route(channel)
-        key, shard = route
+        key, shard, own = route
         if shard is None:
             shard = next(self._send_index)
         else:
             message = {**message, "__asgi_channel__": channel}
         data = self.serialize(message)
+        in_redis: dict[bytes, float] | None = None
+        if own:
+            if self._deliver_here(key, channel, data):
+                return
+            in_redis = self._held(key)
+            in_redis[data] = time.monotonic() + self.expiry + 1
         now = self._score()
         added = await self._script(
             shard,
@@ -314,26 +348,89 @@ class RedisChannelLayer(RedisLayerBase[_LoopState]):
             [data, now, int(now) - int(self.expiry), self.get_capacity(channel), self.expiry],
         )
         if not added:
+            if in_redis is not None:
+                in_redis.pop(data, None)
             raise ChannelFull(channel)
 
-    def _route(self, channel: str) -> tuple[str, int | None]:
-        """The key that sends to ``channel`` go to, and its shard (``None``: round-robin).
+    def _deliver_here(self, key: str, channel: str, data: bytes) -> bool:
+        """File a send to one of this layer's own process-local channels without Redis,
+        if its receiver waits in this loop and nothing this layer sent there earlier is
+        still in Redis; True if it did.
+
+        That receiver is the only one who can take the message, so a round trip to put it
+        in Redis and another to take it out again would change nothing it can see: the
+        message still goes through the serializer (the receiver gets what a read from
+        Redis gives), counts against the channel's capacity and expires with ``expiry``.
+        A receiver that is behind gets its messages through Redis, in send order behind
+        the ones filed here, and its reads of the key keep taking what other processes
+        send it.
+
+        :raises ~channels.exceptions.ChannelFull: if ``capacity`` messages are filed for
+            ``channel`` already.
+        """
+        state = self._loops.current()
+        if state is None:
+            return False
+        readers = state.readers.get(key)
+        if readers is None or not readers.pending(channel) or self._held_in_redis(key):
+            return False
+        mailboxes = self._mailboxes
+        if len(mailboxes.buffers.get(channel) or ()) >= mailboxes.capacity_of(channel):
+            raise ChannelFull(channel)
+        message = self.deserialize(data)
+        message.pop("__asgi_channel__", None)
+        deliver(mailboxes, readers, (channel,), message)
+        readers.interrupt(channel)
+        return True
+
+    def _held(self, key: str) -> dict[bytes, float]:
+        """What this layer sent to ``key`` and has not read back: later sends to the key's
+        channels go through Redis behind it, in order."""
+        in_redis = self._in_redis.get(key)
+        if in_redis is None:
+            in_redis = self._in_redis[key] = {}
+        return in_redis
+
+    def _held_in_redis(self, key: str) -> bool:
+        """Whether some message this layer sent to ``key`` may still be in Redis (or its
+        pop's reply not read yet); what expired there since is forgotten."""
+        in_redis = self._in_redis.get(key)
+        if not in_redis:
+            return False
+        now = time.monotonic()
+        while in_redis:
+            member, expires = next(iter(in_redis.items()))  # the oldest: sent first
+            if expires > now:
+                return True
+            del in_redis[member]
+        return False
+
+    def _route(self, channel: str) -> _Route:
+        """The key that sends to ``channel`` go to, its shard (``None``: round-robin), and
+        whether it is one of this layer's own process-local channels.
 
         Validating a name costs a noticeable share of a send, and a producer sends to the
         same few channels over and over, so the answer is kept for a bounded number of
         names (only valid names get here).
         """
         self.require_valid_channel_name(channel)
-        route: tuple[str, int | None]
+        route: _Route
         if "!" in channel:
             non_local = self.non_local_name(channel)
-            route = (self.prefix + non_local, self.consistent_hash(non_local))
+            route = (
+                self.prefix + non_local,
+                self.consistent_hash(non_local),
+                self._is_own(non_local),
+            )
         else:
-            route = (self.prefix + channel, None)
+            route = (self.prefix + channel, None, False)
         if len(self._routes) >= 4096:
             self._routes.clear()
         self._routes[channel] = route
         return route
+
+    def _is_own(self, non_local_name: str) -> bool:
+        return non_local_name.endswith(f".{self.client_prefix}!")
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """A new process-local channel: ``<prefix>.<this layer's id>!<random>``."""
@@ -357,7 +454,7 @@ class RedisChannelLayer(RedisLayerBase[_LoopState]):
 
     async def _receive(self, channel: str) -> Message:
         if "!" in channel:
-            if not self.non_local_name(channel).endswith(f".{self.client_prefix}!"):
+            if not self._is_own(self.non_local_name(channel)):
                 raise ForeignChannelError(
                     f"Channel {channel!r} was not made by this layer's new_channel(): a "
                     "process-local channel can only be received by the layer that made it"
@@ -410,7 +507,10 @@ class RedisChannelLayer(RedisLayerBase[_LoopState]):
 
     def _file_local(self, readers: Readers, key: str, items: list[Item]) -> None:
         now = time.monotonic()
+        in_redis = self._in_redis.get(key)
         for member, score, _ in sorted(items, key=lambda item: item[1]):
+            if in_redis:
+                in_redis.pop(member, None)
             message = self._decode(member, score)
             if message is None:
                 continue
@@ -482,19 +582,27 @@ class RedisChannelLayer(RedisLayerBase[_LoopState]):
         pool = state.pools[shard]
         backoff = Backoff()  # a reader waits for as long as the server is away
         while True:
+            parked = state.parked.pop((shard, key), None)
+            if parked is None:
+                try:
+                    connection = await pool.acquire()
+                except CONNECTION_ERRORS as exc:
+                    await backoff.wait(self.hosts[shard].describe(), exc)
+                    continue
+                backoff.reset()
+                deadline = None
+            else:
+                connection, deadline = parked
             try:
-                connection = await pool.acquire()
-            except CONNECTION_ERRORS as exc:
-                await backoff.wait(self.hosts[shard].describe(), exc)
-                continue
-            backoff.reset()
-            try:
-                reply = await self._blocking_command(state, shard, connection, key, count, salvage)
+                reply = await self._blocking_command(
+                    state, shard, connection, key, count, salvage, deadline
+                )
             except CONNECTION_ERRORS:
                 connection.broken = True
                 continue
             finally:
-                await pool.release(connection)
+                if state.parked.get((shard, key), (None,))[0] is not connection:
+                    await pool.release(connection)
             if reply is None:
                 continue  # the server's timeout: ask again
             if isinstance(reply, Exception):
@@ -512,23 +620,38 @@ class RedisChannelLayer(RedisLayerBase[_LoopState]):
         key: str,
         count: int,
         salvage: Callable[[list[Item]], Awaitable[None]],
+        deadline: float | None = None,
     ) -> Any:
-        if count > 1 and shard not in state.no_bzmpop:
-            command: Command = ("BZMPOP", self.brpop_timeout, 1, key, "MIN", "COUNT", count)
+        """Send a blocking pop of ``key`` on ``connection`` and read its reply; with a
+        ``deadline``, the connection is a parked one whose pop was sent already."""
+        if deadline is None:
+            if count > 1 and shard not in state.no_bzmpop:
+                command: Command = ("BZMPOP", self.brpop_timeout, 1, key, "MIN", "COUNT", count)
+            else:
+                command = ("BZPOPMIN", key, self.brpop_timeout)
+            if connection.sock is not None:
+                await connection.send([command])  # all or nothing, see Connection.send
+            else:
+                with anyio.CancelScope(shield=True):
+                    # Once written the command will run: it must not be abandoned halfway.
+                    await connection.send([command])
+            deadline = anyio.current_time() + self.brpop_timeout + connection.host.stream_timeout
         else:
-            command = ("BZPOPMIN", key, self.brpop_timeout)
-        if connection.sock is not None:
-            await connection.send([command])  # all or nothing, see Connection.send
-        else:
-            with anyio.CancelScope(shield=True):
-                # Once written the command will run: it must not be abandoned halfway.
-                await connection.send([command])
-        deadline = anyio.current_time() + self.brpop_timeout + connection.host.stream_timeout
+            # The server has answered by the pop's own deadline: its reply is on the way.
+            deadline = max(deadline, anyio.current_time() + connection.host.stream_timeout)
         try:
             with anyio.CancelScope(deadline=deadline):
                 return await connection.read_reply()
             raise TimeoutError("no reply to a blocking pop")  # only reached on timeout
         except anyio.get_cancelled_exc_class():
+            readers = state.readers.get(key)
+            if readers is not None and readers.interrupted and connection.sock is not None:
+                # A local delivery stopped this read, not the receiver's caller: the next
+                # read of the key takes the reply (a socket read cancelled took nothing,
+                # and the parser keeps what it had), with no CLIENT UNBLOCK round trip.
+                connection.broken = False
+                state.parked[(shard, key)] = (connection, deadline)
+                raise
             with anyio.CancelScope(shield=True):
                 items = await self._unblock(state, shard, connection)
                 if items:
@@ -612,6 +735,8 @@ class RedisChannelLayer(RedisLayerBase[_LoopState]):
         by_shard: dict[int, list[tuple[str, bytes, int]]] = defaultdict(list)
         for channel_key, channels in by_key.items():
             data = self.serialize({**message, "__asgi_channel__": channels})
+            if "!" in channels[0] and self._is_own(channel_key[len(self.prefix) :]):
+                self._held(channel_key)[data] = time.monotonic() + self.expiry + 1
             shard = self.consistent_hash(channel_key[len(self.prefix) :])
             by_shard[shard].append((channel_key, data, self.get_capacity(channels[0])))
         now = self._score()
@@ -624,7 +749,11 @@ class RedisChannelLayer(RedisLayerBase[_LoopState]):
                 args += [data, capacity]
             full = await self._script(shard, _GROUP_SEND, [key for key, _, _ in targets], args)
             for position in full:
-                skipped.extend(by_key[targets[position - 1][0]])
+                channel_key, data, _ = targets[position - 1]
+                skipped.extend(by_key[channel_key])
+                in_redis = self._in_redis.get(channel_key)
+                if in_redis:
+                    in_redis.pop(data, None)  # never stored
 
         try:
             if len(by_shard) == 1:
@@ -715,6 +844,7 @@ class RedisChannelLayer(RedisLayerBase[_LoopState]):
                 if cursor == b"0":
                     break
         self._mailboxes.clear()
+        self._in_redis.clear()
 
     async def wait_received(self) -> None:
         """Nothing to wait for: kept for channels_redis compatibility.

@@ -359,19 +359,26 @@ class Readers:
     Made in the loop whose receivers it serves.
     """
 
-    def __init__(self, mailboxes: Mailboxes) -> None:
+    def __init__(self, mailboxes: Mailboxes, *, interruptible: bool = False) -> None:
         self.mailboxes = mailboxes
         self.reading: bool = False
         #: The channel whose receive is reading now (``None`` while nobody reads): like
         #: the channels in ``waiters``, one with a receive pending.
         self.reading_for: str | None = None
         self.waiters: dict[str, list[_Waiter]] = {}
+        #: Whether the read under way was stopped by :meth:`interrupt` (its fetch may then
+        #: leave a command's reply to the next read, see ``RedisChannelLayer``).
+        self.interrupted: bool = False
+        #: Channels whose receives are at their periodic checkpoint, and how many.
+        self.yielding: dict[str, int] = {}
+        self._interruptible = interruptible
+        self._read_scope: anyio.CancelScope | None = None
         self._without_yield = 0
         self._new_waiter = _waiter_type()
 
     def pending(self, channel: str) -> bool:
         """Whether a receive on ``channel`` is under way (waiting or reading)."""
-        return channel in self.waiters or channel == self.reading_for
+        return channel in self.waiters or channel == self.reading_for or channel in self.yielding
 
     def wake(self, channel: str) -> None:
         """Wake the receivers of ``channel`` (something was filed for it)."""
@@ -433,13 +440,30 @@ class Readers:
         if waiter.is_set():
             self._hand_off()
 
+    def interrupt(self, channel: str) -> None:
+        """Stop the read under way if it is for ``channel``, which was just filed for.
+
+        Only for readers made ``interruptible``: the read's fetch is cancelled (its own
+        scope, nobody else's) and the receive takes what was filed.
+        """
+        scope = self._read_scope
+        if scope is not None and self.reading_for == channel:
+            self.interrupted = True
+            scope.cancel()
+
     async def read(self, channel: str, fetch: Callable[[], Awaitable[None]]) -> None:
         """Take the reader role (nobody has it) for a receive on ``channel``: ``fetch``."""
         self.reading = True
         self.reading_for = channel
         try:
-            await fetch()
+            if self._interruptible:
+                with anyio.CancelScope() as self._read_scope:
+                    await fetch()
+            else:
+                await fetch()
         finally:
+            self._read_scope = None
+            self.interrupted = False
             self.reading = False
             self.reading_for = None
             self._hand_off()
@@ -451,7 +475,15 @@ class Readers:
         :meth:`yield_due`). Cancelled, it has taken nothing.
         """
         if self.yield_due(channel):
-            await anyio.lowlevel.checkpoint()
+            # Still a receive under way (``pending``) while it lets others run.
+            self.yielding[channel] = self.yielding.get(channel, 0) + 1
+            try:
+                await anyio.lowlevel.checkpoint()
+            finally:
+                if self.yielding[channel] == 1:
+                    del self.yielding[channel]
+                else:
+                    self.yielding[channel] -= 1
         take = self.mailboxes.take
         while (message := take(channel)) is None:
             await self.turn(channel, fetch)
