@@ -20,7 +20,7 @@ from channels.layers import (
     channel_layers,
     get_channel_layer,
 )
-from channels.layers.inmemory import _EXPIRY_BATCH
+from channels.layers.inmemory import _EXPIRY_BATCH, _MIN_COMPACTION
 from tests.harness import TurnCounter
 
 CHANNEL_ERROR = (
@@ -1109,8 +1109,8 @@ async def test_bookkeeping_follows_live_state_not_traffic() -> None:
         assert await layer.receive("busy") == msg(n)
     assert layer.groups == {}
     assert layer.channels == {}
-    assert len(layer._membership_deadlines) <= 2 * 16384
-    assert len(layer._message_deadlines) <= 2 * 16384
+    assert len(layer._membership_deadlines) <= 2 * _MIN_COMPACTION
+    assert len(layer._message_deadlines) <= 2 * _MIN_COMPACTION
 
 
 async def test_queued_message_is_delivered_to_a_cancelled_receiver() -> None:

@@ -14,7 +14,7 @@ import time
 import anyio
 import anyio.lowlevel
 
-from channels.layers.redis.local import Mailboxes, Readers, deliver
+from channels.layers.redis.local import _MIN_COMPACTION, Mailboxes, Readers, deliver
 from channels.types import Message
 
 
@@ -88,6 +88,23 @@ def test_filing_expires_what_is_past_its_deadline() -> None:
     deliver(boxes, readers, ["b"], {"type": "new"}, now=start)
     assert "a" not in boxes.buffers
     assert [entry[1] for entry in boxes.buffers["b"]] == [{"type": "new"}]
+
+
+def test_deadlines_follow_what_is_buffered_not_the_traffic() -> None:
+    """A busy channel's filings, taken at once, do not pile up until they expire; what is
+    still buffered keeps its deadline, and buffers of channels gone quiet are dropped."""
+    boxes = mailboxes(expiry=60)
+    readers = Readers(boxes)
+    start = time.monotonic()
+    deliver(boxes, readers, ["waiting"], {"type": "kept"}, now=start)
+    for n in range(5 * _MIN_COMPACTION):
+        channel = f"churned{n}" if n < 1000 else "busy"
+        deliver(boxes, readers, [channel], {"type": "m", "n": n}, now=start + 1)
+        assert boxes.take(channel) == {"type": "m", "n": n}
+    assert len(boxes._deadlines) <= 2 * _MIN_COMPACTION
+    assert set(boxes.buffers) <= {"waiting", "busy"}
+    boxes.expire(start + 60)
+    assert "waiting" not in boxes.buffers  # its deadline was kept through the rebuilds
 
 
 async def test_a_waiting_member_is_woken_by_the_group_filing() -> None:

@@ -59,6 +59,12 @@ _YIELD_EVERY = 64
 # pattern match, and a process can see an unbounded number of channel names.
 _CAPACITIES_KEPT = 4096
 
+# The deadline queue is rebuilt past this length at the least, keeping the entries whose
+# messages are still buffered: a busy channel's filings otherwise stay queued for
+# ``expiry`` seconds after their messages were taken (20,000 of them were 5 MiB of a
+# benchmark's peak RSS). See ``InMemoryChannelLayer``'s deadline queues: the same rule.
+_MIN_COMPACTION = 2048
+
 
 def _current_loop() -> object:
     """The running event loop, as ``anyio.lowlevel.current_token().native_token``.
@@ -183,6 +189,7 @@ class Mailboxes:
         self.buffers: dict[str, deque[tuple[float, Message]]] = {}
         # One entry per filing: when its messages expire, and the channels they went to.
         self._deadlines: deque[tuple[float, tuple[str, ...]]] = deque()
+        self._compact_at = _MIN_COMPACTION
         self._capacities: dict[str, int] = {}
 
     def capacity_of(self, channel: str) -> int:
@@ -215,6 +222,8 @@ class Mailboxes:
         deadlines = self._deadlines
         if deadlines and deadlines[0][0] <= now:
             self.expire(now)
+        if len(deadlines) >= self._compact_at:
+            deadlines = self._compact()
         expires = now + self.expiry
         deadlines.append((expires, channels))
         buffers = self.buffers
@@ -263,6 +272,29 @@ class Mailboxes:
                     buffer.popleft()
                 if not buffer:
                     del buffers[channel]
+
+    def _compact(self) -> deque[tuple[float, tuple[str, ...]]]:
+        """Drop the deadlines whose messages are all taken (or dropped) already, and the
+        buffers left empty; returns the new deadline queue.
+
+        A buffer holds its messages in filing order, so a filing's message is still in a
+        channel's buffer only if the buffer's oldest message expires no later than it.
+        """
+        buffers = self.buffers
+        for channel in [channel for channel, buffer in buffers.items() if not buffer]:
+            del buffers[channel]
+
+        def live(entry: tuple[float, tuple[str, ...]]) -> bool:
+            expires, channels = entry
+            for channel in channels:
+                buffer = buffers.get(channel)
+                if buffer and buffer[0][0] <= expires:
+                    return True
+            return False
+
+        self._deadlines = deadlines = deque(filter(live, self._deadlines))
+        self._compact_at = max(_MIN_COMPACTION, 2 * len(deadlines))
+        return deadlines
 
     def clear(self) -> None:
         self.buffers.clear()
