@@ -101,8 +101,13 @@ def test_deadlines_follow_what_is_buffered_not_the_traffic() -> None:
         channel = f"churned{n}" if n < 1000 else "busy"
         deliver(boxes, readers, [channel], {"type": "m", "n": n}, now=start + 1)
         assert boxes.take(channel) == {"type": "m", "n": n}
-    assert len(boxes._deadlines) <= 2 * _MIN_COMPACTION
-    assert set(boxes.buffers) <= {"waiting", "busy"}
+    members = [f"member{n}" for n in range(50)]
+    for n in range(500):  # group messages: each deadline names all 50 members
+        deliver(boxes, readers, [*members], {"type": "g", "n": n}, now=start + 1)
+        assert all(boxes.take(member) == {"type": "g", "n": n} for member in members)
+    named = sum(len(channels) for _, channels in boxes._deadlines)
+    assert named <= 2 * _MIN_COMPACTION
+    assert set(boxes.buffers) <= {"waiting", "busy", *members}
     boxes.expire(start + 60)
     assert "waiting" not in boxes.buffers  # its deadline was kept through the rebuilds
 
