@@ -430,6 +430,21 @@ CASES = [
         HTTP,
     ),
     Case(
+        "http-stream-serving",
+        "Django async streaming view, 50 parts, on this package's server, 20 conns x 50",
+        "django-http",
+        {
+            "server": "channels",
+            "view": "stream",
+            "parts": 50,
+            "connections": 20,
+            "requests": 50,
+        },
+        {**HTTP_QUICK, "server": "channels", "view": "stream", "parts": 5},
+        HTTP,
+        (OURS_ASYNCIO, OURS_TRIO),
+    ),
+    Case(
         "http-sync-stream",
         "Django sync streaming view, 50 parts, on hypercorn, 20 conns x 50",
         "django-http",
