@@ -782,6 +782,42 @@ async def test_survives_a_redis_restart_mid_stream(private_redis: Any) -> None:
             await each.close()
 
 
+async def test_a_pop_left_waiting_survives_a_redis_restart(private_redis: Any) -> None:
+    """A local delivery leaves the reader's pop waiting in Redis; the server then restarts
+    while the next read waits on that pop: the read reconnects and what another process
+    sends afterwards still arrives."""
+    layer = RedisChannelLayer(hosts=[private_redis.url], prefix="parked")
+    layer.brpop_timeout = 30
+    other = RedisChannelLayer(hosts=[private_redis.url], prefix="parked")
+    channel = await layer.new_channel()
+    got: list[str] = []
+
+    async def consume() -> None:
+        while len(got) < 2:
+            got.append((await layer.receive(channel))["type"])
+
+    try:
+        with anyio.fail_after(25):
+            async with anyio.create_task_group() as group:
+                group.start_soon(consume)
+                await _blocked_in_redis(private_redis.url)
+                await _waiting(layer, channel)
+                await layer.send(channel, {"type": "here"})  # leaves the pop waiting
+                while True:  # until the consumer took it and waits on that pop again
+                    state = layer._loops.current()
+                    if got and state is not None and not state.parked:
+                        break
+                    await anyio.sleep(0.001)
+                private_redis.stop()
+                await anyio.sleep(0.3)
+                private_redis.start()
+                await other.send(channel, {"type": "there"})  # retried until Redis is back
+        assert got == ["here", "there"]
+    finally:
+        for each in (layer, other):
+            await each.close()
+
+
 async def test_calls_fail_clearly_while_redis_stays_down(private_redis: Any) -> None:
     layer = RedisChannelLayer(hosts=[private_redis.url], prefix="down")
     layer.reconnect_timeout = 0.3
