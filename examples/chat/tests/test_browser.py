@@ -303,7 +303,7 @@ def restart_and_wait_for_reconnect(test: Any) -> float:
     test.start_live_server()
     ready = test.js("return performance.now();")
     test.wait_until(lambda _: test.js("return window.chat.opened") is not None, "reconnect")
-    return max(float(test.js("return window.chat.opened")) - ready, 0.0)
+    return max(float(test.js("return window.chat.opened")) - float(ready), 0.0)
 
 
 def publish_to_room(prefix: str, room: str, messages: list[dict[str, Any]]) -> None:
