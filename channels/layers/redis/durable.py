@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from coredis.exceptions import NoScriptError
 
 from ...types import Message
@@ -446,7 +447,15 @@ async def presence(
 async def _announce_leaves(
     layer: BaseChannelLayer, group: str, gone: list[tuple[str, dict[str, Any]]]
 ) -> None:
-    """Send ``presence.leave`` for entries this process removed (it alone removed them)."""
+    """Send ``presence.leave`` for entries this process removed (it alone removed them).
+
+    Shielded: the entries are gone from Redis already, so if the caller is cancelled now (a
+    consumer's heartbeat stopping), nobody else will ever announce them. The wait is
+    bounded by ``group_send``'s own retries; the cancellation lands at the caller's next
+    checkpoint.
+    """
     if gone and layer.announces_presence(group):
-        for channel, info in gone:
-            await layer.group_send(group, presence_event("presence.leave", group, channel, info))
+        with anyio.CancelScope(shield=True):
+            for channel, info in gone:
+                event = presence_event("presence.leave", group, channel, info)
+                await layer.group_send(group, event)
